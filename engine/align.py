@@ -1,0 +1,258 @@
+"""Put the analyst's S1/S2 rasters on one 10 m grid, read in windows.
+
+Each input becomes a GDAL warped VRT onto the target grid; reading a window of the VRT
+warps just that window, so memory stays bounded whatever the scene size.  An input
+already on the grid (same CRS, pixel size and alignment) is read directly instead.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from osgeo import gdal, osr
+
+from .channels import PIXEL_SIZE_M
+
+gdal.UseExceptions()
+osr.UseExceptions()
+
+ROLE_LABELS = {
+    "S2": "Sentinel-2",
+    "S1_DESC_POST": "Sentinel-1 descending post-event",
+    "S1_DESC_PRE": "Sentinel-1 descending pre-event",
+    "S1_ASC_POST": "Sentinel-1 ascending post-event",
+    "S1_ASC_PRE": "Sentinel-1 ascending pre-event",
+}
+
+
+class InputError(Exception):
+    """An input cannot be used; the message is meant for the analyst."""
+
+
+@dataclass
+class InputLayer:
+    role: str  # one of ROLE_LABELS
+    path: str  # anything GDAL opens
+    bands: list[int]  # 1-based band numbers, in the order the role needs them
+    nodata: float | None = None  # overrides the file's nodata value
+
+    @property
+    def label(self) -> str:
+        return ROLE_LABELS.get(self.role, self.role)
+
+
+@dataclass
+class Grid:
+    """A north-up grid: top-left corner (x0, y0), square pixels of ``res``."""
+
+    crs_wkt: str
+    x0: float
+    y0: float
+    res: float
+    width: int
+    height: int
+
+    @property
+    def geotransform(self):
+        return (self.x0, self.res, 0.0, self.y0, 0.0, -self.res)
+
+    @property
+    def bounds(self):
+        return (self.x0, self.y0 - self.height * self.res, self.x0 + self.width * self.res, self.y0)
+
+
+def open_layer(layer: InputLayer) -> gdal.Dataset:
+    try:
+        ds = gdal.Open(layer.path)
+    except RuntimeError as exc:
+        raise InputError(f"The {layer.label} layer cannot be opened ({exc}).") from None
+    if ds is None:
+        raise InputError(f"The {layer.label} layer cannot be opened: {layer.path}")
+    if not ds.GetProjection():
+        raise InputError(f"The {layer.label} layer has no coordinate reference system.")
+    for b in layer.bands:
+        if b < 1 or b > ds.RasterCount:
+            raise InputError(
+                f"The {layer.label} layer has {ds.RasterCount} band(s); band {b} does not exist."
+            )
+    gt = ds.GetGeoTransform()
+    if gt[2] != 0 or gt[4] != 0:
+        pass  # rotated rasters are fine: the warp handles them
+    return ds
+
+
+def _srs(wkt: str) -> osr.SpatialReference:
+    s = osr.SpatialReference()
+    s.ImportFromWkt(wkt)
+    s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return s
+
+
+def _native_bounds(ds: gdal.Dataset):
+    gt = ds.GetGeoTransform()
+    xs = [gt[0] + i * gt[1] + j * gt[2] for i in (0, ds.RasterXSize) for j in (0, ds.RasterYSize)]
+    ys = [gt[3] + i * gt[4] + j * gt[5] for i in (0, ds.RasterXSize) for j in (0, ds.RasterYSize)]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def transform_bounds(bounds, src_wkt: str, dst_wkt: str):
+    src, dst = _srs(src_wkt), _srs(dst_wkt)
+    if src.IsSame(dst):
+        return tuple(bounds)
+    ct = osr.CoordinateTransformation(src, dst)
+    return tuple(ct.TransformBounds(bounds[0], bounds[1], bounds[2], bounds[3], 21))
+
+
+def utm_wkt_for(lon: float, lat: float) -> str:
+    zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    s = osr.SpatialReference()
+    s.ImportFromEPSG((32600 if lat >= 0 else 32700) + zone)
+    return s.ExportToWkt()
+
+
+def _is_metric_projected(wkt: str) -> bool:
+    s = _srs(wkt)
+    return bool(s.IsProjected()) and abs(s.GetLinearUnits() - 1.0) < 1e-9
+
+
+def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) -> Grid:
+    """The target grid: the reference layer's metric CRS (S2 if given, else the first
+    SAR layer) or the UTM zone of its centre when it is geographic; the common extent
+    of all layers, clipped to ``extent`` = (xmin, ymin, xmax, ymax, crs_wkt) if given;
+    pixel edges snapped to the reference raster's own 10 m lattice where it has one."""
+    if not layers:
+        raise InputError("No input layer was given.")
+    dss = [open_layer(l) for l in layers]
+    ref, ref_ds = layers[0], dss[0]
+    ref_wkt = ref_ds.GetProjection()
+    if _is_metric_projected(ref_wkt):
+        crs = _srs(ref_wkt).ExportToWkt()
+    else:
+        b = _native_bounds(ref_ds)
+        lonlat = transform_bounds(b, ref_wkt, osr.SRS_WKT_WGS84_LAT_LONG)
+        crs = utm_wkt_for((lonlat[0] + lonlat[2]) / 2, (lonlat[1] + lonlat[3]) / 2)
+
+    box = None
+    for layer, ds in zip(layers, dss):
+        try:
+            b = transform_bounds(_native_bounds(ds), ds.GetProjection(), crs)
+        except RuntimeError as exc:
+            raise InputError(f"The {layer.label} layer cannot be reprojected to the analysis grid ({exc}).") from None
+        if box is None:
+            box = list(b)
+            continue
+        nb = [max(box[0], b[0]), max(box[1], b[1]), min(box[2], b[2]), min(box[3], b[3])]
+        if nb[0] >= nb[2] or nb[1] >= nb[3]:
+            raise InputError(f"The {layer.label} layer does not overlap the {ref.label} layer.")
+        box = nb
+    if extent is not None:
+        e = transform_bounds(extent[:4], extent[4], crs) if extent[4] else tuple(extent[:4])
+        nb = [max(box[0], e[0]), max(box[1], e[1]), min(box[2], e[2]), min(box[3], e[3])]
+        if nb[0] >= nb[2] or nb[1] >= nb[3]:
+            raise InputError("The processing extent does not overlap the input layers.")
+        box = nb
+
+    # snap to the reference raster's lattice when it is metric with a 10 m multiple pixel
+    ox, oy = 0.0, 0.0
+    gt = ref_ds.GetGeoTransform()
+    if _srs(ref_wkt).IsSame(_srs(crs)) and gt[2] == 0 and gt[4] == 0:
+        ox, oy = gt[0] % res, gt[3] % res
+    x0 = math.floor((box[0] - ox) / res + 1e-6) * res + ox
+    y1 = math.ceil((box[3] - oy) / res - 1e-6) * res + oy
+    x1 = math.ceil((box[2] - ox) / res - 1e-6) * res + ox
+    y0 = math.floor((box[1] - oy) / res + 1e-6) * res + oy
+    width, height = int(round((x1 - x0) / res)), int(round((y1 - y0) / res))
+    if width < 1 or height < 1:
+        raise InputError("The common area of the inputs is smaller than one pixel.")
+    return Grid(crs, x0, y1, res, width, height)
+
+
+def _resampling(ds: gdal.Dataset, grid: Grid) -> str:
+    """Average when the source is finer than the grid, bilinear otherwise."""
+    gt = ds.GetGeoTransform()
+    src_res = abs(gt[1])
+    try:
+        b = transform_bounds(_native_bounds(ds), ds.GetProjection(), grid.crs_wkt)
+        src_res = (b[2] - b[0]) / ds.RasterXSize
+    except RuntimeError:
+        pass
+    return "average" if src_res < grid.res * 0.75 else "bilinear"
+
+
+@dataclass
+class AlignedLayer:
+    """One input on the target grid; ``read(row0, nrows)`` -> (bands, nrows, width) float32,
+    NaN where there is no data (outside the layer, nodata, or non-finite)."""
+
+    layer: InputLayer
+    grid: Grid
+    _ds: gdal.Dataset = field(repr=False, default=None)
+    direct: bool = False
+    _xoff: int = 0
+    _yoff: int = 0
+    resampling: str = "nearest"
+
+    @classmethod
+    def open(cls, layer: InputLayer, grid: Grid) -> "AlignedLayer":
+        src = open_layer(layer)
+        nodata = layer.nodata
+        if nodata is None:
+            nodata = src.GetRasterBand(layer.bands[0]).GetNoDataValue()
+        sel = gdal.Translate("", src, format="VRT", bandList=layer.bands, outputType=gdal.GDT_Float32,
+                             noData="none" if nodata is None else nodata)
+        gt = src.GetGeoTransform()
+        same = (_srs(src.GetProjection()).IsSame(_srs(grid.crs_wkt)) and gt[2] == 0 and gt[4] == 0
+                and abs(gt[1] - grid.res) < 1e-6 and abs(gt[5] + grid.res) < 1e-6)
+        if same:
+            fx, fy = (grid.x0 - gt[0]) / grid.res, (gt[3] - grid.y0) / grid.res
+            if abs(fx - round(fx)) < 1e-6 and abs(fy - round(fy)) < 1e-6:
+                return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)")
+        rs = _resampling(src, grid)
+        warped = gdal.Warp(
+            "", sel, format="VRT", dstSRS=grid.crs_wkt, outputBounds=grid.bounds,
+            xRes=grid.res, yRes=grid.res, resampleAlg=rs, outputType=gdal.GDT_Float32,
+            srcNodata=None if nodata is None else nodata, dstNodata=float("nan"),
+            warpOptions=["UNIFIED_SRC_NODATA=YES"], multithread=False,
+        )
+        return cls(layer, grid, warped, False, 0, 0, rs)
+
+    def read(self, row0: int, nrows: int) -> np.ndarray:
+        g = self.grid
+        nrows = max(0, min(nrows, g.height - row0))
+        out = np.full((len(self.layer.bands), nrows, g.width), np.nan, dtype=np.float32)
+        if nrows == 0:
+            return out
+        if not self.direct:
+            arr = self._ds.ReadAsArray(0, row0, g.width, nrows)
+            out[:] = arr.reshape(out.shape)
+        else:
+            ds = self._ds
+            x0, y0 = self._xoff, self._yoff + row0
+            cx0, cy0 = max(0, x0), max(0, y0)
+            cx1, cy1 = min(ds.RasterXSize, x0 + g.width), min(ds.RasterYSize, y0 + nrows)
+            if cx1 > cx0 and cy1 > cy0:
+                arr = ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0).reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr
+        nd = self.layer.nodata
+        if nd is None:
+            nd = self._ds.GetRasterBand(1).GetNoDataValue()
+        if nd is not None and not math.isnan(nd):
+            out[out == nd] = np.nan
+        out[~np.isfinite(out)] = np.nan
+        return out
+
+    def sample(self, max_size: int = 512) -> np.ndarray:
+        """A decimated read of the whole layer (for unit detection), NaN for nodata."""
+        src = open_layer(self.layer)
+        scale = max(1, math.ceil(max(src.RasterXSize, src.RasterYSize) / max_size))
+        bx, by = max(1, src.RasterXSize // scale), max(1, src.RasterYSize // scale)
+        arrs = []
+        for b in self.layer.bands:
+            band = src.GetRasterBand(b)
+            a = band.ReadAsArray(buf_xsize=bx, buf_ysize=by, resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float32)
+            nd = self.layer.nodata if self.layer.nodata is not None else band.GetNoDataValue()
+            if nd is not None and not math.isnan(nd):
+                a[a == nd] = np.nan
+            arrs.append(a)
+        return np.stack(arrs)

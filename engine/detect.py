@@ -1,0 +1,250 @@
+"""Scene-scale detection: align -> tile -> features -> ensemble -> tile records.
+
+``run_detection`` is the engine behind ``landslide:detect``, the command line and the
+benchmark.  It reads the aligned scene one band of whole patch rows at a time (the next
+band is read by a background thread while the current one is scored), so memory is
+bounded by the scene width, not its area.  It returns records; writing them is the
+caller's job, which lets the QGIS algorithm create its output only once all succeeded.
+"""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import units
+from .align import AlignedLayer, Grid, InputError, InputLayer, plan_grid
+from .channels import MODE_SOURCES, N_CHANNELS, mode_for_sources
+from .features import patch_features
+
+S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class DetectOptions:
+    s2: InputLayer | None = None
+    s1: dict = field(default_factory=dict)  # role -> InputLayer
+    extent: tuple | None = None  # xmin, ymin, xmax, ymax, crs_wkt
+    threshold: float | None = None  # None: the package's threshold for the mode
+    min_valid_fraction: float = 0.5
+    s2_scale: str = "auto"
+    s2_offset: str = "auto"
+    sar_units: str = "auto"
+    tta: bool = False
+    rows_per_batch: int = 2  # patch rows per read window
+    threads: int | None = None
+    members: list | None = None  # restrict to these member names
+
+
+@dataclass
+class TileRecord:
+    tile_id: int
+    row: int
+    col: int
+    bounds: tuple  # xmin, ymin, xmax, ymax in the grid CRS
+    valid_frac: float
+    status: str  # ok | nodata
+    prob: float | None
+    flagged: bool | None
+    members: dict
+
+
+@dataclass
+class DetectResult:
+    grid: Grid
+    mode: str
+    members: list
+    threshold: float
+    records: list
+    log: list
+    timings: dict
+    n_rows: int
+    n_cols: int
+
+    @property
+    def flagged(self) -> int:
+        return sum(1 for r in self.records if r.flagged)
+
+    def summary(self) -> str:
+        ok = sum(1 for r in self.records if r.status == "ok")
+        total = self.timings.get("total", 0.0)
+        rate = ok / total if total > 0 else 0.0
+        return (f"{len(self.records)} tiles ({ok} scored, {len(self.records) - ok} nodata), "
+                f"{self.flagged} flagged at threshold {self.threshold:.2f}, mode {self.mode}, "
+                f"{total:.1f} s, {rate:.1f} patches/s")
+
+
+def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
+    """Which mode the given inputs allow; returns (mode, {role: InputLayer} to read)."""
+    sources = set()
+    if opts.s2 is not None:
+        sources.add("S2")
+    for orbit in ("DESC", "ASC"):
+        post, pre = opts.s1.get(f"S1_{orbit}_POST"), opts.s1.get(f"S1_{orbit}_PRE")
+        if post and pre:
+            sources.add(f"S1_{orbit}")
+        elif post or pre:
+            log.append(f"Warning: the Sentinel-1 {orbit.lower()} orbit needs both a post- and a pre-event "
+                       f"layer to form the change channels; the one given is ignored.")
+    mode = mode_for_sources(sources)
+    if mode is None:
+        if opts.s2 is None and not any(opts.s1.values()):
+            raise InputError("No input was given: provide a Sentinel-2 layer, or Sentinel-1 post- and "
+                             "pre-event layers for both orbits, or both.")
+        raise InputError("The inputs are not enough for any mode: give a Sentinel-2 layer, or Sentinel-1 "
+                         "post- and pre-event layers for both the descending and the ascending orbit.")
+    if mode == "optical" and "S1_DESC" in sources or mode == "optical" and "S1_ASC" in sources:
+        log.append("Warning: SAR is used only when both orbits are complete; running optical-only.")
+    layers = {}
+    if "S2" in MODE_SOURCES[mode]:
+        layers["S2"] = opts.s2
+    for role in S1_ROLES:
+        if "S1_" + role.split("_")[1] in MODE_SOURCES[mode]:
+            layers[role] = opts.s1[role]
+    return mode, layers
+
+
+class Scene:
+    """The aligned inputs of one run, read as 12-channel windows in package convention."""
+
+    def __init__(self, layers: dict, grid: Grid, pkg_offset: float, opts: DetectOptions, log: list):
+        self.grid = grid
+        self.pkg_offset = pkg_offset
+        self.aligned = {role: AlignedLayer.open(l, grid) for role, l in layers.items()}
+        for role, al in self.aligned.items():
+            log.append(f"{al.layer.label}: resampling {al.resampling}")
+        self.s2conv = None
+        self.sarconv = {}
+        try:
+            if "S2" in self.aligned:
+                self.s2conv = units.decide_s2(self.aligned["S2"].sample(), opts.s2_scale, opts.s2_offset)
+                log.append(f"Sentinel-2 convention: {self.s2conv.note}")
+            for role in S1_ROLES:
+                if role in self.aligned:
+                    al = self.aligned[role]
+                    self.sarconv[role] = units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
+                    log.append(f"{al.layer.label} units: {self.sarconv[role].note}")
+        except ValueError as exc:
+            raise InputError(str(exc)) from None
+
+    def read(self, row0: int, nrows: int) -> np.ndarray:
+        """(12, nrows, width) float32, NaN where a used channel has no data."""
+        g = self.grid
+        out = np.full((N_CHANNELS, nrows, g.width), np.nan, dtype=np.float32)
+        if "S2" in self.aligned:
+            out[0:4] = self.s2conv.to_package(self.aligned["S2"].read(row0, nrows), self.pkg_offset)
+        for orbit, base in (("DESC", 4), ("ASC", 8)):
+            post_role, pre_role = f"S1_{orbit}_POST", f"S1_{orbit}_PRE"
+            if post_role in self.aligned:
+                post = self.sarconv[post_role].to_db(self.aligned[post_role].read(row0, nrows))
+                pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows))
+                out[base:base + 2] = post
+                out[base + 2:base + 4] = post - pre
+        return out
+
+
+def to_patches(block: np.ndarray, ps: int, n_cols: int) -> np.ndarray:
+    """(C, k*ps, W) -> (k*n_cols, C, ps, ps), padding the right edge with NaN."""
+    c, h, w = block.shape
+    need = n_cols * ps
+    if w < need:
+        block = np.concatenate([block, np.full((c, h, need - w), np.nan, np.float32)], axis=2)
+    elif w > need:
+        block = block[:, :, :need]
+    k = h // ps
+    return block.reshape(c, k, ps, n_cols, ps).transpose(1, 3, 0, 2, 4).reshape(k * n_cols, c, ps, ps)
+
+
+def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, ensemble=None) -> DetectResult:
+    """Run the package's ensemble over the inputs.  ``progress(stage, fraction, msg)``."""
+    from ..models.ensemble import Ensemble  # models imports engine, not the reverse at import time
+
+    t_start = time.perf_counter()
+    log: list = []
+    timings = {"read": 0.0, "features": 0.0}
+    prog = progress or (lambda stage, frac, msg="": None)
+    cancelled = is_cancelled or (lambda: False)
+
+    mode, layers = resolve_mode(opts, log)
+    if mode not in pkg.available_modes():
+        raise InputError(f"The model package '{pkg.name}' cannot run in {mode} mode "
+                         f"(it offers: {', '.join(pkg.available_modes())}).")
+    ordered = [layers[r] for r in ("S2",) + S1_ROLES if r in layers]
+    prog("align", 0.0, "planning the 10 m grid")
+    grid = plan_grid(ordered, opts.extent, pkg.manifest["pixel_size_m"])
+    ps = pkg.patch_size
+    n_rows, n_cols = -(-grid.height // ps), -(-grid.width // ps)
+    log.append(f"Grid: {grid.width} x {grid.height} px at {grid.res:g} m, {n_rows} x {n_cols} tiles of {ps} px")
+    scene = Scene(layers, grid, pkg.s2_offset, opts, log)
+
+    if ensemble is None:
+        ensemble = Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
+    threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
+    log.append(f"Mode {mode}: members {', '.join(ensemble.member_names)}; threshold {threshold:.3f}")
+    groups = tuple(g for g, srcs in (("optical", ("S2",)), ("sar", ("S1_DESC", "S1_ASC")))
+                   if all(s in MODE_SOURCES[mode] for s in srcs))
+    chans = sorted({c for g in groups for c in ((0, 1, 2, 3) if g == "optical" else range(4, 12))})
+
+    records: list = []
+    step = max(1, opts.rows_per_batch)
+    starts = list(range(0, n_rows, step))
+    timings_members: dict = {}
+
+    def load(r0):
+        t0 = time.perf_counter()
+        block = scene.read(r0 * ps, min(step, n_rows - r0) * ps)
+        k = min(step, n_rows - r0)
+        if block.shape[1] < k * ps:  # bottom edge: pad with NaN to whole patches
+            pad = np.full((N_CHANNELS, k * ps - block.shape[1], grid.width), np.nan, np.float32)
+            block = np.concatenate([block, pad], axis=1)
+        return to_patches(block, ps, n_cols), time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        fut = pool.submit(load, starts[0]) if starts else None
+        for i, r0 in enumerate(starts):
+            if cancelled():
+                raise Cancelled()
+            patches, dt = fut.result()
+            timings["read"] += dt
+            if i + 1 < len(starts):
+                fut = pool.submit(load, starts[i + 1])
+            valid = np.isfinite(patches[:, chans]).all(axis=1)
+            vfrac = valid.reshape(len(patches), -1).mean(axis=1)
+            ok = vfrac >= opts.min_valid_fraction
+            probs = {}
+            if ok.any():
+                t0 = time.perf_counter()
+                feats = patch_features(patches[ok], valid[ok], groups)
+                timings["features"] += time.perf_counter() - t0
+                probs = ensemble.predict(patches[ok], valid[ok], feats, timings_members)
+            okidx = np.flatnonzero(ok)
+            pos = {j: n for n, j in enumerate(okidx)}
+            for j in range(len(patches)):
+                row, col = r0 + j // n_cols, j % n_cols
+                x0 = grid.x0 + col * ps * grid.res
+                y1 = grid.y0 - row * ps * grid.res
+                x1 = min(x0 + ps * grid.res, grid.x0 + grid.width * grid.res)
+                y0 = max(y1 - ps * grid.res, grid.y0 - grid.height * grid.res)
+                if j in pos:
+                    p = float(probs["prob"][pos[j]])
+                    rec = TileRecord(row * n_cols + col, row, col, (x0, y0, x1, y1), float(vfrac[j]), "ok",
+                                     p, p >= threshold, {m: float(probs[m][pos[j]]) for m in ensemble.member_names})
+                else:
+                    rec = TileRecord(row * n_cols + col, row, col, (x0, y0, x1, y1), float(vfrac[j]), "nodata",
+                                     None, None, {})
+                records.append(rec)
+            prog("predict", (i + 1) / len(starts), f"tile rows {r0 + 1}-{min(r0 + step, n_rows)} of {n_rows}")
+    if not any(r.status == "ok" for r in records):
+        raise InputError(
+            "No tile has enough valid data "
+            f"(at least {opts.min_valid_fraction:.0%} of its pixels in every input): the area is all nodata "
+            "or the inputs barely overlap.")
+    timings.update({f"member:{k}": v for k, v in timings_members.items()})
+    timings["total"] = time.perf_counter() - t_start
+    return DetectResult(grid, mode, ensemble.member_names, threshold, records, log, timings, n_rows, n_cols)

@@ -1,0 +1,177 @@
+"""SYNTHETIC Sentinel-1/2 scenes with planted landslide-like scars, for the demo, the
+tests and the benchmark.  Nothing here is real data and outputs say so in their
+metadata (``SYNTHETIC=yes``).
+
+The scene is a vegetated hillside (smooth texture) with elongated bare-soil scars: bright
+in red/green/blue, lower NIR, and a post-event backscatter change in both SAR orbits.
+S2 is written on a UTM grid at 10 m with the +1000 offset; the SAR layers deliberately
+use other grids (EPSG:4326 for descending, 20 m UTM for ascending), so every run of the
+demo exercises reprojection and resampling.  Written in row blocks: memory stays
+bounded for a full 10,980 x 10,980 px tile.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from osgeo import gdal, osr
+
+gdal.UseExceptions()
+
+EPSG = 32646  # UTM 46N (Chattogram hills)
+ORIGIN = (380000.0, 2480000.0)
+
+
+@dataclass
+class Scar:
+    cx: float
+    cy: float
+    a: float  # half length (m)
+    b: float  # half width (m)
+    theta: float
+
+    def polygon(self, n: int = 24):
+        pts = []
+        for k in range(n + 1):
+            t = 2 * math.pi * k / n
+            x, y = self.a * math.cos(t), self.b * math.sin(t)
+            pts.append((self.cx + x * math.cos(self.theta) - y * math.sin(self.theta),
+                        self.cy + x * math.sin(self.theta) + y * math.cos(self.theta)))
+        return pts
+
+
+def _scars(width_m, height_m, rng, density_per_km2=1.2):
+    n = max(3, int(density_per_km2 * width_m * height_m / 1e6))
+    out = []
+    for _ in range(n):
+        out.append(Scar(ORIGIN[0] + rng.uniform(0.05, 0.95) * width_m,
+                        ORIGIN[1] - rng.uniform(0.05, 0.95) * height_m,
+                        rng.uniform(90, 260), rng.uniform(25, 70), rng.uniform(0, math.pi)))
+    return out
+
+
+def _smooth_noise(rng, h, w, cell=16):
+    lo = rng.standard_normal((h // cell + 2, w // cell + 2)).astype(np.float32)
+    yy = np.linspace(0, h / cell, h, dtype=np.float32)
+    xx = np.linspace(0, w / cell, w, dtype=np.float32)
+    y0, x0 = yy.astype(int), xx.astype(int)
+    fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
+    a = lo[y0][:, x0]; b = lo[y0][:, x0 + 1]; c = lo[y0 + 1][:, x0]; d = lo[y0 + 1][:, x0 + 1]
+    return a * (1 - fy) * (1 - fx) + b * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
+
+
+def _scar_mask(scars, xs, ys):
+    m = np.zeros((len(ys), len(xs)), dtype=bool)
+    X, Y = np.meshgrid(xs, ys)
+    for s in scars:
+        if s.cx + s.a < xs[0] or s.cx - s.a > xs[-1] or s.cy + s.a < ys[-1] or s.cy - s.a > ys[0]:
+            continue
+        dx, dy = X - s.cx, Y - s.cy
+        u = dx * math.cos(s.theta) + dy * math.sin(s.theta)
+        v = -dx * math.sin(s.theta) + dy * math.cos(s.theta)
+        m |= (u / s.a) ** 2 + (v / s.b) ** 2 <= 1.0
+    return m
+
+
+def _create(path, w, h, bands, dtype, wkt, gt, nodata, desc):
+    drv = gdal.GetDriverByName("GTiff")
+    ds = drv.Create(str(path), w, h, bands, dtype, options=["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER"])
+    ds.SetProjection(wkt)
+    ds.SetGeoTransform(gt)
+    ds.SetMetadata({"SYNTHETIC": "yes", "DESCRIPTION": desc})
+    for b in range(bands):
+        ds.GetRasterBand(b + 1).SetNoDataValue(nodata)
+    return ds
+
+
+def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: int = 7,
+               sar: bool = True, block_rows: int = 512, sar_native: bool = False) -> dict:
+    """Write s2.tif (R,G,B,NIR uint16, +1000 offset), s1_{desc,asc}_{post,pre}.tif
+    (VV,VH float32 dB) and scars.geojson (the planted truth, UTM) into ``folder``.
+
+    ``sar_native`` writes SAR on the S2 grid (the benchmark's already-aligned case);
+    otherwise descending is EPSG:4326 and ascending 20 m UTM, to exercise alignment."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    res = 10.0
+    scars = _scars(width * res, height * res, rng)
+    srs = osr.SpatialReference(); srs.ImportFromEPSG(EPSG)
+    utm = srs.ExportToWkt()
+    gt = (ORIGIN[0], res, 0, ORIGIN[1], 0, -res)
+    paths = {"S2": folder / "s2.tif"}
+    s2 = _create(paths["S2"], width, height, 4, gdal.GDT_UInt16, utm, gt, 0,
+                 "SYNTHETIC Sentinel-2 R,G,B,NIR, reflectance x 10000 + 1000 offset")
+    veg = np.array([1450, 1650, 1580, 3050], np.float32)
+    soil = np.array([2500, 2450, 2250, 2650], np.float32)
+    for r0 in range(0, height, block_rows):
+        h = min(block_rows, height - r0)
+        brng = np.random.default_rng([seed, r0])
+        ys = ORIGIN[1] - (r0 + np.arange(h) + 0.5) * res
+        xs = ORIGIN[0] + (np.arange(width) + 0.5) * res
+        m = _scar_mask(scars, xs, ys)
+        tex = _smooth_noise(brng, h, width)
+        for b in range(4):
+            v = veg[b] * (1 + 0.06 * tex) + brng.normal(0, 25, (h, width))
+            v = np.where(m, soil[b] * (1 + 0.05 * tex) + brng.normal(0, 60, (h, width)), v)
+            s2.GetRasterBand(b + 1).WriteArray(np.clip(v, 1, 65535).astype(np.uint16), 0, r0)
+    s2 = None
+
+    if sar:
+        wgs = osr.SpatialReference(); wgs.ImportFromEPSG(4326)
+        wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        ct = osr.CoordinateTransformation(srs, wgs)
+        grids = {}
+        if sar_native:
+            grids = {o: (utm, gt, width, height) for o in ("desc", "asc")}
+        else:
+            b = ct.TransformBounds(ORIGIN[0], ORIGIN[1] - height * res, ORIGIN[0] + width * res, ORIGIN[1], 21)
+            d = 0.00009  # ~10 m in degrees
+            grids["desc"] = (wgs.ExportToWkt(), (b[0], d, 0, b[3], 0, -d),
+                             int(math.ceil((b[2] - b[0]) / d)), int(math.ceil((b[3] - b[1]) / d)))
+            grids["asc"] = (utm, (ORIGIN[0], 20.0, 0, ORIGIN[1], 0, -20.0), width // 2, height // 2)
+        base = {"desc": np.array([-10.0, -16.4], np.float32), "asc": np.array([-10.6, -17.0], np.float32)}
+        change = {"desc": np.array([2.6, 2.1], np.float32), "asc": np.array([1.4, 1.1], np.float32)}
+        inv = osr.CoordinateTransformation(wgs, srs)
+        for orbit, (wkt, g, w, h_all) in grids.items():
+            for date in ("post", "pre"):
+                role = f"S1_{orbit.upper()}_{date.upper()}"
+                paths[role] = folder / f"s1_{orbit}_{date}.tif"
+                ds = _create(paths[role], w, h_all, 2, gdal.GDT_Float32, wkt, g, float("nan"),
+                             f"SYNTHETIC Sentinel-1 {orbit} {date}-event VV,VH dB")
+                for r0 in range(0, h_all, block_rows):
+                    h = min(block_rows, h_all - r0)
+                    brng = np.random.default_rng([seed, r0, 1 + (orbit == "asc"), 1 + (date == "pre")])
+                    xs = g[0] + (np.arange(w) + 0.5) * g[1]
+                    ys = g[3] + (r0 + np.arange(h) + 0.5) * g[5]
+                    if wkt == utm:
+                        m = _scar_mask(scars, xs, ys)
+                    else:  # scars live in UTM: map this block's cell centres there
+                        X, Y = np.meshgrid(xs, ys)
+                        pts = np.array(inv.TransformPoints(np.c_[X.ravel(), Y.ravel()]))
+                        ux, uy = pts[:, 0].reshape(X.shape), pts[:, 1].reshape(X.shape)
+                        m = np.zeros(X.shape, bool)
+                        for s in scars:
+                            du, dv = ux - s.cx, uy - s.cy
+                            u = du * math.cos(s.theta) + dv * math.sin(s.theta)
+                            v = -du * math.sin(s.theta) + dv * math.cos(s.theta)
+                            m |= (u / s.a) ** 2 + (v / s.b) ** 2 <= 1
+                    tex = _smooth_noise(np.random.default_rng([seed, r0, 99]), h, w, 12)
+                    for k in range(2):
+                        v = base[orbit][k] + 1.2 * tex + brng.normal(0, 1.4, (h, w))
+                        if date == "post":
+                            v = v + np.where(m, change[orbit][k], 0.0)
+                        ds.GetRasterBand(k + 1).WriteArray(v.astype(np.float32), 0, r0)
+                ds = None
+    truth = {"type": "FeatureCollection", "name": "synthetic_scars",
+             "crs": {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{EPSG}"}},
+             "features": [{"type": "Feature", "properties": {"id": i, "synthetic": "yes"},
+                           "geometry": {"type": "Polygon", "coordinates": [s.polygon()]}}
+                          for i, s in enumerate(scars)]}
+    (folder / "scars.geojson").write_text(json.dumps(truth))
+    paths["truth"] = folder / "scars.geojson"
+    return {k: str(v) for k, v in paths.items()}

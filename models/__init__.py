@@ -1,0 +1,1 @@
+"""Model packages: format, loading, ensemble runtime (no qgis, no torch), training."""

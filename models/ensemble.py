@@ -1,0 +1,177 @@
+"""Ensemble runtime: loads a package's members for one mode and averages their
+probabilities.  Needs onnxruntime / lightgbm / xgboost only (imported lazily, and only
+for the member kinds the mode uses); never torch."""
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+
+from ..engine.channels import CHANNEL_NAMES
+from ..engine.features import feature_matrix
+from ..engine.indices import compute_indices
+from .package import ModelPackage, PackageError
+
+_PIP_NAMES = {"onnxruntime": "onnxruntime", "lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
+
+
+class MissingDependency(ImportError):
+    """A Python package needed to run a member is not installed."""
+
+
+def require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"The Python package '{_PIP_NAMES.get(module, module)}' is needed to run this model "
+            f"but cannot be imported ({exc}). Install it into QGIS's Python, e.g. "
+            f"'python3 -m pip install {_PIP_NAMES.get(module, module)}' from the OSGeo4W shell "
+            "on Windows or the QGIS Python console's interpreter elsewhere; see the README."
+        ) from exc
+
+
+def _sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
+
+
+class _GBMMember:
+    def __init__(self, pkg: ModelPackage, spec: dict, threads: int):
+        self.spec = spec
+        self.features = list(spec["inputs"]["features"])
+        path = str(pkg.path(spec))
+        if spec["kind"] == "lightgbm":
+            lgb = require("lightgbm")
+            self.booster = lgb.Booster(model_file=path)
+            self.threads = threads
+            if self.booster.num_feature() != len(self.features):
+                raise PackageError(f"member '{spec['name']}' expects {self.booster.num_feature()} features, manifest lists {len(self.features)}")
+        else:
+            xgb = require("xgboost")
+            self.booster = xgb.Booster()
+            self.booster.load_model(path)
+            self.booster.set_param({"nthread": threads})
+            self._xgb = xgb
+
+    def predict(self, patches, valid, feats) -> np.ndarray:
+        X = feature_matrix(feats, self.features)
+        if self.spec["kind"] == "lightgbm":
+            return np.asarray(self.booster.predict(X, num_threads=self.threads), dtype=np.float64)
+        return np.asarray(self.booster.predict(self._xgb.DMatrix(X, missing=np.nan)), dtype=np.float64)
+
+
+class _OnnxMember:
+    def __init__(self, pkg: ModelPackage, spec: dict, threads: int, tta: bool):
+        ort = require("onnxruntime")
+        self.spec = spec
+        self.tta = tta
+        self.s2_offset = pkg.s2_offset
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(pkg.path(spec)), sess_options=opts, providers=["CPUExecutionProvider"])
+        names = {i.name for i in self.session.get_inputs()}
+        self.inputs = spec["inputs"]
+        missing = [t["name"] for t in self.inputs if t["name"] not in names]
+        if missing:
+            raise PackageError(f"member '{spec['name']}': ONNX graph has no input(s) {missing}")
+        norm = pkg.manifest["normalisation"]
+        self.norm = {}
+        for t in self.inputs:
+            if "channels" not in t:
+                continue
+            idx = [CHANNEL_NAMES.index(c) for c in t["channels"]]
+            kind = t.get("norm", "none")
+            if kind == "zscore":
+                c = np.array(norm["zscore"]["mean"])[idx]
+                s = np.array(norm["zscore"]["std"])[idx]
+            elif kind == "robust":
+                c = np.array(norm["robust"]["q50"])[idx]
+                s = np.array(norm["robust"]["q95"])[idx] - np.array(norm["robust"]["q05"])[idx]
+            else:
+                c, s = np.zeros(len(idx)), np.ones(len(idx))
+            self.norm[t["name"]] = (idx, c.astype(np.float32)[:, None, None], s.astype(np.float32)[:, None, None])
+        self.output_is_logit = spec.get("output", "logit") == "logit"
+
+    def feeds(self, patches: np.ndarray) -> dict:
+        out = {}
+        for t in self.inputs:
+            if "channels" in t:
+                idx, c, s = self.norm[t["name"]]
+                out[t["name"]] = ((patches[:, idx] - c) / s).astype(np.float32)
+            else:
+                out[t["name"]] = compute_indices(patches, t["indices"], self.s2_offset)
+        return out
+
+    def predict(self, patches, valid, feats) -> np.ndarray:
+        feeds = self.feeds(patches)
+        views = [lambda a: a]
+        if self.tta:
+            views += [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: a[..., ::-1, ::-1]]
+        acc = 0.0
+        for v in views:
+            out = self.session.run(None, {k: np.ascontiguousarray(v(a)) for k, a in feeds.items()})[0]
+            acc = acc + np.asarray(out, dtype=np.float64).reshape(len(patches))
+        acc /= len(views)  # mean of logits over flips, as in the paper
+        return _sigmoid(acc) if self.output_is_logit else acc
+
+
+class Ensemble:
+    """The members of ``pkg`` that run in ``mode``, ready to predict."""
+
+    def __init__(self, pkg: ModelPackage, mode: str, threads: int | None = None, tta: bool = False,
+                 only: list[str] | None = None):
+        if mode not in pkg.manifest["modes"]:
+            raise PackageError(f"the model package '{pkg.name}' has no '{mode}' mode")
+        specs = pkg.members_for(mode)
+        if only:
+            specs = [m for m in specs if m["name"] in only]
+        if not specs:
+            raise PackageError(f"the model package '{pkg.name}' has no members for mode '{mode}'")
+        threads = threads or max(1, os.cpu_count() or 1)
+        self.pkg, self.mode, self.specs = pkg, mode, specs
+        self.threshold = pkg.threshold(mode)
+        self.members = {}
+        for spec in specs:
+            if spec["kind"] == "onnx":
+                self.members[spec["name"]] = _OnnxMember(pkg, spec, threads, tta)
+            else:
+                self.members[spec["name"]] = _GBMMember(pkg, spec, threads)
+        self.weights = np.array([float(s["weight"]) for s in specs])
+        if self.weights.sum() <= 0:
+            raise PackageError(f"mode '{mode}': member weights sum to zero")
+
+    @property
+    def member_names(self) -> list[str]:
+        return [s["name"] for s in self.specs]
+
+    @property
+    def needs_pixels(self) -> bool:
+        return any(s["kind"] == "onnx" for s in self.specs)
+
+    def fill_invalid(self, patches: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Networks need every pixel: put the channel's competition median where invalid."""
+        if valid.all():
+            return patches
+        q50 = np.array(self.pkg.manifest["normalisation"]["robust"]["q50"], dtype=np.float32)
+        inv = ~valid[:, None, :, :]
+        out = patches.copy()
+        np.copyto(out, np.broadcast_to(q50[None, :, None, None], out.shape), where=inv | ~np.isfinite(out))
+        return out
+
+    def predict(self, patches: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None = None) -> dict:
+        """Per-member probabilities and their weighted mean ('prob'), each (N,) float64."""
+        import time
+
+        out = {}
+        px = self.fill_invalid(patches, valid) if self.needs_pixels else patches
+        for name, member in self.members.items():
+            t0 = time.perf_counter()
+            out[name] = member.predict(px, valid, feats)
+            if timings is not None:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+        stack = np.stack([out[n] for n in self.member_names], axis=0)
+        out["prob"] = (self.weights[:, None] * stack).sum(axis=0) / self.weights.sum()
+        return out
