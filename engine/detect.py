@@ -136,6 +136,7 @@ class Scene:
     def read(self, row0: int, nrows: int) -> np.ndarray:
         """(12, nrows, width) float32, NaN where a used channel has no data."""
         g = self.grid
+        nrows = max(0, min(nrows, g.height - row0))
         out = np.full((N_CHANNELS, nrows, g.width), np.nan, dtype=np.float32)
         if "S2" in self.aligned:
             out[0:4] = self.s2conv.to_package(self.aligned["S2"].read(row0, nrows), self.pkg_offset)

@@ -106,7 +106,8 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     s2 = _create(paths["S2"], width, height, 4, gdal.GDT_UInt16, utm, gt, 0,
                  "SYNTHETIC Sentinel-2 R,G,B,NIR, reflectance x 10000 + 1000 offset")
     veg = np.array([1450, 1650, 1580, 3050], np.float32)
-    soil = np.array([2500, 2450, 2250, 2650], np.float32)
+    soil = np.array([2700, 2650, 2450, 2900], np.float32)
+    amp = np.array([0.07, 0.07, 0.07, 0.16], np.float32)  # NIR varies most under canopy
     for r0 in range(0, height, block_rows):
         h = min(block_rows, height - r0)
         brng = np.random.default_rng([seed, r0])
@@ -114,9 +115,12 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
         xs = ORIGIN[0] + (np.arange(width) + 0.5) * res
         m = _scar_mask(scars, xs, ys)
         tex = _smooth_noise(brng, h, width)
+        fine = _smooth_noise(brng, h, width, 3)
+        bright = brng.random((h, width)) < 0.004  # houses, roads, rock
         for b in range(4):
-            v = veg[b] * (1 + 0.06 * tex) + brng.normal(0, 25, (h, width))
-            v = np.where(m, soil[b] * (1 + 0.05 * tex) + brng.normal(0, 60, (h, width)), v)
+            v = veg[b] * (1 + amp[b] * tex + 0.5 * amp[b] * fine) + brng.normal(0, 30, (h, width))
+            v = np.where(bright, v + 700, v)
+            v = np.where(m, soil[b] * (1 + 0.06 * tex) + brng.normal(0, 120, (h, width)), v)
             s2.GetRasterBand(b + 1).WriteArray(np.clip(v, 1, 65535).astype(np.uint16), 0, r0)
     s2 = None
 
@@ -135,7 +139,7 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                              int(math.ceil((b[2] - b[0]) / d)), int(math.ceil((b[3] - b[1]) / d)))
             grids["asc"] = (utm, (ORIGIN[0], 20.0, 0, ORIGIN[1], 0, -20.0), width // 2, height // 2)
         base = {"desc": np.array([-10.0, -16.4], np.float32), "asc": np.array([-10.6, -17.0], np.float32)}
-        change = {"desc": np.array([2.6, 2.1], np.float32), "asc": np.array([1.4, 1.1], np.float32)}
+        change = {"desc": np.array([3.5, 3.0], np.float32), "asc": np.array([2.0, 1.6], np.float32)}
         inv = osr.CoordinateTransformation(wgs, srs)
         for orbit, (wkt, g, w, h_all) in grids.items():
             for date in ("post", "pre"):
@@ -160,9 +164,13 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                             u = du * math.cos(s.theta) + dv * math.sin(s.theta)
                             v = -du * math.sin(s.theta) + dv * math.cos(s.theta)
                             m |= (u / s.a) ** 2 + (v / s.b) ** 2 <= 1
-                    tex = _smooth_noise(np.random.default_rng([seed, r0, 99]), h, w, 12)
+                    # terrain (slopes facing or away from the sensor) is shared by both dates;
+                    # speckle is not: log of a 4-look gamma variable, ~1.6 dB with a dark tail
+                    trng = np.random.default_rng([seed, r0, 99, orbit == "asc"])
+                    tex = _smooth_noise(trng, h, w, 6) + 0.6 * _smooth_noise(trng, h, w, 2)
                     for k in range(2):
-                        v = base[orbit][k] + 1.2 * tex + brng.normal(0, 1.4, (h, w))
+                        speckle = 10 * np.log10(brng.gamma(4.0, 0.25, (h, w)))
+                        v = base[orbit][k] + 3.2 * tex + speckle
                         if date == "post":
                             v = v + np.where(m, change[orbit][k], 0.0)
                         ds.GetRasterBand(k + 1).WriteArray(v.astype(np.float32), 0, r0)

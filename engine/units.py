@@ -55,7 +55,7 @@ def decide_s2(sample: np.ndarray, scale: str = "auto", offset: str = "auto") -> 
         notes.append(f"+1000 offset {'present' if present else 'absent'} (auto: 1st percentile {p1:.0f} vs {OFFSET_DECISION_DN:.0f})")
     else:
         present = offset == "present"
-        notes.append(f"+1000 offset set {offset}")
+        notes.append(f"+1000 offset {offset} (set)")
     return S2Convention(s, present, "; ".join(notes))
 
 

@@ -1,0 +1,1 @@
+"""QGIS Processing shell: the provider and one module per algorithm (thin wrappers)."""

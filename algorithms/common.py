@@ -1,0 +1,124 @@
+"""Helpers shared by the algorithms: layer -> engine input, error translation, styling."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
+                       QgsProcessingParameterBand, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterEnum, QgsProcessingParameterExtent,
+                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer)
+
+from ..engine.align import InputLayer
+from ..engine.detect import DetectOptions
+from ..engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
+from ..models.package import BUNDLED
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+S1_PARAMS = (
+    ("S1_DESC_POST", "Sentinel-1 descending, post-event (VV, VH)"),
+    ("S1_DESC_PRE", "Sentinel-1 descending, pre-event (VV, VH)"),
+    ("S1_ASC_POST", "Sentinel-1 ascending, post-event (VV, VH)"),
+    ("S1_ASC_PRE", "Sentinel-1 ascending, pre-event (VV, VH)"),
+)
+S2_BANDS = (("S2_RED", "Red band", 1), ("S2_GREEN", "Green band", 2), ("S2_BLUE", "Blue band", 3),
+            ("S2_NIR", "Near-infrared band", 4))
+S2_SCALE_LABELS = ["Detect from the data", "Integers, reflectance x 10000", "Floats, reflectance 0-1"]
+S2_OFFSET_LABELS = ["Detect from the data", "Present (processing baseline 04.00 or later)", "Absent"]
+SAR_UNIT_LABELS = ["Detect from the data", "Decibels (dB)", "Linear power"]
+
+
+def is_null(value) -> bool:
+    return value is None or value == "" or (hasattr(value, "isNull") and value.isNull())
+
+
+def add_input_parameters(alg, advanced_cls) -> None:
+    """The S1/S2 inputs shared by detect and exportpatches (names are part of the API)."""
+    alg.addParameter(QgsProcessingParameterRasterLayer(
+        "S2", "Sentinel-2 post-event image (R, G, B, NIR)", optional=True))
+    for name, label, default in S2_BANDS:
+        alg.addParameter(QgsProcessingParameterBand(name, label, default, "S2", optional=True))
+    for name, label in S1_PARAMS:
+        alg.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=True))
+    for name, label, default in (("S1_VV_BAND", "Sentinel-1 VV band number", 1),
+                                 ("S1_VH_BAND", "Sentinel-1 VH band number", 2)):
+        p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Integer, default,
+                                         minValue=1)
+        p.setFlags(p.flags() | advanced_cls)
+        alg.addParameter(p)
+    alg.addParameter(QgsProcessingParameterExtent("EXTENT", "Processing extent", optional=True))
+    for name, label, options in (("S2_SCALE", "Sentinel-2 value scale", S2_SCALE_LABELS),
+                                 ("S2_OFFSET", "Sentinel-2 +1000 reflectance offset", S2_OFFSET_LABELS),
+                                 ("SAR_UNITS", "Sentinel-1 units", SAR_UNIT_LABELS)):
+        p = QgsProcessingParameterEnum(name, label, options, defaultValue=0)
+        p.setFlags(p.flags() | advanced_cls)
+        alg.addParameter(p)
+
+
+def model_parameter() -> QgsProcessingParameterFile:
+    return QgsProcessingParameterFile("MODEL", "Model package folder (empty: the bundled model)",
+                                      behavior=QgsProcessingParameterFile.Folder,
+                                      defaultValue=str(BUNDLED), optional=True)
+
+
+def _raster_path(alg, parameters, name, context, label) -> str | None:
+    layer = alg.parameterAsRasterLayer(parameters, name, context)
+    if layer is None:
+        if not is_null(parameters.get(name)):
+            raise QgsProcessingException(f"The {label} layer could not be loaded: {parameters.get(name)}")
+        return None
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"The {label} layer comes from the '{layer.providerType()}' provider; only file-based "
+            "(GDAL) rasters can be read. Save it as a GeoTIFF first.")
+    return layer.source()
+
+
+def detect_options(alg, parameters, context) -> DetectOptions:
+    opts = DetectOptions()
+    s2 = _raster_path(alg, parameters, "S2", context, "Sentinel-2")
+    if s2:
+        bands = [alg.parameterAsInt(parameters, n, context) or d for n, _, d in S2_BANDS]
+        opts.s2 = InputLayer("S2", s2, bands)
+    vv = alg.parameterAsInt(parameters, "S1_VV_BAND", context) or 1
+    vh = alg.parameterAsInt(parameters, "S1_VH_BAND", context) or 2
+    for name, label in S1_PARAMS:
+        path = _raster_path(alg, parameters, name, context, label.split(" (")[0])
+        if path:
+            opts.s1[name] = InputLayer(name, path, [vv, vh])
+    if not is_null(parameters.get("EXTENT")):
+        rect = alg.parameterAsExtent(parameters, "EXTENT", context)
+        crs = alg.parameterAsExtentCrs(parameters, "EXTENT", context)
+        if not rect.isNull() and not rect.isEmpty():
+            opts.extent = (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum(),
+                           crs.toWkt() if crs.isValid() else "")
+    opts.s2_scale = S2_SCALE_CHOICES[alg.parameterAsEnum(parameters, "S2_SCALE", context)]
+    opts.s2_offset = S2_OFFSET_CHOICES[alg.parameterAsEnum(parameters, "S2_OFFSET", context)]
+    opts.sar_units = SAR_UNIT_CHOICES[alg.parameterAsEnum(parameters, "SAR_UNITS", context)]
+    return opts
+
+
+class StyleLoader(QgsProcessingLayerPostProcessorInterface):
+    """Applies a bundled .qml to an output when Processing loads it on the canvas."""
+
+    instances = []  # keep Python wrappers alive until QGIS has called them
+
+    def __init__(self, qml: str):
+        super().__init__()
+        self.qml = qml
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        if layer is not None and layer.isValid():
+            layer.loadNamedStyle(str(RESOURCES / self.qml))
+            layer.triggerRepaint()
+
+    @classmethod
+    def attach(cls, context, dest_id, qml, name=None):
+        if not context.willLoadLayerOnCompletion(dest_id):
+            return
+        loader = cls(qml)
+        cls.instances.append(loader)
+        details = context.layerToLoadOnCompletionDetails(dest_id)
+        if name:
+            details.name = name
+        details.setPostProcessor(loader)

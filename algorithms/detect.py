@@ -1,0 +1,145 @@
+"""landslide:detect: S1/S2 layers in, landslide-probability tile grid out."""
+from __future__ import annotations
+
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
+                       QgsGeometry, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingMultiStepFeedback, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterFeatureSink,
+                       QgsProcessingOutputNumber, QgsProcessingOutputString,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsRectangle, QgsWkbTypes)
+from qgis.PyQt.QtCore import QCoreApplication, QVariant
+
+from ..engine.align import InputError
+from ..engine.detect import Cancelled, run_detection
+from ..engine.outputs import field_spec, record_values, write_probability_raster
+from ..models.ensemble import MissingDependency
+from ..models.package import PackageError, load_package
+from .common import StyleLoader, add_input_parameters, detect_options, is_null, model_parameter
+
+QTYPES = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String, "bool": QVariant.Bool}
+
+
+class DetectAlgorithm(QgsProcessingAlgorithm):
+    OUTPUT = "OUTPUT"
+    OUTPUT_RASTER = "OUTPUT_RASTER"
+
+    def tr(self, text):
+        return QCoreApplication.translate("landslide", text)
+
+    def createInstance(self):
+        return DetectAlgorithm()
+
+    def name(self):
+        return "detect"
+
+    def displayName(self):
+        return self.tr("Detect landslides (Sentinel-1/2)")
+
+    def group(self):
+        return self.tr("Detection")
+
+    def groupId(self):
+        return "detection"
+
+    def shortHelpString(self):
+        return self.tr(
+            "Scores every 640 m x 640 m tile (64 x 64 pixels at 10 m) of the area for landslide "
+            "presence with an ensemble of transformer and gradient-boosting models (arXiv 2604.05959).\n\n"
+            "Inputs: a post-event Sentinel-2 image (R, G, B, NIR; L2A reflectance x 10000, with or "
+            "without the +1000 offset, or 0-1 floats) and/or Sentinel-1 VV/VH backscatter (dB or linear "
+            "power) for the descending and ascending orbits, each before and after the event. Layers "
+            "may differ in CRS, resolution and extent: they are warped onto one 10 m grid (the "
+            "Sentinel-2 UTM grid) over their common area.\n\n"
+            "Mode: with Sentinel-2 and both SAR orbits (post and pre) the full ensemble runs; with "
+            "Sentinel-2 only, the optical members; with SAR only, the SAR members. The log says which "
+            "members ran.\n\n"
+            "Output: one polygon per tile with the ensemble probability 'prob', 'flagged' (prob >= "
+            "threshold), each member's probability (p_*), the valid-pixel fraction, and 'status' "
+            "('nodata' tiles, with too few valid pixels, get no probability). The threshold defaults "
+            "to the model package's value for the mode.")
+
+    def initAlgorithm(self, config=None):
+        adv = QgsProcessingParameterDefinition.FlagAdvanced
+        add_input_parameters(self, adv)
+        self.addParameter(model_parameter())
+        self.addParameter(QgsProcessingParameterNumber(
+            "THRESHOLD", self.tr("Probability threshold (empty: the model package's value)"),
+            QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.0, maxValue=1.0))
+        p = QgsProcessingParameterNumber("MIN_VALID", self.tr("Minimum valid-pixel fraction of a tile"),
+                                         QgsProcessingParameterNumber.Double, 0.5, minValue=0.01, maxValue=1.0)
+        p.setFlags(p.flags() | adv)
+        self.addParameter(p)
+        p = QgsProcessingParameterBoolean("TTA", self.tr("Flip test-time augmentation (4x slower networks)"), False)
+        p.setFlags(p.flags() | adv)
+        self.addParameter(p)
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            self.OUTPUT, self.tr("Landslide probability grid"), QgsProcessing.TypeVectorPolygon))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.OUTPUT_RASTER, self.tr("Landslide probability raster (one pixel per tile)"),
+            optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputNumber("FLAGGED", self.tr("Number of flagged tiles")))
+        self.addOutput(QgsProcessingOutputNumber("TILES", self.tr("Number of tiles")))
+        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Threshold used")))
+        self.addOutput(QgsProcessingOutputString("MODE", self.tr("Mode (combined, optical, sar)")))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        steps = QgsProcessingMultiStepFeedback(3, feedback)
+        model_dir = self.parameterAsFile(parameters, "MODEL", context) or None
+        try:
+            pkg = load_package(model_dir)
+        except PackageError as exc:
+            raise QgsProcessingException(f"Model package problem: {exc}") from None
+        opts = detect_options(self, parameters, context)
+        if not is_null(parameters.get("THRESHOLD")):
+            opts.threshold = self.parameterAsDouble(parameters, "THRESHOLD", context)
+        opts.min_valid_fraction = self.parameterAsDouble(parameters, "MIN_VALID", context)
+        opts.tta = self.parameterAsBool(parameters, "TTA", context)
+        feedback.pushInfo(f"Model package: {pkg.name} ({pkg.folder})")
+
+        def progress(stage, frac, msg=""):
+            steps.setCurrentStep(0 if stage == "align" else 1)
+            steps.setProgress(100.0 * frac)
+            if msg and stage == "align":
+                feedback.pushInfo(msg)
+
+        try:
+            result = run_detection(opts, pkg, progress=progress, is_cancelled=feedback.isCanceled)
+        except Cancelled:
+            raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
+        except (InputError, PackageError, MissingDependency) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        for line in result.log:
+            (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
+
+        # the output is created only now, so a failure or cancel above leaves nothing behind
+        steps.setCurrentStep(2)
+        spec = field_spec(result)
+        fields = QgsFields()
+        for name, kind in spec:
+            fields.append(QgsField(name, QTYPES[kind]))
+        crs = QgsCoordinateReferenceSystem.fromWkt(result.grid.crs_wkt)
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
+                                             QgsWkbTypes.Polygon, crs)
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        n = len(result.records)
+        for i, rec in enumerate(result.records):
+            f = QgsFeature(fields)
+            vals = record_values(rec, result, pkg.name)
+            f.setAttributes([vals[name] for name, _ in spec])
+            x0, y0, x1, y1 = rec.bounds
+            f.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0, y0, x1, y1)))
+            sink.addFeature(f, QgsFeatureSink.FastInsert)
+            if i % 2000 == 0:
+                steps.setProgress(100.0 * i / n)
+        outputs = {self.OUTPUT: dest_id, "FLAGGED": result.flagged, "TILES": n, "MODE": result.mode,
+                   "THRESHOLD": result.threshold}
+        raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
+        if raster:
+            write_probability_raster(raster, result, pkg.patch_size)
+            outputs[self.OUTPUT_RASTER] = raster
+            StyleLoader.attach(context, raster, "probability_raster.qml")
+        StyleLoader.attach(context, dest_id, "landslide_grid.qml", "Landslide probability grid")
+        feedback.pushInfo(result.summary())
+        return outputs

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# One entry point for set-up and every job.  Each verb installs what it needs first
+# (idempotent), so a fresh Debian machine needs nothing but this repository.
+#   ./build.sh demo      synthetic S1+S2 scene -> landslide:detect via qgis_process -> grid + PNG map
+#   ./build.sh test      the test suite (headless)
+#   ./build.sh package   dist/sentinel_landslide.zip for "Install from ZIP"
+#   ./build.sh train     regenerate the bundled model package from ../shared/data
+#   ./build.sh bench     benchmarks (bench/), writes bench/results.md
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+PY="$VENV/bin/python"
+PLUGINS="$ROOT/.build/plugins"
+export PYTHONPATH="$PLUGINS${PYTHONPATH:+:$PYTHONPATH}"
+export QT_QPA_PLATFORM=offscreen
+
+log() { printf '\033[1m[build] %s\033[0m\n' "$*" >&2; }
+
+need_apt() {
+  local missing=()
+  /usr/bin/python3 -c "import qgis.core, osgeo.gdal" >/dev/null 2>&1 || missing+=(qgis python3-qgis qgis-providers python3-gdal)
+  command -v gdalinfo >/dev/null || missing+=(gdal-bin)
+  [ -x /usr/bin/qgis_process.bin ] || missing+=(qgis)
+  /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
+  if [ "${1:-}" = xvfb ]; then command -v Xvfb >/dev/null || missing+=(xvfb); fi
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" \
+      || DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+  fi
+}
+
+# pip install a requirements file once per content (stamp = its hash)
+pip_req() {
+  local req=$1 stamp="$VENV/.stamp-$(basename "$1")-$(cat "$1" constraints.txt | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  log "installing Python packages from $req"
+  "$PY" -m pip install -q --disable-pip-version-check -c constraints.txt -r "$req"
+  touch "$stamp"
+}
+
+setup() {  # $1: runtime | dev | train
+  need_apt "${2:-}"
+  if [ ! -x "$PY" ]; then
+    log "creating $VENV (with QGIS's system site packages)"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  fi
+  case "$1" in
+    runtime) pip_req requirements-runtime.txt ;;
+    dev) pip_req requirements-dev.txt ;;
+    train) pip_req requirements-dev.txt; pip_req requirements-train.txt ;;
+  esac
+  mkdir -p "$PLUGINS"
+  [ -L "$PLUGINS/sentinel_landslide" ] || ln -sfn "$ROOT" "$PLUGINS/sentinel_landslide"
+}
+
+case "${1:-}" in
+  demo)
+    setup runtime
+    "$PY" -m sentinel_landslide.scripts.demo "${@:2}"
+    ;;
+  test)
+    # torch + timm are test dependencies: the ONNX export tests compare against torch
+    setup train xvfb
+    "$PY" -m pytest "${@:2}"
+    ;;
+  package)
+    setup runtime
+    "$PY" -m sentinel_landslide.scripts.package "${@:2}"
+    ;;
+  train)
+    setup train
+    "$PY" -m sentinel_landslide.models.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
+    "$PY" -m sentinel_landslide.models.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled "${@:2}"
+    ;;
+  bench)
+    setup train
+    "$PY" -m sentinel_landslide.bench.run "${@:2}"
+    ;;
+  setup)
+    setup "${2:-dev}"
+    ;;
+  *)
+    sed -n '2,9p' "$0"; exit 2 ;;
+esac

@@ -1,0 +1,97 @@
+"""Write detection results outside QGIS: the tile grid (any OGR format) and the
+probability raster (a Cloud Optimized GeoTIFF, one pixel per tile)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from osgeo import gdal, ogr, osr
+
+from .detect import DetectResult
+
+gdal.UseExceptions()
+ogr.UseExceptions()
+
+# (name, kind) in output order; member probability fields are appended as p_<member>
+BASE_FIELDS = (
+    ("tile_id", "int"), ("row", "int"), ("col", "int"), ("prob", "real"), ("flagged", "bool"),
+    ("status", "str"), ("mode", "str"), ("valid_frac", "real"),
+)
+TRAILING_FIELDS = (("model", "str"), ("review", "str"), ("review_note", "str"))
+NODATA_PROB = -1.0
+
+
+def member_field(name: str) -> str:
+    return "p_" + name
+
+
+def field_spec(result: DetectResult):
+    return list(BASE_FIELDS) + [(member_field(m), "real") for m in result.members] + list(TRAILING_FIELDS)
+
+
+def record_values(rec, result: DetectResult, model_name: str) -> dict:
+    vals = {"tile_id": rec.tile_id, "row": rec.row, "col": rec.col, "prob": rec.prob,
+            "flagged": rec.flagged, "status": rec.status, "mode": result.mode,
+            "valid_frac": round(rec.valid_frac, 4), "model": model_name, "review": None, "review_note": None}
+    for m in result.members:
+        vals[member_field(m)] = rec.members.get(m)
+    return vals
+
+
+def _driver_for(path: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    return {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
+            ".fgb": "FlatGeobuf", ".csv": "CSV"}.get(ext, "GPKG")
+
+
+def write_grid(path: str, result: DetectResult, model_name: str, layer_name: str = "landslide_grid") -> str:
+    drv = ogr.GetDriverByName(_driver_for(path))
+    if os.path.exists(path):
+        drv.DeleteDataSource(path)
+    ds = drv.CreateDataSource(path)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(result.grid.crs_wkt)
+    lyr = ds.CreateLayer(layer_name, srs, ogr.wkbPolygon)
+    types = {"int": ogr.OFTInteger, "real": ogr.OFTReal, "str": ogr.OFTString, "bool": ogr.OFTInteger}
+    for name, kind in field_spec(result):
+        fd = ogr.FieldDefn(name, types[kind])
+        if kind == "bool":
+            fd.SetSubType(ogr.OFSTBoolean)
+        lyr.CreateField(fd)
+    lyr.StartTransaction()
+    for rec in result.records:
+        f = ogr.Feature(lyr.GetLayerDefn())
+        for k, v in record_values(rec, result, model_name).items():
+            if v is not None:
+                f.SetField(k, int(v) if isinstance(v, bool) else v)
+        x0, y0, x1, y1 = rec.bounds
+        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
+        lyr.CreateFeature(f)
+    lyr.CommitTransaction()
+    ds = None
+    return path
+
+
+def probability_array(result: DetectResult) -> np.ndarray:
+    arr = np.full((result.n_rows, result.n_cols), NODATA_PROB, dtype=np.float32)
+    for r in result.records:
+        if r.prob is not None:
+            arr[r.row, r.col] = r.prob
+    return arr
+
+
+def write_probability_raster(path: str, result: DetectResult, patch_size: int) -> str:
+    """One pixel per tile (patch_size * 10 m), nodata -1, as a Cloud Optimized GeoTIFF."""
+    g = result.grid
+    mem = gdal.GetDriverByName("MEM").Create("", result.n_cols, result.n_rows, 1, gdal.GDT_Float32)
+    mem.SetProjection(g.crs_wkt)
+    mem.SetGeoTransform((g.x0, g.res * patch_size, 0, g.y0, 0, -g.res * patch_size))
+    band = mem.GetRasterBand(1)
+    band.SetNoDataValue(NODATA_PROB)
+    band.SetDescription("landslide probability")
+    band.WriteArray(probability_array(result))
+    mem.SetMetadata({"THRESHOLD": f"{result.threshold:.4f}", "MODE": result.mode,
+                     "MEMBERS": ",".join(result.members)})
+    drv = gdal.GetDriverByName("COG") or gdal.GetDriverByName("GTiff")
+    drv.CreateCopy(path, mem, options=["COMPRESS=DEFLATE"] if drv.ShortName == "COG" else ["COMPRESS=DEFLATE", "TILED=YES"])
+    return path

@@ -1,0 +1,42 @@
+"""The QGIS plugin: registers the Processing provider; GUI entry points live here."""
+from __future__ import annotations
+
+from qgis.core import QgsApplication
+
+
+class SentinelLandslidePlugin:
+    def __init__(self, iface):
+        self.iface = iface
+        self.provider = None
+        self.actions = []
+
+    def initProcessing(self):  # noqa: N802 (QGIS API)
+        from .algorithms.provider import LandslideProvider
+
+        self.provider = LandslideProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def initGui(self):  # noqa: N802 (QGIS API)
+        self.initProcessing()
+        try:
+            from .gui import install_gui
+        except ImportError:
+            return
+        self.actions = install_gui(self)
+
+    def unload(self):
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None
+        for action in self.actions:
+            try:
+                self.iface.removeToolBarIcon(action)
+                self.iface.removePluginMenu("Sentinel Landslide", action)
+            except Exception:  # noqa: BLE001 - best effort during QGIS shutdown
+                pass
+        self.actions = []
+        try:
+            from .gui import uninstall_gui
+        except ImportError:
+            return
+        uninstall_gui(self)

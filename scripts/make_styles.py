@@ -1,0 +1,65 @@
+"""Regenerate the bundled .qml styles with QGIS itself (so they are valid for 3.22+).
+
+    .venv/bin/python -m sentinel_landslide.scripts.make_styles
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import (QgsApplication, QgsClassificationRange, QgsColorRampShader, QgsFillSymbol,
+                       QgsGraduatedSymbolRenderer, QgsProperty, QgsRasterLayer, QgsRasterShader,
+                       QgsRendererRange, QgsSingleBandPseudoColorRenderer, QgsSymbolLayer, QgsVectorLayer)
+from qgis.PyQt.QtGui import QColor
+
+RES = Path(__file__).resolve().parents[1] / "resources"
+CLASSES = [(0.0, 0.2, "#1a9850", "0.0 - 0.2"), (0.2, 0.4, "#91cf60", "0.2 - 0.4"),
+           (0.4, 0.49, "#fee08b", "0.4 - 0.49"), (0.49, 0.7, "#fc8d59", "0.49 - 0.7"),
+           (0.7, 1.0001, "#d73027", "0.7 - 1.0")]
+
+
+def grid_style(path: Path) -> None:
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32646&field=prob:double&field=flagged:boolean&field=status:string",
+                           "grid", "memory")
+    ranges = []
+    for lo, hi, color, label in CLASSES:
+        sym = QgsFillSymbol.createSimple({"color": color, "outline_color": "#00000000", "outline_width": "0.1"})
+        sym.setOpacity(0.55)
+        sl = sym.symbolLayer(0)
+        # flagged tiles: a thick dark-red outline drawn on top of the fill
+        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeColor,
+                                  QgsProperty.fromExpression("if(\"flagged\", '#b2000c', '#40ffffff')"))
+        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeWidth,
+                                  QgsProperty.fromExpression("if(\"flagged\", 0.8, 0.1)"))
+        ranges.append(QgsRendererRange(QgsClassificationRange(label, lo, hi), sym))
+    r = QgsGraduatedSymbolRenderer("prob", ranges)
+    layer.setRenderer(r)
+    layer.setLabelsEnabled(False)
+    msg, ok = layer.saveNamedStyle(str(path))
+    assert ok, msg
+
+
+def raster_style(path: Path) -> None:
+    from osgeo import gdal
+    tmp = "/vsimem/p.tif"
+    ds = gdal.GetDriverByName("GTiff").Create(tmp, 2, 2, 1, gdal.GDT_Float32)
+    ds.SetGeoTransform((0, 1, 0, 0, 0, -1)); ds = None
+    layer = QgsRasterLayer(tmp, "p", "gdal")
+    shader_fn = QgsColorRampShader(0.0, 1.0)
+    shader_fn.setColorRampType(QgsColorRampShader.Interpolated)
+    shader_fn.setColorRampItemList([QgsColorRampShader.ColorRampItem(lo, QColor(c), lab)
+                                    for lo, _, c, lab in CLASSES] + [QgsColorRampShader.ColorRampItem(1.0, QColor("#a50026"), "1.0")])
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(shader_fn)
+    layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))
+    layer.renderer().setOpacity(0.7)
+    msg, ok = layer.saveNamedStyle(str(path))
+    assert ok, msg
+
+
+if __name__ == "__main__":
+    app = QgsApplication([], False)
+    app.initQgis()
+    grid_style(RES / "landslide_grid.qml")
+    raster_style(RES / "probability_raster.qml")
+    print("wrote", RES / "landslide_grid.qml", RES / "probability_raster.qml")
+    app.exitQgis()

@@ -1,0 +1,259 @@
+"""The QGIS-free engine: alignment, units, tiling, equivalence, bad inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import gdal, osr
+
+from .conftest import S1_ROLES, scene_options, shared_file
+
+gdal.UseExceptions()
+
+
+def write_tif(path, arr, epsg, gt, nodata=None, dtype=gdal.GDT_Float32):
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[None]
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[2], arr.shape[1], arr.shape[0], dtype)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(epsg)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.SetGeoTransform(gt)
+    for i, a in enumerate(arr):
+        b = ds.GetRasterBand(i + 1)
+        if nodata is not None:
+            b.SetNoDataValue(nodata)
+        b.WriteArray(a)
+    ds = None
+    return str(path)
+
+
+def golden_as_layers(tmp_path, linear=False, drop_offset=False):
+    """The REAL ID_005GY8 pixels as separate S2 / S1 post / S1 pre GeoTIFFs on the
+    artificial georeference of the shared 12-band GeoTIFF (pre = post - diff)."""
+    ds = gdal.Open(str(shared_file("zindi/ID_005GY8_12band_artificial_georef.tif")))
+    a = ds.ReadAsArray().astype(np.float32)
+    gt = ds.GetGeoTransform()
+    s2 = a[0:4] - (1000 if drop_offset else 0)
+    paths = {"S2": write_tif(tmp_path / "s2.tif", s2, 32633, gt)}
+    for orbit, base in (("DESC", 4), ("ASC", 8)):
+        post = a[base:base + 2]
+        pre = post - a[base + 2:base + 4]
+        if linear:
+            post, pre = 10 ** (post / 10), 10 ** (pre / 10)
+        paths[f"S1_{orbit}_POST"] = write_tif(tmp_path / f"{orbit}_post.tif", post, 32633, gt)
+        paths[f"S1_{orbit}_PRE"] = write_tif(tmp_path / f"{orbit}_pre.tif", pre, 32633, gt)
+    return paths
+
+
+def test_geotiff_path_equals_npy_path_on_the_real_golden_patch(tmp_path, package):
+    """Same real pixels through the GeoTIFF/alignment path and through the .npy path:
+    same features, same member probabilities."""
+    from sentinel_landslide.engine.detect import run_detection
+    from sentinel_landslide.engine.features import patch_features
+    from sentinel_landslide.models.ensemble import Ensemble
+
+    paths = golden_as_layers(tmp_path)
+    res = run_detection(scene_options(paths), package)
+    assert (res.n_rows, res.n_cols) == (1, 1)
+    rec = res.records[0]
+    assert rec.status == "ok" and rec.valid_frac == 1.0
+    x = np.load(shared_file("zindi/ID_005GY8.npy")).transpose(2, 0, 1)[None].astype(np.float32)
+    valid = np.ones((1, 64, 64), bool)
+    ens = Ensemble(package, "combined")
+    ref = ens.predict(x, valid, patch_features(x, valid))
+    for m in res.members:
+        assert rec.members[m] == pytest.approx(float(ref[m][0]), abs=2e-4), m
+    assert rec.prob == pytest.approx(float(ref["prob"][0]), abs=2e-4)
+
+
+def test_linear_sar_and_missing_offset_are_converted(tmp_path, package):
+    """Linear-power SAR and S2 without the +1000 offset give the same result as the
+    package convention, with auto detection and with explicit settings."""
+    from sentinel_landslide.engine.detect import run_detection
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    ref = run_detection(scene_options(golden_as_layers(tmp_path / "a")), package).records[0]
+    conv = golden_as_layers(tmp_path / "b", linear=True, drop_offset=True)
+    for kw in ({}, {"sar_units": "linear", "s2_offset": "absent"}):
+        res = run_detection(scene_options(conv, **kw), package)
+        assert any("linear power" in line for line in res.log)
+        assert any("offset absent" in line for line in res.log)
+        assert res.records[0].prob == pytest.approx(ref.prob, abs=1e-3)
+
+
+def test_reflectance_floats_are_scaled(tmp_path):
+    from sentinel_landslide.engine.units import decide_s2
+
+    rng = np.random.default_rng(0)
+    refl = rng.uniform(0.02, 0.4, (4, 50, 50)).astype(np.float32)
+    c = decide_s2(refl)
+    out = c.to_package(refl, 1000)
+    assert c.scale == 10000 and not c.offset_present
+    assert out.min() == pytest.approx(1200, abs=1)
+
+
+def test_sar_units_rejects_amplitude_like_values():
+    from sentinel_landslide.engine.units import decide_sar
+
+    with pytest.raises(ValueError, match="neither dB nor"):
+        decide_sar(np.full((2, 10, 10), 350.0))
+    assert decide_sar(np.full((2, 10, 10), -12.0)).linear is False
+    assert decide_sar(np.full((2, 10, 10), 0.05)).linear is True
+
+
+def test_grid_follows_s2_utm_and_common_extent(synthetic_scene):
+    """S1 in EPSG:4326 and 20 m UTM is warped to the S2 UTM 10 m grid; the grid is the
+    common extent, snapped to the S2 pixel lattice."""
+    from sentinel_landslide.engine.align import InputLayer, plan_grid
+
+    layers = [InputLayer("S2", synthetic_scene["S2"], [1, 2, 3, 4])] + [
+        InputLayer(r, synthetic_scene[r], [1, 2]) for r in S1_ROLES]
+    g = plan_grid(layers)
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(g.crs_wkt)
+    assert srs.GetAuthorityCode(None) == "32646"
+    s2 = gdal.Open(synthetic_scene["S2"])
+    gt = s2.GetGeoTransform()
+    assert g.res == 10
+    assert (g.x0 - gt[0]) % 10 == pytest.approx(0, abs=1e-6)
+    assert g.width <= s2.RasterXSize and g.height <= s2.RasterYSize
+    assert g.width >= s2.RasterXSize - 2 and g.height >= s2.RasterYSize - 2
+
+
+def test_geographic_s2_gets_a_utm_grid(tmp_path):
+    from sentinel_landslide.engine.align import InputLayer, plan_grid
+
+    # 0.001 deg pixels around Chattogram (91.8E, 22.3N) -> UTM 46N
+    p = write_tif(tmp_path / "geo.tif", np.ones((4, 50, 50)) * 2000, 4326, (91.8, 0.0001, 0, 22.3, 0, -0.0001))
+    g = plan_grid([InputLayer("S2", p, [1, 2, 3, 4])])
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(g.crs_wkt)
+    assert srs.GetAuthorityCode(None) == "32646"
+    assert g.res == 10 and 50 <= g.width <= 54
+
+
+def test_resampled_sar_keeps_values_and_marks_outside_as_nodata(tmp_path):
+    """A 20 m SAR layer covering half the S2 area: values carried over, NaN outside."""
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+
+    s2 = write_tif(tmp_path / "s2.tif", np.full((4, 128, 128), 2000, np.float32), 32633, (500000, 10, 0, 5000000, 0, -10))
+    sar = write_tif(tmp_path / "sar.tif", np.full((2, 64, 32), -11.0, np.float32), 32633, (500000, 20, 0, 5000000, 0, -20))
+    g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4])])
+    al = AlignedLayer.open(InputLayer("S1_DESC_POST", sar, [1, 2]), g)
+    block = al.read(0, 128)
+    assert block.shape == (2, 128, 128)
+    assert np.allclose(block[:, :, :60], -11.0)
+    assert np.isnan(block[:, :, 68:]).all()
+
+
+def test_extent_parameter_clips_the_grid(synthetic_scene):
+    from sentinel_landslide.engine.align import InputLayer, plan_grid
+
+    s2 = InputLayer("S2", synthetic_scene["S2"], [1, 2, 3, 4])
+    full = plan_grid([s2])
+    x0, y0, x1, y1 = full.bounds
+    g = plan_grid([s2], extent=(x0 + 1000, y0 + 1000, x0 + 2280, y0 + 1640, full.crs_wkt))
+    assert (g.width, g.height) == (128, 64)
+
+
+def test_tiling_edges_cover_the_whole_area_and_mark_slivers_nodata(tmp_path, package):
+    """A 150 x 100 px scene gives 3 x 2 tiles; edge tiles carry their true valid
+    fraction, and those under the minimum are 'nodata' with no probability."""
+    from sentinel_landslide.engine.detect import run_detection
+
+    rng = np.random.default_rng(3)
+    arr = (1500 + 200 * rng.standard_normal((4, 100, 150))).astype(np.float32)
+    p = write_tif(tmp_path / "s2.tif", arr, 32633, (500000, 10, 0, 5000000, 0, -10))
+    res = run_detection(scene_options({"S2": p}, sar=False), package)
+    assert (res.n_rows, res.n_cols) == (2, 3)
+    fr = {(r.row, r.col): r.valid_frac for r in res.records}
+    assert fr[(0, 0)] == 1.0
+    assert fr[(0, 2)] == pytest.approx(22 / 64)
+    assert fr[(1, 0)] == pytest.approx(36 / 64)
+    assert fr[(1, 2)] == pytest.approx(22 * 36 / 64 / 64)
+    for r in res.records:
+        if r.valid_frac < 0.5:
+            assert r.status == "nodata" and r.prob is None and r.flagged is None
+        else:
+            assert r.status == "ok" and 0.0 <= r.prob <= 1.0
+    # tiles tessellate the grid exactly, clipped at the scene edge
+    assert res.records[2].bounds[2] == pytest.approx(500000 + 1500)
+    assert res.records[-1].bounds[1] == pytest.approx(5000000 - 1000)
+
+
+def test_mode_follows_the_inputs(synthetic_scene, package):
+    from sentinel_landslide.engine.detect import run_detection
+
+    opt = run_detection(scene_options(synthetic_scene, sar=False), package)
+    assert opt.mode == "optical"
+    assert all(m in [s["name"] for s in package.members_for("optical")] for m in opt.members)
+    sar = run_detection(scene_options(synthetic_scene, s2=False), package)
+    assert sar.mode == "sar"
+    comb = run_detection(scene_options(synthetic_scene), package)
+    assert comb.mode == "combined" and comb.threshold == package.threshold("combined")
+    assert set(comb.members) == {m["name"] for m in package.members_for("combined")}
+    # one orbit incomplete: SAR is dropped with a warning, optical-only runs
+    o = scene_options(synthetic_scene)
+    del o.s1["S1_ASC_PRE"]
+    part = run_detection(o, package)
+    assert part.mode == "optical" and any(line.startswith("Warning") for line in part.log)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path, synthetic_scene, package):
+    from sentinel_landslide.engine.align import InputError, InputLayer
+    from sentinel_landslide.engine.detect import DetectOptions, run_detection
+
+    with pytest.raises(InputError, match="No input was given"):
+        run_detection(DetectOptions(), package)
+    far = write_tif(tmp_path / "far.tif", np.full((2, 64, 64), -10, np.float32), 32633, (300000, 10, 0, 4000000, 0, -10))
+    o = scene_options(synthetic_scene)
+    o.s1["S1_DESC_POST"] = InputLayer("S1_DESC_POST", far, [1, 2])
+    with pytest.raises(InputError, match="descending post-event layer does not overlap"):
+        run_detection(o, package)
+    o = scene_options(synthetic_scene, sar=False)
+    o.s2.bands = [1, 2, 3, 7]
+    with pytest.raises(InputError, match="band 7 does not exist"):
+        run_detection(o, package)
+    empty = write_tif(tmp_path / "empty.tif", np.zeros((4, 70, 70), np.uint16), 32633,
+                      (500000, 10, 0, 5000000, 0, -10), nodata=0, dtype=gdal.GDT_UInt16)
+    with pytest.raises(InputError, match="no valid pixels|No tile has enough valid data"):
+        run_detection(scene_options({"S2": empty}, sar=False), package)
+
+
+def test_cancel_stops_between_batches(synthetic_scene, package):
+    from sentinel_landslide.engine.detect import Cancelled, run_detection
+
+    calls = []
+
+    def cancelled():
+        calls.append(1)
+        return len(calls) > 1
+
+    with pytest.raises(Cancelled):
+        run_detection(scene_options(synthetic_scene, rows_per_batch=1), package, is_cancelled=cancelled)
+    assert len(calls) == 2
+
+
+def test_grid_and_raster_writers(tmp_path, synthetic_scene, package):
+    from osgeo import ogr
+
+    from sentinel_landslide.engine.detect import run_detection
+    from sentinel_landslide.engine.outputs import write_grid, write_probability_raster
+
+    res = run_detection(scene_options(synthetic_scene), package)
+    gpkg = write_grid(str(tmp_path / "g.gpkg"), res, package.name)
+    ds = ogr.Open(gpkg)
+    lyr = ds.GetLayer(0)
+    assert lyr.GetFeatureCount() == len(res.records)
+    names = [lyr.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(lyr.GetLayerDefn().GetFieldCount())]
+    for f in ("tile_id", "row", "col", "prob", "flagged", "status", "mode", "valid_frac", "model"):
+        assert f in names
+    assert all(("p_" + m) in names for m in res.members)
+    tif = write_probability_raster(str(tmp_path / "p.tif"), res, 64)
+    r = gdal.Open(tif)
+    assert (r.RasterXSize, r.RasterYSize) == (res.n_cols, res.n_rows)
+    a = r.ReadAsArray()
+    assert a[0, 0] == pytest.approx(res.records[0].prob, abs=1e-6)
+    assert r.GetGeoTransform()[1] == 640

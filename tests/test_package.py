@@ -1,0 +1,102 @@
+"""Model package format: validation, checksums, no pickles, clear errors."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+def _edit(folder, fn):
+    p = folder / "manifest.json"
+    man = json.loads(p.read_text())
+    fn(man)
+    p.write_text(json.dumps(man))
+
+
+def test_bundled_package_loads_and_declares_what_it_was_trained_on(package):
+    man = package.manifest
+    assert man["schema_version"] == 1
+    assert man["patch_size"] == 64 and man["pixel_size_m"] == 10
+    assert man["s2_convention"]["offset"] == 1000 and man["sar_units"] == "dB"
+    assert set(package.available_modes()) == {"combined", "optical", "sar"}
+    for mode in package.available_modes():
+        assert 0 < package.threshold(mode) < 1
+    assert any("Zindi" in a for a in man["attribution"])
+    for m in man["members"]:
+        assert len(m["sha256"]) == 64
+        assert not m["file"].endswith((".pkl", ".pickle", ".joblib"))
+
+
+def test_tampered_member_file_fails_its_checksum(package_copy):
+    from sentinel_landslide.models.package import PackageError, load_package
+
+    man = json.loads((package_copy / "manifest.json").read_text())
+    f = package_copy / man["members"][0]["file"]
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    f.write_bytes(bytes(data))
+    with pytest.raises(PackageError, match="fails its checksum"):
+        load_package(package_copy)
+
+
+def test_missing_member_file(package_copy):
+    from sentinel_landslide.models.package import PackageError, load_package
+
+    man = json.loads((package_copy / "manifest.json").read_text())
+    (package_copy / man["members"][-1]["file"]).unlink()
+    with pytest.raises(PackageError, match="is missing"):
+        load_package(package_copy)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda m: m.update(schema_version=99), "schema version 99 is not supported"),
+    (lambda m: m["channels"].reverse(), "expects channels"),
+    (lambda m: m["members"][0].update(file="model.pkl"), "pickle"),
+    (lambda m: m["members"][0].update(file="../evil.txt"), "plain file name"),
+    (lambda m: m["members"][0].update(kind="sklearn"), "unknown kind"),
+    (lambda m: m["modes"]["combined"].update(threshold=1.5), "must lie in"),
+    (lambda m: m.pop("metrics"), "'metrics'"),
+    (lambda m: m["members"][0].update(modes=["winter"]), "does not define"),
+])
+def test_malformed_manifests_are_refused_with_a_reason(package_copy, edit, message):
+    from sentinel_landslide.models.package import PackageError, load_package
+
+    _edit(package_copy, edit)
+    with pytest.raises(PackageError, match=message):
+        load_package(package_copy)
+
+
+def test_not_json_and_not_a_package(tmp_path, package_copy):
+    from sentinel_landslide.models.package import PackageError, load_package
+
+    with pytest.raises(PackageError, match="no manifest.json"):
+        load_package(tmp_path)
+    (package_copy / "manifest.json").write_text("{ not json")
+    with pytest.raises(PackageError, match="not valid JSON"):
+        load_package(package_copy)
+
+
+def test_member_weights_average(package):
+    """The ensemble probability is the weighted mean of the members' probabilities."""
+    from sentinel_landslide.engine.features import patch_features
+    from sentinel_landslide.models.ensemble import Ensemble
+
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.normal(1600, 150, (4, 4, 64, 64)), rng.normal(-12, 3, (4, 8, 64, 64))], axis=1).astype(np.float32)
+    valid = np.ones((4, 64, 64), bool)
+    ens = Ensemble(package, "combined")
+    out = ens.predict(x, valid, patch_features(x, valid))
+    stack = np.stack([out[m] for m in ens.member_names])
+    assert np.allclose(out["prob"], (ens.weights[:, None] * stack).sum(0) / ens.weights.sum())
+    assert ((out["prob"] >= 0) & (out["prob"] <= 1)).all()
+
+
+def test_missing_dependency_message_names_the_package(monkeypatch):
+    import sys
+
+    from sentinel_landslide.models import ensemble
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)  # makes `import xgboost` fail
+    with pytest.raises(ensemble.MissingDependency, match="'xgboost-cpu' is needed"):
+        ensemble.require("xgboost")

@@ -1,0 +1,151 @@
+"""landslide:detect as analysts run it: processing.run inside QGIS (pytest-qgis) and
+qgis_process.bin in a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+
+from .conftest import S1_ROLES, shared_file
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    from sentinel_landslide.algorithms.provider import LandslideProvider
+
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("landslide") is None:
+        prov = LandslideProvider()
+        assert reg.addProvider(prov)
+    return reg.providerById("landslide")
+
+
+def scene_params(scene, out, sar=True, s2=True, **extra):
+    p = {"OUTPUT": str(out)}
+    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):  # default: the bundled package
+        p["MODEL"] = os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"]
+    if s2:
+        p["S2"] = scene["S2"]
+    if sar:
+        p.update({r: scene[r] for r in S1_ROLES})
+    p.update(extra)
+    return p
+
+
+def test_provider_and_parameter_names_are_stable(provider):
+    alg = QgsApplication.processingRegistry().algorithmById("landslide:detect")
+    assert alg is not None and alg.displayName() == "Detect landslides (Sentinel-1/2)"
+    names = {p.name() for p in alg.parameterDefinitions()}
+    assert {"S2", "S2_RED", "S2_GREEN", "S2_BLUE", "S2_NIR", "S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST",
+            "S1_ASC_PRE", "MODEL", "THRESHOLD", "EXTENT", "OUTPUT", "OUTPUT_RASTER"} <= names
+    assert alg.shortHelpString()
+
+
+def test_detect_combined_writes_a_grid(provider, synthetic_scene, tmp_path, package):
+    import processing
+
+    out = tmp_path / "grid.gpkg"
+    res = processing.run("landslide:detect", scene_params(synthetic_scene, out, OUTPUT_RASTER=str(tmp_path / "p.tif")))
+    assert res["MODE"] == "combined"
+    layer = QgsVectorLayer(res["OUTPUT"], "grid", "ogr")
+    assert layer.isValid() and layer.featureCount() == res["TILES"] == 70
+    fields = [f.name() for f in layer.fields()]
+    for f in ("tile_id", "row", "col", "prob", "flagged", "status", "mode", "valid_frac", "model"):
+        assert f in fields
+    members = [m["name"] for m in package.members_for("combined")]
+    assert all("p_" + m in fields for m in members)
+    feats = list(layer.getFeatures())
+    assert sum(1 for f in feats if f["flagged"]) == res["FLAGGED"]
+    assert all(f["mode"] == "combined" for f in feats)
+    assert layer.crs().authid() == "EPSG:32646"
+    assert os.path.exists(res["OUTPUT_RASTER"])
+
+
+def test_detect_optical_only_and_sar_only(provider, synthetic_scene, tmp_path):
+    import processing
+
+    r1 = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "o.gpkg", sar=False))
+    assert r1["MODE"] == "optical"
+    r2 = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "s.gpkg", s2=False))
+    assert r2["MODE"] == "sar"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nothing", "No input was given"),
+    ("badband", "band 9 does not exist"),
+    ("tampered", "checksum"),
+    ("notpackage", "no manifest.json"),
+])
+def test_bad_input_raises_and_writes_nothing(provider, synthetic_scene, tmp_path, package_copy, case, message):
+    import json
+
+    import processing
+
+    out = tmp_path / "never.gpkg"
+    params = scene_params(synthetic_scene, out, sar=False)
+    if case == "nothing":
+        params = {k: v for k, v in params.items() if k in ("OUTPUT", "MODEL")}
+    elif case == "badband":
+        params["S2_NIR"] = 9
+    elif case == "tampered":
+        man = json.loads((package_copy / "manifest.json").read_text())
+        f = package_copy / man["members"][0]["file"]
+        f.write_bytes(f.read_bytes() + b" ")
+        params["MODEL"] = str(package_copy)
+    elif case == "notpackage":
+        params["MODEL"] = str(tmp_path)
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run("landslide:detect", params)
+    assert not out.exists()
+
+
+def test_cancel_leaves_no_output(provider, synthetic_scene, tmp_path):
+    import processing
+
+    out = tmp_path / "cancelled.gpkg"
+    fb = QgsProcessingFeedback()
+    fb.progressChanged.connect(lambda _p: fb.cancel())
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run("landslide:detect", scene_params(synthetic_scene, out), feedback=fb)
+    assert not out.exists()
+
+
+def test_threshold_parameter_overrides_the_package(provider, synthetic_scene, tmp_path):
+    import processing
+
+    res = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "t.gpkg", THRESHOLD=0.0001))
+    assert res["THRESHOLD"] == pytest.approx(0.0001)
+    assert res["FLAGGED"] == res["TILES"]  # every scored tile passes a ~0 threshold
+
+
+def test_real_chattogram_scene_optical_only(provider, tmp_path):
+    """REAL Sentinel-2 (EPSG:4326, no offset, 0 = nodata): warped to UTM 46N, offset added."""
+    import processing
+
+    scene = shared_file("scenes/chattogram_s2_rgbn_epsg4326.tif")
+    fb = QgsProcessingFeedback()
+    logs = []
+    fb.pushInfo = lambda m: logs.append(m)  # noqa: E731
+    res = processing.run("landslide:detect", scene_params({"S2": str(scene)}, tmp_path / "ctg.gpkg", sar=False), feedback=fb)
+    assert res["MODE"] == "optical"
+    layer = QgsVectorLayer(res["OUTPUT"], "g", "ogr")
+    assert layer.crs().authid() == "EPSG:32646"
+    statuses = [f["status"] for f in layer.getFeatures()]
+    assert statuses.count("ok") > 100
+    assert any("offset absent" in m for m in logs)
+
+
+@pytest.mark.slow
+def test_qgis_process_subprocess(synthetic_scene, tmp_path):
+    """The same algorithm through QGIS's command-line runner, as on a server."""
+    if not shutil.which("qgis_process.bin") and not os.path.exists("/usr/bin/qgis_process.bin"):
+        pytest.skip("qgis_process.bin is not installed")
+    from sentinel_landslide.scripts.qgis_env import run_algorithm
+
+    out = tmp_path / "cli.gpkg"
+    rc, res, log = run_algorithm("landslide:detect", scene_params(synthetic_scene, out))
+    assert rc == 0, log
+    assert res["results"]["MODE"] == "combined"
+    assert QgsVectorLayer(str(out), "g", "ogr").featureCount() == res["results"]["TILES"] == 70
