@@ -43,7 +43,7 @@ class Scar:
         return pts
 
 
-def _scars(width_m, height_m, rng, density_per_km2=1.2):
+def _scars(width_m, height_m, rng, density_per_km2=0.3):
     n = max(3, int(density_per_km2 * width_m * height_m / 1e6))
     out = []
     for _ in range(n):
