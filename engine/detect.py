@@ -162,6 +162,77 @@ def to_patches(block: np.ndarray, ps: int, n_cols: int) -> np.ndarray:
     return block.reshape(c, k, ps, n_cols, ps).transpose(1, 3, 0, 2, 4).reshape(k * n_cols, c, ps, ps)
 
 
+@dataclass
+class Batch:
+    """Whole patch rows of the scene: patches (n, 12, ps, ps) float32 in package
+    convention (NaN = no data), their valid-pixel masks and grid positions."""
+
+    row0: int
+    patches: np.ndarray
+    valid: np.ndarray
+    valid_frac: np.ndarray
+    rows: np.ndarray
+    cols: np.ndarray
+    read_seconds: float
+
+
+class TiledScene:
+    """The inputs of one run on their common 10 m grid, cut into patches.
+
+    Shared by detection and patch export; iterating yields ``Batch`` objects while a
+    background thread reads and warps the next band of rows (GDAL releases the GIL)."""
+
+    def __init__(self, opts: DetectOptions, pkg, log: list, allowed_modes=None):
+        self.mode, layers = resolve_mode(opts, log)
+        allowed = pkg.available_modes() if allowed_modes is None else allowed_modes
+        if self.mode not in allowed:
+            raise InputError(f"The model package '{pkg.name}' cannot run in {self.mode} mode "
+                             f"(it offers: {', '.join(allowed)}).")
+        ordered = [layers[r] for r in ("S2",) + S1_ROLES if r in layers]
+        self.grid = plan_grid(ordered, opts.extent, pkg.manifest["pixel_size_m"])
+        self.ps = ps = pkg.patch_size
+        g = self.grid
+        self.n_rows, self.n_cols = -(-g.height // ps), -(-g.width // ps)
+        log.append(f"Grid: {g.width} x {g.height} px at {g.res:g} m, {self.n_rows} x {self.n_cols} tiles of {ps} px")
+        self.scene = Scene(layers, g, pkg.s2_offset, opts, log)
+        self.groups = tuple(name for name, srcs in (("optical", ("S2",)), ("sar", ("S1_DESC", "S1_ASC")))
+                            if all(s in MODE_SOURCES[self.mode] for s in srcs))
+        self.channels = sorted({c for grp in self.groups for c in ((0, 1, 2, 3) if grp == "optical" else range(4, 12))})
+        self.step = max(1, opts.rows_per_batch)
+
+    def tile_bounds(self, row: int, col: int) -> tuple:
+        g, ps = self.grid, self.ps
+        x0 = g.x0 + col * ps * g.res
+        y1 = g.y0 - row * ps * g.res
+        return (x0, max(y1 - ps * g.res, g.y0 - g.height * g.res), min(x0 + ps * g.res, g.x0 + g.width * g.res), y1)
+
+    def _load(self, r0: int) -> Batch:
+        t0 = time.perf_counter()
+        ps, k = self.ps, min(self.step, self.n_rows - r0)
+        block = self.scene.read(r0 * ps, k * ps)
+        if block.shape[1] < k * ps:  # bottom edge: pad with NaN to whole patches
+            pad = np.full((N_CHANNELS, k * ps - block.shape[1], self.grid.width), np.nan, np.float32)
+            block = np.concatenate([block, pad], axis=1)
+        patches = to_patches(block, ps, self.n_cols)
+        valid = np.isfinite(patches[:, self.channels]).all(axis=1)
+        idx = np.arange(len(patches))
+        return Batch(r0, patches, valid, valid.reshape(len(patches), -1).mean(axis=1),
+                     r0 + idx // self.n_cols, idx % self.n_cols, time.perf_counter() - t0)
+
+    def __len__(self) -> int:
+        return -(-self.n_rows // self.step)
+
+    def __iter__(self):
+        starts = list(range(0, self.n_rows, self.step))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            fut = pool.submit(self._load, starts[0]) if starts else None
+            for i in range(len(starts)):
+                batch = fut.result()
+                if i + 1 < len(starts):
+                    fut = pool.submit(self._load, starts[i + 1])
+                yield batch
+
+
 def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, ensemble=None) -> DetectResult:
     """Run the package's ensemble over the inputs.  ``progress(stage, fraction, msg)``."""
     from ..models.ensemble import Ensemble  # models imports engine, not the reverse at import time
@@ -172,75 +243,39 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     prog = progress or (lambda stage, frac, msg="": None)
     cancelled = is_cancelled or (lambda: False)
 
-    mode, layers = resolve_mode(opts, log)
-    if mode not in pkg.available_modes():
-        raise InputError(f"The model package '{pkg.name}' cannot run in {mode} mode "
-                         f"(it offers: {', '.join(pkg.available_modes())}).")
-    ordered = [layers[r] for r in ("S2",) + S1_ROLES if r in layers]
     prog("align", 0.0, "planning the 10 m grid")
-    grid = plan_grid(ordered, opts.extent, pkg.manifest["pixel_size_m"])
-    ps = pkg.patch_size
-    n_rows, n_cols = -(-grid.height // ps), -(-grid.width // ps)
-    log.append(f"Grid: {grid.width} x {grid.height} px at {grid.res:g} m, {n_rows} x {n_cols} tiles of {ps} px")
-    scene = Scene(layers, grid, pkg.s2_offset, opts, log)
-
+    tiles = TiledScene(opts, pkg, log)
+    mode = tiles.mode
     if ensemble is None:
         ensemble = Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
     threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
     log.append(f"Mode {mode}: members {', '.join(ensemble.member_names)}; threshold {threshold:.3f}")
-    groups = tuple(g for g, srcs in (("optical", ("S2",)), ("sar", ("S1_DESC", "S1_ASC")))
-                   if all(s in MODE_SOURCES[mode] for s in srcs))
-    chans = sorted({c for g in groups for c in ((0, 1, 2, 3) if g == "optical" else range(4, 12))})
 
     records: list = []
-    step = max(1, opts.rows_per_batch)
-    starts = list(range(0, n_rows, step))
     timings_members: dict = {}
-
-    def load(r0):
-        t0 = time.perf_counter()
-        block = scene.read(r0 * ps, min(step, n_rows - r0) * ps)
-        k = min(step, n_rows - r0)
-        if block.shape[1] < k * ps:  # bottom edge: pad with NaN to whole patches
-            pad = np.full((N_CHANNELS, k * ps - block.shape[1], grid.width), np.nan, np.float32)
-            block = np.concatenate([block, pad], axis=1)
-        return to_patches(block, ps, n_cols), time.perf_counter() - t0
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        fut = pool.submit(load, starts[0]) if starts else None
-        for i, r0 in enumerate(starts):
-            if cancelled():
-                raise Cancelled()
-            patches, dt = fut.result()
-            timings["read"] += dt
-            if i + 1 < len(starts):
-                fut = pool.submit(load, starts[i + 1])
-            valid = np.isfinite(patches[:, chans]).all(axis=1)
-            vfrac = valid.reshape(len(patches), -1).mean(axis=1)
-            ok = vfrac >= opts.min_valid_fraction
-            probs = {}
-            if ok.any():
-                t0 = time.perf_counter()
-                feats = patch_features(patches[ok], valid[ok], groups)
-                timings["features"] += time.perf_counter() - t0
-                probs = ensemble.predict(patches[ok], valid[ok], feats, timings_members)
-            okidx = np.flatnonzero(ok)
-            pos = {j: n for n, j in enumerate(okidx)}
-            for j in range(len(patches)):
-                row, col = r0 + j // n_cols, j % n_cols
-                x0 = grid.x0 + col * ps * grid.res
-                y1 = grid.y0 - row * ps * grid.res
-                x1 = min(x0 + ps * grid.res, grid.x0 + grid.width * grid.res)
-                y0 = max(y1 - ps * grid.res, grid.y0 - grid.height * grid.res)
-                if j in pos:
-                    p = float(probs["prob"][pos[j]])
-                    rec = TileRecord(row * n_cols + col, row, col, (x0, y0, x1, y1), float(vfrac[j]), "ok",
-                                     p, p >= threshold, {m: float(probs[m][pos[j]]) for m in ensemble.member_names})
-                else:
-                    rec = TileRecord(row * n_cols + col, row, col, (x0, y0, x1, y1), float(vfrac[j]), "nodata",
-                                     None, None, {})
-                records.append(rec)
-            prog("predict", (i + 1) / len(starts), f"tile rows {r0 + 1}-{min(r0 + step, n_rows)} of {n_rows}")
+    for i, b in enumerate(tiles):
+        if cancelled():
+            raise Cancelled()
+        timings["read"] += b.read_seconds
+        ok = b.valid_frac >= opts.min_valid_fraction
+        probs = {}
+        if ok.any():
+            t0 = time.perf_counter()
+            feats = patch_features(b.patches[ok], b.valid[ok], tiles.groups)
+            timings["features"] += time.perf_counter() - t0
+            probs = ensemble.predict(b.patches[ok], b.valid[ok], feats, timings_members)
+        pos = {j: n for n, j in enumerate(np.flatnonzero(ok))}
+        for j in range(len(b.patches)):
+            row, col = int(b.rows[j]), int(b.cols[j])
+            tid, bounds, vf = row * tiles.n_cols + col, tiles.tile_bounds(row, col), float(b.valid_frac[j])
+            if j in pos:
+                p = float(probs["prob"][pos[j]])
+                records.append(TileRecord(tid, row, col, bounds, vf, "ok", p, p >= threshold,
+                                          {m: float(probs[m][pos[j]]) for m in ensemble.member_names}))
+            else:
+                records.append(TileRecord(tid, row, col, bounds, vf, "nodata", None, None, {}))
+        last = min(b.row0 + tiles.step, tiles.n_rows)
+        prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
     if not any(r.status == "ok" for r in records):
         raise InputError(
             "No tile has enough valid data "
@@ -248,4 +283,5 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
             "or the inputs barely overlap.")
     timings.update({f"member:{k}": v for k, v in timings_members.items()})
     timings["total"] = time.perf_counter() - t_start
-    return DetectResult(grid, mode, ensemble.member_names, threshold, records, log, timings, n_rows, n_cols)
+    return DetectResult(tiles.grid, mode, ensemble.member_names, threshold, records, log, timings,
+                        tiles.n_rows, tiles.n_cols)

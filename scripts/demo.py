@@ -53,8 +53,8 @@ def main(argv=None) -> int:
         if line.startswith(("Mode ", "Grid:", "Sentinel-2 convention", "Warning")) or "patches/s" in line:
             print("   ", line)
     # how many planted scars does a flagged tile touch?  (the synthetic truth)
-    truth = ogr.Open(scene["truth"]).GetLayer(0)
-    g = ogr.Open(str(grid)).GetLayer(0)
+    truth_ds, grid_ds = ogr.Open(scene["truth"]), ogr.Open(str(grid))  # layers die with their datasets
+    truth, g = truth_ds.GetLayer(0), grid_ds.GetLayer(0)
     g.SetAttributeFilter("flagged = 1")
     flagged = [f.GetGeometryRef().Clone() for f in g]
     scars = [f.GetGeometryRef().Clone() for f in truth]

@@ -73,3 +73,20 @@ def scene_options(scene: dict, sar: bool = True, s2: bool = True, **kw):
     if sar:
         o.s1 = {r: InputLayer(r, scene[r], [1, 2]) for r in S1_ROLES}
     return o
+
+
+_PROVIDER = []  # keep the Python wrapper alive: QGIS does not own it
+
+
+@pytest.fixture(scope="session")
+def provider(qgis_processing):
+    """The 'landslide' provider registered with QGIS Processing (once per session)."""
+    from qgis.core import QgsApplication
+
+    from sentinel_landslide.algorithms.provider import LandslideProvider
+
+    reg = QgsApplication.processingRegistry()
+    if reg.providerById("landslide") is None:
+        _PROVIDER.append(LandslideProvider())
+        assert reg.addProvider(_PROVIDER[-1])
+    return reg.providerById("landslide")

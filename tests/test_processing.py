@@ -11,17 +11,6 @@ from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedb
 from .conftest import S1_ROLES, shared_file
 
 
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    from sentinel_landslide.algorithms.provider import LandslideProvider
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("landslide") is None:
-        prov = LandslideProvider()
-        assert reg.addProvider(prov)
-    return reg.providerById("landslide")
-
-
 def scene_params(scene, out, sar=True, s2=True, **extra):
     p = {"OUTPUT": str(out)}
     if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):  # default: the bundled package

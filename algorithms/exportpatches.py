@@ -1,0 +1,96 @@
+"""landslide:exportpatches: aligned S1/S2 layers (+ inventory) -> competition-layout patch folder."""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingOutputNumber, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterString)
+from qgis.PyQt.QtCore import QCoreApplication
+
+from ..engine.align import InputError
+from ..engine.detect import Cancelled
+from ..engine.export import Inventory, export_patches
+from ..models.package import PackageError, load_package
+from .common import add_input_parameters, detect_options, model_parameter
+
+
+class ExportPatchesAlgorithm(QgsProcessingAlgorithm):
+    def tr(self, text):
+        return QCoreApplication.translate("landslide", text)
+
+    def createInstance(self):
+        return ExportPatchesAlgorithm()
+
+    def name(self):
+        return "exportpatches"
+
+    def displayName(self):
+        return self.tr("Export training patches (competition layout)")
+
+    def group(self):
+        return self.tr("Training")
+
+    def groupId(self):
+        return "training"
+
+    def shortHelpString(self):
+        return self.tr(
+            "Aligns the Sentinel-1/2 layers exactly as 'Detect landslides' does and writes every tile as "
+            "a 64 x 64 x 12 .npy patch (the Zindi competition layout, channels R, G, B, NIR, S1 desc VV, VH, "
+            "dVV, dVH, S1 asc VV, VH, dVV, dVH) into the output folder, with Train.csv (ID,label) when a "
+            "landslide inventory is given (label 1 when landslides cover at least the minimum fraction of "
+            "the tile) and patches.gpkg with the footprints. Train a model package on the folder with "
+            "'Train a model package'.")
+
+    def initAlgorithm(self, config=None):
+        adv = QgsProcessingParameterDefinition.FlagAdvanced
+        add_input_parameters(self, adv)
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            "INVENTORY", self.tr("Landslide inventory polygons (labels)"), [QgsProcessing.TypeVectorPolygon],
+            optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MIN_FRACTION", self.tr("Minimum landslide area fraction for a positive tile"),
+            QgsProcessingParameterNumber.Double, 0.01, minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            "MIN_VALID", self.tr("Minimum valid-pixel fraction of a tile"), QgsProcessingParameterNumber.Double,
+            0.9, minValue=0.01, maxValue=1.0))
+        p = model_parameter()
+        p.setDescription(self.tr("Model package whose layout to export (empty: the bundled model)"))
+        p.setFlags(p.flags() | adv)
+        self.addParameter(p)
+        p = QgsProcessingParameterString("PREFIX", self.tr("Patch ID prefix"), "ID")
+        p.setFlags(p.flags() | adv)
+        self.addParameter(p)
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Patch folder")))
+        self.addOutput(QgsProcessingOutputNumber("PATCHES", self.tr("Patches written")))
+        self.addOutput(QgsProcessingOutputNumber("POSITIVES", self.tr("Positive patches")))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        try:
+            # the layout (channels, patch size, S2 convention) to export in
+            pkg = load_package(self.parameterAsFile(parameters, "MODEL", context) or None)
+        except PackageError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        opts = detect_options(self, parameters, context)
+        opts.min_valid_fraction = self.parameterAsDouble(parameters, "MIN_VALID", context)
+        inventory = None
+        source = self.parameterAsSource(parameters, "INVENTORY", context)
+        if source is not None:
+            wkts = [f.geometry().asWkt() for f in source.getFeatures() if f.hasGeometry()]
+            if not wkts:
+                raise QgsProcessingException(self.tr("The landslide inventory has no polygons."))
+            inventory = Inventory(source.sourceCrs().toWkt(), wkts)
+        folder = self.parameterAsString(parameters, "OUTPUT", context)
+        try:
+            res = export_patches(opts, pkg, folder, inventory,
+                                 self.parameterAsDouble(parameters, "MIN_FRACTION", context),
+                                 self.parameterAsString(parameters, "PREFIX", context) or "ID",
+                                 progress=lambda f, m="": feedback.setProgress(100 * f),
+                                 is_cancelled=feedback.isCanceled)
+        except Cancelled:
+            raise QgsProcessingException(self.tr("Cancelled.")) from None
+        except InputError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        for line in res.log:
+            (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
+        return {"OUTPUT": folder, "PATCHES": res.n_patches, "POSITIVES": res.n_positive}
