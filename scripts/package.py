@@ -16,7 +16,7 @@ NAME = "sentinel_landslide"
 LIMIT = 25 * 1024 * 1024
 INCLUDE = ["__init__.py", "plugin.py", "metadata.txt", "LICENSE", "README.md",
            "algorithms", "engine", "models", "gui", "resources", "scripts/__init__.py",
-           "scripts/render.py", "requirements-runtime.txt"]
+           "scripts/render.py", "requirements-runtime.txt", "cli.py"]
 SKIP_PARTS = {"__pycache__", ".pytest_cache", "training_outputs"}
 SKIP_SUFFIX = {".pyc", ".pyo", ".aux.xml"}
 REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author",

@@ -1,0 +1,112 @@
+"""Command line without QGIS (servers, clusters): the same engine as the algorithms.
+
+    python -m sentinel_landslide.cli detect --s2 S2.tif [--s1-desc-post ... --s1-asc-pre ...] \\
+        --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
+    python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
+
+Training: python -m sentinel_landslide.models.training.train_gbm / train_nn (see --help).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .engine.align import InputError, InputLayer
+from .engine.detect import DetectOptions, run_detection
+from .engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
+from .models.ensemble import MissingDependency
+from .models.package import PackageError, load_package
+
+S1_FLAGS = (("s1_desc_post", "S1_DESC_POST"), ("s1_desc_pre", "S1_DESC_PRE"),
+            ("s1_asc_post", "S1_ASC_POST"), ("s1_asc_pre", "S1_ASC_PRE"))
+
+
+def _inputs(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--s2", help="post-event Sentinel-2 raster")
+    p.add_argument("--s2-bands", default="1,2,3,4", help="band numbers of R,G,B,NIR (default 1,2,3,4)")
+    for flag, _ in S1_FLAGS:
+        p.add_argument("--" + flag.replace("_", "-"), dest=flag, help="Sentinel-1 VV,VH raster")
+    p.add_argument("--s1-bands", default="1,2", help="band numbers of VV,VH (default 1,2)")
+    p.add_argument("--extent", help="xmin,ymin,xmax,ymax in the grid CRS (or add --extent-epsg)")
+    p.add_argument("--extent-epsg", type=int)
+    p.add_argument("--s2-scale", choices=S2_SCALE_CHOICES, default="auto")
+    p.add_argument("--s2-offset", choices=S2_OFFSET_CHOICES, default="auto")
+    p.add_argument("--sar-units", choices=SAR_UNIT_CHOICES, default="auto")
+    p.add_argument("--min-valid", type=float, default=0.5)
+    p.add_argument("--model", help="model package folder (default: bundled)")
+
+
+def _options(a) -> DetectOptions:
+    o = DetectOptions(s2_scale=a.s2_scale, s2_offset=a.s2_offset, sar_units=a.sar_units,
+                      min_valid_fraction=a.min_valid)
+    if a.s2:
+        o.s2 = InputLayer("S2", a.s2, [int(b) for b in a.s2_bands.split(",")])
+    for flag, role in S1_FLAGS:
+        if getattr(a, flag):
+            o.s1[role] = InputLayer(role, getattr(a, flag), [int(b) for b in a.s1_bands.split(",")])
+    if a.extent:
+        wkt = ""
+        if a.extent_epsg:
+            from osgeo import osr
+            s = osr.SpatialReference()
+            s.ImportFromEPSG(a.extent_epsg)
+            wkt = s.ExportToWkt()
+        o.extent = tuple(float(v) for v in a.extent.split(",")) + (wkt,)
+    return o
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="sentinel_landslide.cli", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("detect", help="score tiles, write the grid")
+    _inputs(d)
+    d.add_argument("--out", required=True, help="grid file (.gpkg, .shp, .geojson, .fgb)")
+    d.add_argument("--raster", help="optional probability GeoTIFF (one pixel per tile)")
+    d.add_argument("--threshold", type=float)
+    d.add_argument("--tta", action="store_true")
+    e = sub.add_parser("export", help="write competition-layout patches")
+    _inputs(e)
+    e.add_argument("--out", required=True, help="folder")
+    e.add_argument("--inventory", help="landslide polygons (any OGR format) for Train.csv labels")
+    e.add_argument("--min-fraction", type=float, default=0.01)
+    a = ap.parse_args(argv)
+    try:
+        pkg = load_package(a.model)
+        opts = _options(a)
+        if a.cmd == "detect":
+            from .engine.outputs import write_grid, write_probability_raster
+
+            opts.threshold, opts.tta = a.threshold, a.tta
+            res = run_detection(opts, pkg, progress=lambda s, f, m="": print(f"\r{s} {f:5.0%}", end="", file=sys.stderr))
+            print(file=sys.stderr)
+            for line in res.log:
+                print(line, file=sys.stderr)
+            write_grid(a.out, res, pkg.name)
+            if a.raster:
+                write_probability_raster(a.raster, res, pkg.patch_size)
+            print(json.dumps({"grid": a.out, "tiles": len(res.records), "flagged": res.flagged, "mode": res.mode,
+                              "threshold": res.threshold, "seconds": round(res.timings["total"], 2)}))
+        else:
+            from .engine.export import Inventory, export_patches
+
+            inv = None
+            if a.inventory:
+                from osgeo import ogr
+                ds = ogr.Open(a.inventory)
+                lyr = ds.GetLayer(0)
+                inv = Inventory(lyr.GetSpatialRef().ExportToWkt(),
+                                [f.GetGeometryRef().ExportToWkt() for f in lyr if f.GetGeometryRef()])
+            res = export_patches(opts, pkg, a.out, inv, a.min_fraction)
+            for line in res.log:
+                print(line, file=sys.stderr)
+            print(json.dumps({"folder": str(res.folder), "patches": res.n_patches, "positives": res.n_positive}))
+    except (InputError, PackageError, MissingDependency) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
