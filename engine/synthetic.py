@@ -63,17 +63,32 @@ def _smooth_noise(rng, h, w, cell=16):
     return a * (1 - fy) * (1 - fx) + b * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
 
 
-def _scar_mask(scars, xs, ys):
-    m = np.zeros((len(ys), len(xs)), dtype=bool)
-    X, Y = np.meshgrid(xs, ys)
+# Appearance of the synthetic scene.  Landslide tiles in the real competition table are
+# steeper terrain: brighter SAR (desc VV mean -7.4 vs -10.0 dB) and higher, more varied
+# NIR than landslide-free tiles; scars themselves are bright bare soil with a post-event
+# backscatter change.  The hillslope term reproduces that context around each scar.
+LOOK = {
+    "veg": (1450, 1650, 1580, 3050), "soil": (2700, 2650, 2450, 2900),
+    "amp": (0.07, 0.07, 0.07, 0.16), "slope_nir": 700.0, "slope_db": 6.0, "slope_radius_m": 450.0,
+    "terrain_db": 6.0, "change_desc": (3.5, 3.0), "change_asc": (0.5, 0.5), "looks": 3.0,
+}
+
+
+def _scar_fields(scars, X, Y):
+    """(scar mask, hillslope weight 0..1) at UTM coordinates X, Y."""
+    m = np.zeros(X.shape, dtype=bool)
+    slope = np.zeros(X.shape, dtype=np.float32)
+    r = LOOK["slope_radius_m"]
+    x0, x1, y0, y1 = X.min(), X.max(), Y.min(), Y.max()
     for s in scars:
-        if s.cx + s.a < xs[0] or s.cx - s.a > xs[-1] or s.cy + s.a < ys[-1] or s.cy - s.a > ys[0]:
+        if s.cx + s.a + 2 * r < x0 or s.cx - s.a - 2 * r > x1 or s.cy + s.a + 2 * r < y0 or s.cy - s.a - 2 * r > y1:
             continue
         dx, dy = X - s.cx, Y - s.cy
         u = dx * math.cos(s.theta) + dy * math.sin(s.theta)
         v = -dx * math.sin(s.theta) + dy * math.cos(s.theta)
         m |= (u / s.a) ** 2 + (v / s.b) ** 2 <= 1.0
-    return m
+        slope = np.maximum(slope, np.exp(-(dx * dx + dy * dy) / (r * r)).astype(np.float32))
+    return m, slope
 
 
 def _create(path, w, h, bands, dtype, wkt, gt, nodata, desc):
@@ -105,21 +120,21 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     paths = {"S2": folder / "s2.tif"}
     s2 = _create(paths["S2"], width, height, 4, gdal.GDT_UInt16, utm, gt, 0,
                  "SYNTHETIC Sentinel-2 R,G,B,NIR, reflectance x 10000 + 1000 offset")
-    veg = np.array([1450, 1650, 1580, 3050], np.float32)
-    soil = np.array([2700, 2650, 2450, 2900], np.float32)
-    amp = np.array([0.07, 0.07, 0.07, 0.16], np.float32)  # NIR varies most under canopy
+    veg, soil, amp = (np.array(LOOK[k], np.float32) for k in ("veg", "soil", "amp"))
     for r0 in range(0, height, block_rows):
         h = min(block_rows, height - r0)
         brng = np.random.default_rng([seed, r0])
         ys = ORIGIN[1] - (r0 + np.arange(h) + 0.5) * res
         xs = ORIGIN[0] + (np.arange(width) + 0.5) * res
-        m = _scar_mask(scars, xs, ys)
+        m, slope = _scar_fields(scars, *np.meshgrid(xs, ys))
         tex = _smooth_noise(brng, h, width)
         fine = _smooth_noise(brng, h, width, 3)
         bright = brng.random((h, width)) < 0.004  # houses, roads, rock
         for b in range(4):
             v = veg[b] * (1 + amp[b] * tex + 0.5 * amp[b] * fine) + brng.normal(0, 30, (h, width))
             v = np.where(bright, v + 700, v)
+            if b == 3:  # steep forested slopes around scars: more NIR
+                v = v + LOOK["slope_nir"] * slope * (1 + tex)
             v = np.where(m, soil[b] * (1 + 0.06 * tex) + brng.normal(0, 120, (h, width)), v)
             s2.GetRasterBand(b + 1).WriteArray(np.clip(v, 1, 65535).astype(np.uint16), 0, r0)
     s2 = None
@@ -139,7 +154,7 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                              int(math.ceil((b[2] - b[0]) / d)), int(math.ceil((b[3] - b[1]) / d)))
             grids["asc"] = (utm, (ORIGIN[0], 20.0, 0, ORIGIN[1], 0, -20.0), width // 2, height // 2)
         base = {"desc": np.array([-10.0, -16.4], np.float32), "asc": np.array([-10.6, -17.0], np.float32)}
-        change = {"desc": np.array([3.5, 3.0], np.float32), "asc": np.array([2.0, 1.6], np.float32)}
+        change = {"desc": np.array(LOOK["change_desc"], np.float32), "asc": np.array(LOOK["change_asc"], np.float32)}
         inv = osr.CoordinateTransformation(wgs, srs)
         for orbit, (wkt, g, w, h_all) in grids.items():
             for date in ("post", "pre"):
@@ -152,25 +167,18 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                     brng = np.random.default_rng([seed, r0, 1 + (orbit == "asc"), 1 + (date == "pre")])
                     xs = g[0] + (np.arange(w) + 0.5) * g[1]
                     ys = g[3] + (r0 + np.arange(h) + 0.5) * g[5]
-                    if wkt == utm:
-                        m = _scar_mask(scars, xs, ys)
-                    else:  # scars live in UTM: map this block's cell centres there
-                        X, Y = np.meshgrid(xs, ys)
+                    X, Y = np.meshgrid(xs, ys)
+                    if wkt != utm:  # scars live in UTM: map this block's cell centres there
                         pts = np.array(inv.TransformPoints(np.c_[X.ravel(), Y.ravel()]))
-                        ux, uy = pts[:, 0].reshape(X.shape), pts[:, 1].reshape(X.shape)
-                        m = np.zeros(X.shape, bool)
-                        for s in scars:
-                            du, dv = ux - s.cx, uy - s.cy
-                            u = du * math.cos(s.theta) + dv * math.sin(s.theta)
-                            v = -du * math.sin(s.theta) + dv * math.cos(s.theta)
-                            m |= (u / s.a) ** 2 + (v / s.b) ** 2 <= 1
+                        X, Y = pts[:, 0].reshape(X.shape), pts[:, 1].reshape(X.shape)
+                    m, slope = _scar_fields(scars, X, Y)
                     # terrain (slopes facing or away from the sensor) is shared by both dates;
-                    # speckle is not: log of a 4-look gamma variable, ~1.6 dB with a dark tail
+                    # speckle is not: log of a multi-look gamma variable, ~2 dB with a dark tail
                     trng = np.random.default_rng([seed, r0, 99, orbit == "asc"])
                     tex = _smooth_noise(trng, h, w, 6) + 0.6 * _smooth_noise(trng, h, w, 2)
                     for k in range(2):
-                        speckle = 10 * np.log10(brng.gamma(4.0, 0.25, (h, w)))
-                        v = base[orbit][k] + 3.2 * tex + speckle
+                        speckle = 10 * np.log10(brng.gamma(LOOK["looks"], 1 / LOOK["looks"], (h, w)))
+                        v = base[orbit][k] + LOOK["terrain_db"] * tex + speckle + LOOK["slope_db"] * slope
                         if date == "post":
                             v = v + np.where(m, change[orbit][k], 0.0)
                         ds.GetRasterBand(k + 1).WriteArray(v.astype(np.float32), 0, r0)
