@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from qgis.core import (QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
-                       QgsProcessingParameterBand, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterBand,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterNumber,
                        QgsProcessingParameterRasterLayer)

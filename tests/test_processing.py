@@ -138,3 +138,60 @@ def test_qgis_process_subprocess(synthetic_scene, tmp_path):
     assert rc == 0, log
     assert res["results"]["MODE"] == "combined"
     assert QgsVectorLayer(str(out), "g", "ogr").featureCount() == res["results"]["TILES"] == 70
+
+
+def test_output_is_loaded_styled(provider, synthetic_scene, tmp_path, qgis_new_project):
+    """runAndLoadResults (what the toolbox does) puts the grid on the map with the bundled style."""
+    import processing
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsProject
+
+    res = processing.runAndLoadResults("landslide:detect", scene_params(synthetic_scene, tmp_path / "styled.gpkg"))
+    layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source().startswith(str(tmp_path))]
+    assert layers, res
+    r = layers[0].renderer()
+    assert isinstance(r, QgsGraduatedSymbolRenderer) and r.classAttribute() == "prob"
+    assert len(r.ranges()) == 5
+    assert layers[0].name() == "Landslide probability grid"
+
+
+def test_detect_inside_a_graphical_model(provider, synthetic_scene, tmp_path):
+    """A model (what the Graphical Modeler builds) chains detect with a native algorithm,
+    twice in a row: the algorithm keeps no state between runs."""
+    import processing
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
+                           QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
+                           QgsProcessingModelParameter, QgsProcessingParameterRasterLayer)
+
+    model = QgsProcessingModelAlgorithm("flagged tiles", "landslide tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("s2", "S2"), QgsProcessingModelParameter("s2"))
+    det = QgsProcessingModelChildAlgorithm("landslide:detect")
+    det.setChildId("detect")
+    det.addParameterSources("S2", [QgsProcessingModelChildParameterSource.fromModelParameter("s2")])
+    det.addParameterSources("OUTPUT", [QgsProcessingModelChildParameterSource.fromStaticValue("TEMPORARY_OUTPUT")])
+    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):
+        det.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(
+            os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"])])
+    # as the Modeler's dialog does: every other mandatory parameter gets its default
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+    alg = QgsApplication.processingRegistry().algorithmById("landslide:detect")
+    for p in alg.parameterDefinitions():
+        if p.name() not in det.parameterSources() and not p.flags() & QgsProcessingParameterDefinition.FlagOptional:
+            det.addParameterSources(p.name(), [QgsProcessingModelChildParameterSource.fromStaticValue(p.defaultValue())])
+    model.addChildAlgorithm(det)
+    ext = QgsProcessingModelChildAlgorithm("native:extractbyattribute")
+    ext.setChildId("extract")
+    ext.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT")])
+    ext.addParameterSources("FIELD", [QgsProcessingModelChildParameterSource.fromStaticValue("status")])
+    ext.addParameterSources("OPERATOR", [QgsProcessingModelChildParameterSource.fromStaticValue(0)])
+    ext.addParameterSources("VALUE", [QgsProcessingModelChildParameterSource.fromStaticValue("ok")])
+    out = QgsProcessingModelOutput("scored", "Scored tiles")
+    out.setChildOutputName("OUTPUT")
+    ext.setModelOutputs({"scored": out})
+    model.addChildAlgorithm(ext)
+    ok, errors = model.validate()
+    assert ok, errors
+    counts = []
+    for i in range(2):
+        res = processing.run(model, {"s2": synthetic_scene["S2"], "extract:scored": str(tmp_path / f"m{i}.gpkg")})
+        counts.append(QgsVectorLayer(res["extract:scored"], "m", "ogr").featureCount())
+    assert counts[0] == counts[1] == 70
