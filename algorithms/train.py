@@ -1,0 +1,96 @@
+"""landslide:train: a competition-layout patch folder -> a model package."""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingMultiStepFeedback,
+                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
+                       QgsProcessingParameterNumber, QgsProcessingParameterString)
+from qgis.PyQt.QtCore import QCoreApplication
+
+STAGES = {"features": 0, "gbm": 1, "networks": 2}
+
+
+class TrainAlgorithm(QgsProcessingAlgorithm):
+    def tr(self, text):
+        return QCoreApplication.translate("landslide", text)
+
+    def createInstance(self):
+        return TrainAlgorithm()
+
+    def name(self):
+        return "train"
+
+    def displayName(self):
+        return self.tr("Train a model package")
+
+    def group(self):
+        return self.tr("Training")
+
+    def groupId(self):
+        return "training"
+
+    def shortHelpString(self):
+        return self.tr(
+            "Trains a model package from a patch folder in the competition layout (ID.npy 64 x 64 x 12 + "
+            "Train.csv with ID,label), e.g. one written by 'Export training patches'. Gradient-boosting "
+            "members (LightGBM + XGBoost per mode) are trained on per-patch statistics computed exactly as "
+            "detection computes them; the neural members (multi-encoder transformers) need PyTorch and timm "
+            "in QGIS's Python and take long on a CPU. Out-of-fold metrics and thresholds are written into "
+            "the package's manifest. Use the output folder as MODEL in 'Detect landslides'.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFile("PATCHES", self.tr("Patch folder (ID.npy + Train.csv)"),
+                                                     behavior=QgsProcessingParameterFile.Folder))
+        self.addParameter(QgsProcessingParameterBoolean("GBM", self.tr("Train the gradient-boosting members"), True))
+        self.addParameter(QgsProcessingParameterString(
+            "MEMBERS", self.tr("Neural members ('all', 'none' or names separated by commas)"), "none"))
+        self.addParameter(QgsProcessingParameterNumber("EPOCHS", self.tr("Epochs (neural members)"),
+                                                       QgsProcessingParameterNumber.Integer, 8, minValue=1))
+        self.addParameter(QgsProcessingParameterNumber("FOLDS", self.tr("Cross-validation folds"),
+                                                       QgsProcessingParameterNumber.Integer, 5, minValue=2))
+        p = QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 42)
+        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(p)
+        p = QgsProcessingParameterBoolean("PRETRAINED", self.tr("Start from ImageNet weights (downloads them)"), False)
+        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        self.addParameter(p)
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Model package folder")))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        from ..models.package import PackageError, load_package
+        from ..models.training.patch_folder import PatchFolderError
+        from ..models.training.train_package import TrainCancelled, train_package
+
+        steps = QgsProcessingMultiStepFeedback(3, feedback)
+        out = self.parameterAsString(parameters, "OUTPUT", context)
+        members = (self.parameterAsString(parameters, "MEMBERS", context) or "none").strip()
+
+        def progress(stage, frac, msg=""):
+            steps.setCurrentStep(STAGES.get(stage, 0))
+            steps.setProgress(100.0 * frac)
+            if msg and frac in (0.0, 1.0):
+                feedback.pushInfo(msg)
+
+        try:
+            train_package(self.parameterAsFile(parameters, "PATCHES", context), out, members,
+                          self.parameterAsBool(parameters, "GBM", context),
+                          self.parameterAsInt(parameters, "EPOCHS", context),
+                          self.parameterAsInt(parameters, "FOLDS", context),
+                          self.parameterAsInt(parameters, "SEED", context),
+                          pretrained=self.parameterAsBool(parameters, "PRETRAINED", context),
+                          progress=progress, is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
+            pkg = load_package(out)
+        except TrainCancelled:
+            raise QgsProcessingException(self.tr("Cancelled; the package folder may be incomplete.")) from None
+        except (ValueError, PatchFolderError, PackageError) as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except ImportError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        except Exception as exc:  # TrainingError from train_nn carries a user-facing message
+            if type(exc).__name__ == "TrainingError":
+                raise QgsProcessingException(str(exc)) from None
+            raise
+        for mode in pkg.available_modes():
+            feedback.pushInfo(f"mode {mode}: threshold {pkg.threshold(mode):.3f}, members "
+                              + ", ".join(m["name"] for m in pkg.members_for(mode)))
+        return {"OUTPUT": out}
