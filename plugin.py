@@ -13,8 +13,11 @@ class SentinelLandslidePlugin:
     def initProcessing(self):  # noqa: N802 (QGIS API)
         from .algorithms.provider import LandslideProvider
 
+        registry = QgsApplication.processingRegistry()
+        if registry.providerById("landslide") is not None:
+            return  # another copy (e.g. a dev checkout) already provides it: leave it alone
         self.provider = LandslideProvider()
-        QgsApplication.processingRegistry().addProvider(self.provider)
+        registry.addProvider(self.provider)
 
     def initGui(self):  # noqa: N802 (QGIS API)
         self.initProcessing()

@@ -1,0 +1,388 @@
+"""landslide:evaluate: a detect grid and a landslide inventory in; precision, recall, F1,
+AUC and confusion counts out (as numbers models can chain), plus the grid with a
+``truth`` field, ROC and precision-recall curves (PNG) and an HTML report."""
+from __future__ import annotations
+
+import base64
+import html
+import math
+from datetime import datetime
+from pathlib import Path
+from string import Template
+
+import numpy as np
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsFeature, QgsFeatureRequest, QgsFeatureSink, QgsField,
+                       QgsFields, QgsFillSymbol, QgsGeometry, QgsMapRendererCustomPainterJob, QgsMapSettings,
+                       QgsProcessingAlgorithm, QgsProcessingException,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingMultiStepFeedback,
+                       QgsProcessingOutputNumber, QgsProcessingParameterFeatureSink,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterNumber, QgsRendererCategory, QgsVectorLayer)
+from qgis.PyQt.QtCore import QBuffer, QByteArray, QCoreApplication, QIODevice, QSize
+from qgis.PyQt.QtGui import QColor, QImage, QPainter
+
+from ..engine.evaluation import Cancelled, area_fractions, compute_metrics, outcomes, pr_curve, roc_curve
+from ..gui import render
+from ..gui.compat import BOOL, DOUBLE, NUMBER_DOUBLE, STRING, VECTOR_POLYGON
+
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+OUTCOME_STYLE = (  # outcome, colour, legend label
+    ("TP", "#1a9641", "TP: detected landslide"),
+    ("FN", "#d7191c", "FN: missed landslide"),
+    ("FP", "#fdae61", "FP: false alarm"),
+    ("TN", "#f0f0f0", "TN: correctly quiet"),
+    ("nodata", "#bdbdbd", "nodata: not evaluated"),
+)
+NUMBER_OUTPUTS = (
+    ("PRECISION", "Precision"), ("RECALL", "Recall"), ("F1", "F1 score"),
+    ("AUC", "Area under the ROC curve (empty when the inventory gives one class only)"),
+    ("AVERAGE_PRECISION", "Average precision (area under the precision-recall curve)"),
+    ("ACCURACY", "Accuracy"), ("TP", "True positives (tiles)"), ("FP", "False positives (tiles)"),
+    ("TN", "True negatives (tiles)"), ("FN", "False negatives (tiles)"),
+    ("EVALUATED", "Tiles evaluated"), ("NODATA", "Nodata tiles excluded"),
+    ("POSITIVES", "Tiles the inventory makes positive"),
+)
+ADDED_FIELDS = (("truth", BOOL), ("area_frac", DOUBLE), ("outcome", STRING))
+
+
+def _null(v) -> bool:
+    return v is None or (hasattr(v, "isNull") and v.isNull()) or v == ""
+
+
+def outcome_renderer() -> QgsCategorizedSymbolRenderer:
+    cats = []
+    for value, colour, label in OUTCOME_STYLE:
+        sym = QgsFillSymbol.createSimple({"color": colour, "outline_color": "#606060", "outline_width": "0.1"})
+        if value == "nodata":
+            sym = QgsFillSymbol.createSimple({"color": colour, "style": "fdiagonal", "outline_color": "#909090",
+                                              "outline_width": "0.1"})
+        cats.append(QgsRendererCategory(value, sym, label))
+    return QgsCategorizedSymbolRenderer("outcome", cats)
+
+
+class _OutcomeStyle(QgsProcessingLayerPostProcessorInterface):
+    instances = []  # keep the Python wrappers alive until QGIS has called them
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802 (QGIS API)
+        if layer is not None and layer.isValid():
+            layer.setRenderer(outcome_renderer())
+            layer.triggerRepaint()
+
+
+class EvaluateAlgorithm(QgsProcessingAlgorithm):
+    GRID = "GRID"
+    INVENTORY = "INVENTORY"
+    MIN_FRACTION = "MIN_FRACTION"
+    THRESHOLD = "THRESHOLD"
+    OUTPUT = "OUTPUT"
+    OUTPUT_ROC = "OUTPUT_ROC"
+    OUTPUT_PR = "OUTPUT_PR"
+    OUTPUT_HTML = "OUTPUT_HTML"
+
+    def tr(self, text):
+        return QCoreApplication.translate("landslide", text)
+
+    def createInstance(self):
+        return EvaluateAlgorithm()
+
+    def name(self):
+        return "evaluate"
+
+    def displayName(self):
+        return self.tr("Evaluate against a landslide inventory")
+
+    def group(self):
+        return self.tr("Review and evaluation")
+
+    def groupId(self):
+        return "evaluation"
+
+    def shortHelpString(self):
+        return self.tr(
+            "Scores a landslide probability grid (the output of 'Detect landslides') against a landslide "
+            "inventory: polygons of mapped landslides, in any CRS.\n\n"
+            "Truth: a tile is positive when the inventory polygons (merged, so overlaps count once) cover at "
+            "least the minimum area fraction of it.\n\n"
+            "Prediction: with a threshold given, a tile is predicted positive when prob >= threshold; without "
+            "one, the grid's 'flagged' field is used, i.e. the threshold detect applied (the model package's "
+            "value for the mode, or the one the analyst set). Tiles with status 'nodata' (or no probability) "
+            "are excluded from every metric; the log and the report say how many.\n\n"
+            "Outputs: precision, recall, F1, accuracy, ROC AUC and average precision, and the confusion counts "
+            "TP/FP/TN/FN in tiles, as numbers a model can use; the grid with 'truth', 'area_frac' and "
+            "'outcome' (TP, FP, FN, TN or nodata) fields, styled by outcome; ROC and precision-recall curves "
+            "as PNG; and an HTML report with the figures, the curves and a map of the outcomes. Ratios with a "
+            "zero denominator are 0 (e.g. precision with no flagged tile); AUC is empty when the inventory "
+            "makes every evaluated tile positive, or none.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.GRID, self.tr("Landslide probability grid (output of detect)"), [VECTOR_POLYGON]))
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.INVENTORY, self.tr("Landslide inventory (polygons)"), [VECTOR_POLYGON]))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.MIN_FRACTION, self.tr("Minimum landslide area fraction for a positive tile"),
+            NUMBER_DOUBLE, 0.01, minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterNumber(
+            self.THRESHOLD, self.tr("Probability threshold (empty: the grid's 'flagged' field)"),
+            NUMBER_DOUBLE, None, optional=True, minValue=0.0, maxValue=1.0))
+        self.addParameter(QgsProcessingParameterFeatureSink(
+            self.OUTPUT, self.tr("Evaluated grid"), VECTOR_POLYGON))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_ROC, self.tr("ROC curve"), self.tr("PNG files (*.png)"), optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_PR, self.tr("Precision-recall curve"), self.tr("PNG files (*.png)"), optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, self.tr("Evaluation report"), self.tr("HTML files (*.html)"), optional=True))
+        for name, label in NUMBER_OUTPUTS:
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+
+    # -- processing ----------------------------------------------------------------------
+    def processAlgorithm(self, parameters, context, feedback):
+        steps = QgsProcessingMultiStepFeedback(4, feedback)
+        grid = self.parameterAsSource(parameters, self.GRID, context)
+        if grid is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.GRID))
+        inventory = self.parameterAsSource(parameters, self.INVENTORY, context)
+        if inventory is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.INVENTORY))
+        names = grid.fields().names()
+        if "prob" not in names:
+            raise QgsProcessingException(
+                "The grid has no 'prob' field: choose the output of 'Detect landslides (Sentinel-1/2)'.")
+        min_frac = self.parameterAsDouble(parameters, self.MIN_FRACTION, context)
+        threshold = None
+        if not _null(parameters.get(self.THRESHOLD)):
+            threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
+        if threshold is None and "flagged" not in names:
+            threshold = 0.5
+            feedback.pushWarning("The grid has no 'flagged' field and no threshold was given: using 0.5.")
+        rule = (f"prob >= {threshold:g}" if threshold is not None
+                else "the grid's 'flagged' field (the threshold detect used)")
+        feedback.pushInfo(f"Predicted positive: {rule}. Truth: landslide area >= {min_frac:.1%} of the tile.")
+
+        # the inventory, in the grid's CRS
+        steps.setCurrentStep(0)
+        req = QgsFeatureRequest().setDestinationCrs(grid.sourceCrs(), context.transformContext())
+        req.setNoAttributes()
+        inv_wkb, skipped = [], 0
+        for f in inventory.getFeatures(req):
+            if feedback.isCanceled():
+                raise QgsProcessingException(self.tr("Cancelled: no output was written."))
+            g = f.geometry()
+            if g is None or g.isEmpty():
+                skipped += 1
+                continue
+            inv_wkb.append(bytes(g.asWkb()))
+        if skipped:
+            feedback.pushWarning(f"{skipped} inventory feature(s) without geometry were ignored.")
+        if not inv_wkb:
+            raise QgsProcessingException("The landslide inventory has no polygons.")
+
+        # the grid
+        feats, tiles_wkb = [], []
+        n_total = grid.featureCount()
+        for i, f in enumerate(grid.getFeatures()):
+            if feedback.isCanceled():
+                raise QgsProcessingException(self.tr("Cancelled: no output was written."))
+            feats.append(f)
+            tiles_wkb.append(bytes(f.geometry().asWkb()) if f.hasGeometry() else b"")
+            if n_total > 0 and i % 1000 == 0:
+                steps.setProgress(100.0 * i / n_total)
+        if not feats:
+            raise QgsProcessingException("The grid has no tiles.")
+        if any(not w for w in tiles_wkb):
+            raise QgsProcessingException("Some grid tiles have no geometry: is this the output of detect?")
+
+        steps.setCurrentStep(1)
+        try:
+            frac = area_fractions(tiles_wkb, inv_wkb, progress=lambda x: steps.setProgress(100.0 * x),
+                                  is_cancelled=feedback.isCanceled)
+        except Cancelled:
+            raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
+        if not np.any(frac > 0):
+            feedback.pushWarning("No inventory polygon overlaps the grid: every tile is negative. "
+                                 "Is it the inventory of this area (its CRS is read from the layer)?")
+
+        probs = np.array([np.nan if _null(f["prob"]) else float(f["prob"]) for f in feats], dtype=np.float64)
+        status = [("ok" if np.isfinite(p) else "nodata") if "status" not in names or _null(f["status"])
+                  else str(f["status"]) for f, p in zip(feats, probs)]
+        evaluated = np.array([s == "ok" for s in status]) & np.isfinite(probs)
+        truth = (frac >= min_frac) & (frac > 0)
+        if threshold is not None:
+            predicted = np.where(np.isfinite(probs), probs, -1.0) >= threshold
+        else:
+            predicted = np.array([not _null(f["flagged"]) and bool(f["flagged"]) for f in feats])
+        n_nodata = int((~evaluated).sum())
+        if not evaluated.any():
+            raise QgsProcessingException("Every tile of the grid is 'nodata': there is nothing to evaluate.")
+        y, yhat, score = truth[evaluated], predicted[evaluated], probs[evaluated]
+        m = compute_metrics(y, yhat, score)
+        outcome = outcomes(truth, predicted, evaluated)
+        feedback.pushInfo(f"{m.n} tiles evaluated, {n_nodata} nodata tile(s) excluded; "
+                          f"{m.positives} positive in the inventory.")
+        feedback.pushInfo(f"TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}; precision {m.precision:.3f}, "
+                          f"recall {m.recall:.3f}, F1 {m.f1:.3f}, AUC {m.auc:.3f}, AP {m.average_precision:.3f}")
+        if math.isnan(m.auc):
+            feedback.pushWarning("AUC is undefined: the inventory makes every evaluated tile positive, or none.")
+
+        # figures (drawn before anything is written)
+        steps.setCurrentStep(2)
+        fpr, tpr, _ = roc_curve(y, score)
+        prec, rec, _ = pr_curve(y, score)
+        op_label = "threshold " + (f"{threshold:g}" if threshold is not None else "of detect (flagged)")
+        fpr_op = m.fp / (m.fp + m.tn) if (m.fp + m.tn) else float("nan")
+        roc_img = render.curve_image("roc", fpr, tpr, f"ROC curve: AUC {_fmt(m.auc)}",
+                                     point=(fpr_op, m.recall, op_label))
+        pr_img = render.curve_image("pr", rec, prec, f"Precision-recall: AP {_fmt(m.average_precision)}",
+                                    point=(m.recall, m.precision, op_label),
+                                    baseline=m.positives / m.n if m.n else None)
+        if feedback.isCanceled():
+            raise QgsProcessingException(self.tr("Cancelled: no output was written."))
+        map_img = self._map_image(grid, feats, outcome, inv_wkb)
+
+        # outputs
+        steps.setCurrentStep(3)
+        fields = QgsFields()
+        added = {n for n, _ in ADDED_FIELDS}
+        for fld in grid.fields():
+            if fld.name() not in added:
+                fields.append(fld)
+        for name, kind in ADDED_FIELDS:
+            fields.append(QgsField(name, kind))
+        sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields, grid.wkbType(),
+                                             grid.sourceCrs())
+        if sink is None:
+            raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
+        keep = [n for n in names if n not in added]
+        for i, f in enumerate(feats):
+            out = QgsFeature(fields)
+            out.setGeometry(f.geometry())
+            out.setAttributes([f[n] for n in keep] + [bool(truth[i]), round(float(frac[i]), 6), outcome[i]])
+            sink.addFeature(out, QgsFeatureSink.Flag.FastInsert)
+            if i % 2000 == 0:
+                steps.setProgress(100.0 * i / len(feats))
+        if context.willLoadLayerOnCompletion(dest_id):
+            style = _OutcomeStyle()
+            _OutcomeStyle.instances.append(style)
+            context.layerToLoadOnCompletionDetails(dest_id).setPostProcessor(style)
+
+        roc_path = self.parameterAsFileOutput(parameters, self.OUTPUT_ROC, context)
+        pr_path = self.parameterAsFileOutput(parameters, self.OUTPUT_PR, context)
+        html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        results = {self.OUTPUT: dest_id}
+        for key, path, img in ((self.OUTPUT_ROC, roc_path, roc_img), (self.OUTPUT_PR, pr_path, pr_img)):
+            if path:
+                render.save_png(img, path)
+                results[key] = path
+        if html_path:
+            Path(html_path).write_text(self._html(parameters, context, grid, inventory, m, n_nodata, min_frac, rule,
+                                                  roc_img, pr_img, map_img), encoding="utf-8")
+            results[self.OUTPUT_HTML] = html_path
+        values = {"PRECISION": m.precision, "RECALL": m.recall, "F1": m.f1, "ACCURACY": m.accuracy,
+                  "AUC": None if math.isnan(m.auc) else m.auc,
+                  "AVERAGE_PRECISION": None if math.isnan(m.average_precision) else m.average_precision,
+                  "TP": m.tp, "FP": m.fp, "TN": m.tn, "FN": m.fn, "EVALUATED": m.n, "NODATA": n_nodata,
+                  "POSITIVES": m.positives}
+        results.update(values)
+        return results
+
+    # -- figures -------------------------------------------------------------------------
+    @staticmethod
+    def _map_image(grid, feats, outcome, inv_wkb, size=(900, 700)) -> QImage:
+        """The tiles coloured by outcome with the inventory outlines, and a legend."""
+        crs = grid.sourceCrs()
+        tiles = QgsVectorLayer("Polygon", "outcome", "memory")
+        tiles.setCrs(crs)
+        tiles.dataProvider().addAttributes([QgsField("outcome", STRING)])
+        tiles.updateFields()
+        batch = []
+        for f, o in zip(feats, outcome):
+            nf = QgsFeature(tiles.fields())
+            nf.setGeometry(f.geometry())
+            nf.setAttributes([o])
+            batch.append(nf)
+        tiles.dataProvider().addFeatures(batch)
+        tiles.updateExtents()
+        tiles.setRenderer(outcome_renderer())
+        inv = QgsVectorLayer("MultiPolygon", "inventory", "memory")
+        inv.setCrs(crs)
+        inv_feats = []
+        for w in inv_wkb:
+            g = QgsGeometry()
+            g.fromWkb(w)
+            nf = QgsFeature()
+            nf.setGeometry(g)
+            inv_feats.append(nf)
+        inv.dataProvider().addFeatures(inv_feats)
+        inv.updateExtents()
+        inv.renderer().setSymbol(QgsFillSymbol.createSimple(
+            {"style": "no", "outline_color": "#000000", "outline_width": "0.45"}))
+
+        w, h = size
+        legend_h = 52
+        img = QImage(w, h, QImage.Format.Format_ARGB32_Premultiplied)
+        img.fill(QColor(255, 255, 255))
+        settings = QgsMapSettings()
+        settings.setDestinationCrs(crs)
+        settings.setLayers([inv, tiles])
+        settings.setOutputSize(QSize(w, h - legend_h))
+        settings.setBackgroundColor(QColor(255, 255, 255))
+        settings.setExtent(tiles.extent().buffered(max(tiles.extent().width(), tiles.extent().height()) * 0.03))
+        p = QPainter(img)
+        try:
+            p.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+            job = QgsMapRendererCustomPainterJob(settings, p)
+            job.renderSynchronously()
+            entries = [(label, QColor(colour)) for _v, colour, label in OUTCOME_STYLE] + [("inventory", None)]
+            x, y = 8, h - legend_h + 4
+            for label, colour in entries:
+                adv = 22 + p.fontMetrics().horizontalAdvance(label) + 18
+                if x + adv > w:  # wrap onto a second row
+                    x, y = 8, y + 22
+                if colour is None:
+                    p.setPen(QColor(0, 0, 0))
+                    p.drawLine(x, y + 7, x + 16, y + 7)
+                else:
+                    p.fillRect(x, y, 16, 14, colour)
+                    p.setPen(QColor(90, 90, 90))
+                    p.drawRect(x, y, 16, 14)
+                p.setPen(QColor(30, 30, 30))
+                p.drawText(x + 22, y + 12, label)
+                x += adv
+        finally:
+            p.end()
+        return img
+
+    def _html(self, parameters, context, grid, inventory, m, n_nodata, min_frac, rule, roc_img, pr_img,
+              map_img) -> str:
+        grid_layer = self.parameterAsVectorLayer(parameters, self.GRID, context)
+        inv_layer = self.parameterAsVectorLayer(parameters, self.INVENTORY, context)
+        tpl = Template((RESOURCES / "evaluation_report.html").read_text(encoding="utf-8"))
+        rows = [("Precision", m.precision), ("Recall", m.recall), ("F1 score", m.f1), ("Accuracy", m.accuracy),
+                ("ROC AUC", m.auc), ("Average precision", m.average_precision)]
+        return tpl.substitute(
+            title="Evaluation against a landslide inventory",
+            created=datetime.now().strftime("%Y-%m-%d %H:%M"),
+            grid=html.escape(grid_layer.name() if grid_layer else grid.sourceName()),
+            grid_source=html.escape(grid_layer.source() if grid_layer else ""),
+            inventory=html.escape(inv_layer.name() if inv_layer else inventory.sourceName()),
+            inventory_source=html.escape(inv_layer.source() if inv_layer else ""),
+            rule=html.escape(rule), min_frac=f"{min_frac:.2%}",
+            tiles=m.n + n_nodata, evaluated=m.n, nodata=n_nodata, positives=m.positives,
+            metrics="\n".join(f"<tr><th>{k}</th><td>{_fmt(v)}</td></tr>" for k, v in rows),
+            tp=m.tp, fp=m.fp, tn=m.tn, fn=m.fn,
+            roc=_data_uri(roc_img), pr=_data_uri(pr_img), map=_data_uri(map_img))
+
+
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def _data_uri(img: QImage) -> str:
+    """A PNG embedded in the page, so the report is one self-contained file."""
+    data = QByteArray()
+    buf = QBuffer(data)
+    buf.open(QIODevice.OpenModeFlag.WriteOnly)
+    img.save(buf, "PNG")
+    buf.close()
+    return "data:image/png;base64," + base64.b64encode(bytes(data)).decode("ascii")

@@ -1,0 +1,577 @@
+"""The 'Review flagged tiles' dock: walk the flagged tiles of a detect grid, look at image
+chips of each from the source layers, and record a verdict per tile.
+
+Verdicts go to the grid's ``review`` / ``review_note`` fields through the data provider
+at once (one small transaction per verdict), so nothing waits in an edit buffer and
+closing QGIS loses nothing.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from qgis.core import QgsCoordinateTransform, QgsFeatureRequest, QgsField, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox, QgsRubberBand
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QSize, Qt
+from qgis.PyQt.QtGui import QColor, QKeySequence, QPixmap
+from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
+                                 QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+                                 QPushButton, QScrollArea, QSizePolicy, QSplitter, QTreeWidget,
+                                 QTreeWidgetItem, QVBoxLayout, QWidget)
+
+try:
+    from qgis.PyQt.QtWidgets import QShortcut
+except ImportError:  # Qt6 without QGIS's re-export
+    from qgis.PyQt.QtGui import QShortcut
+
+from . import render
+from .compat import (CAN_ADD_FIELDS, CAN_CHANGE_VALUES, CRITICAL, INFO, NO_GEOMETRY, POLYGON_FILTER,
+                     POLYGON_GEOMETRY, RASTER_FILTER, STRING, WARNING)
+from .chips import S1_ROLES, ChipRenderer, Sources, chip_titles, finite_or_none, guess_sources
+
+VERDICTS = ("confirmed", "rejected", "unsure")
+REVIEW_FIELDS = ("review", "review_note")
+REQUIRED_FIELDS = ("prob",)
+SOURCE_LABELS = (("S2", "Sentinel-2 (R, G, B, NIR)"), ("S1_DESC_POST", "S1 descending, post-event"),
+                 ("S1_DESC_PRE", "S1 descending, pre-event"), ("S1_ASC_POST", "S1 ascending, post-event"),
+                 ("S1_ASC_PRE", "S1 ascending, pre-event"))
+REVIEW_FILTERS = (("Any review state", None), ("Not reviewed", ""), ("Confirmed", "confirmed"),
+                  ("Rejected", "rejected"), ("Unsure", "unsure"))
+STATUS_FILTERS = (("Any status", None), ("ok", "ok"), ("nodata", "nodata"))
+VERDICT_COLOURS = {"confirmed": QColor(200, 30, 30), "rejected": QColor(90, 90, 90),
+                   "unsure": QColor(220, 140, 0)}
+CHIP_SIZE = 150
+TITLE_ROW_H = CHIP_SIZE + render.TITLE_H + render.LEGEND_H + 12  # one row of chips
+COL_TILE, COL_PROB, COL_REVIEW = range(3)
+FID_ROLE = Qt.ItemDataRole.UserRole
+
+
+def _null(v) -> bool:
+    return v is None or (hasattr(v, "isNull") and v.isNull()) or v == ""
+
+
+def _text(v) -> str:
+    return "" if _null(v) else str(v)
+
+
+def is_grid_layer(layer) -> bool:
+    """A polygon layer with the detect grid's probability field."""
+    return (isinstance(layer, QgsVectorLayer) and layer.isValid()
+            and layer.geometryType() == POLYGON_GEOMETRY
+            and all(layer.fields().indexOf(f) >= 0 for f in REQUIRED_FIELDS))
+
+
+@dataclass
+class TileRow:
+    fid: int
+    tile_id: object
+    row: object
+    col: object
+    prob: float | None
+    flagged: bool
+    status: str
+    review: str
+
+    @property
+    def label(self) -> str:
+        rc = f" (r{self.row}, c{self.col})" if not _null(self.row) else ""
+        return f"{_text(self.tile_id) or self.fid}{rc}"
+
+
+def filter_tiles(rows: list[TileRow], flagged_only=True, min_prob=0.0, status=None, review=None) -> list[TileRow]:
+    """The tiles to review, highest probability first (nodata tiles last)."""
+    out = []
+    for r in rows:
+        if flagged_only and not r.flagged:
+            continue
+        if min_prob > 0 and (r.prob is None or r.prob < min_prob):
+            continue
+        if status is not None and r.status != status:
+            continue
+        if review is not None and r.review != review:
+            continue
+        out.append(r)
+    out.sort(key=lambda r: (r.prob is None, -(r.prob or 0.0), r.fid))
+    return out
+
+
+class ReviewDock(QgsDockWidget):
+    """Review flagged tiles of a ``landslide:detect`` grid."""
+
+    def __init__(self, iface, parent=None):
+        super().__init__(parent)
+        self.iface = iface
+        self.setObjectName("SentinelLandslideReviewDock")
+        self.setWindowTitle("Sentinel Landslide: review flagged tiles")
+        self.layer: QgsVectorLayer | None = None
+        self.rows: list[TileRow] = []
+        self.renderer: ChipRenderer | None = None
+        self.rubber_band = None
+        self.last_chips = []
+        self._member_fields: list[str] = []
+        self._warned: set = set()
+        self._shown_fid = None
+        self._build_ui()
+        self._install_shortcuts()
+        project = QgsProject.instance()
+        project.layersAdded.connect(self.refresh_layers)
+        project.layersRemoved.connect(self.refresh_layers)
+        self.refresh_layers()
+        if self.layer is None:  # the combo may have picked a layer before we listened
+            self.set_layer(self.grid_combo.currentLayer())
+
+    # -- UI ------------------------------------------------------------------------------
+    def _build_ui(self):
+        main = QWidget(self)
+        lay = QVBoxLayout(main)
+        lay.setContentsMargins(4, 4, 4, 4)
+
+        form = QFormLayout()
+        self.grid_combo = QgsMapLayerComboBox(main)
+        self.grid_combo.setFilters(POLYGON_FILTER)
+        self.grid_combo.setAllowEmptyLayer(True)
+        self.grid_combo.setToolTip("A tile grid written by 'Detect landslides (Sentinel-1/2)'")
+        form.addRow("Grid", self.grid_combo)
+        self.zoom_check = QCheckBox("Zoom the map to each tile", main)
+        self.zoom_check.setChecked(True)
+        form.addRow("", self.zoom_check)
+        lay.addLayout(form)
+
+        self.sources_box = QgsCollapsibleGroupBox("Source layers for the chips", main)
+        sform = QFormLayout(self.sources_box)
+        self.source_combos = {}
+        for role, label in SOURCE_LABELS:
+            cb = QgsMapLayerComboBox(self.sources_box)
+            cb.setFilters(RASTER_FILTER)
+            cb.setAllowEmptyLayer(True)
+            cb.setLayer(None)
+            cb.layerChanged.connect(self._sources_changed)
+            self.source_combos[role] = cb
+            sform.addRow(label, cb)
+        lay.addWidget(self.sources_box)
+
+        filt = QHBoxLayout()
+        self.flagged_only = QCheckBox("Flagged only", main)
+        self.flagged_only.setChecked(True)
+        self.min_prob = QDoubleSpinBox(main)
+        self.min_prob.setRange(0.0, 1.0)
+        self.min_prob.setSingleStep(0.05)  # 3 decimals: weak models score low
+        self.min_prob.setDecimals(3)
+        self.min_prob.setPrefix("prob >= ")
+        self.min_prob.setToolTip("List only tiles with at least this probability")
+        self.status_filter = QComboBox(main)
+        for text, value in STATUS_FILTERS:
+            self.status_filter.addItem(text, value)
+        self.review_filter = QComboBox(main)
+        for text, value in REVIEW_FILTERS:
+            self.review_filter.addItem(text, value)
+        for w in (self.flagged_only, self.min_prob, self.status_filter, self.review_filter):
+            filt.addWidget(w)
+        lay.addLayout(filt)
+
+        split = QSplitter(Qt.Orientation.Vertical, main)
+        self.tree = QTreeWidget(split)
+        self.tree.setHeaderLabels(["Tile", "Probability", "Review"])
+        self.tree.setRootIsDecorated(False)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.header().setSectionResizeMode(COL_TILE, QHeaderView.ResizeMode.Stretch)
+        self.tree.setMinimumHeight(90)
+
+        detail = QWidget(split)
+        dl = QVBoxLayout(detail)
+        dl.setContentsMargins(0, 0, 0, 0)
+        self.info = QLabel("Choose a grid layer", detail)
+        self.info.setWordWrap(True)
+        self.info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        dl.addWidget(self.info)
+        chips_widget = QWidget()
+        grid = QGridLayout(chips_widget)
+        grid.setContentsMargins(0, 0, 0, 0)
+        grid.setSpacing(6)
+        self.chip_labels = {}
+        for k, (key, title) in enumerate(chip_titles()):
+            lbl = QLabel(chips_widget)
+            lbl.setObjectName(f"chip_{key}")
+            lbl.setToolTip(title)
+            lbl.setMinimumSize(QSize(CHIP_SIZE, CHIP_SIZE))
+            lbl.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
+            grid.addWidget(lbl, k // 3, k % 3)
+            self.chip_labels[key] = lbl
+        self.members_label = QLabel(chips_widget)
+        self.members_label.setObjectName("member_probabilities")
+        self.members_label.setToolTip("Probability of each ensemble member for this tile")
+        grid.addWidget(QLabel("<b>Member probabilities</b>", chips_widget), 2, 0, 1, 3)
+        grid.addWidget(self.members_label, 3, 0, 1, 3)
+        grid.setRowStretch(4, 1)
+        grid.setColumnStretch(3, 1)
+        scroll = QScrollArea(detail)
+        scroll.setWidgetResizable(True)
+        scroll.setMinimumHeight(TITLE_ROW_H)
+        scroll.setWidget(chips_widget)
+        dl.addWidget(scroll, 1)
+        split.setStretchFactor(0, 1)
+        split.setStretchFactor(1, 3)
+        split.setSizes([160, 2 * TITLE_ROW_H + 60])
+        lay.addWidget(split, 1)
+
+        self.note = QLineEdit(main)
+        self.note.setPlaceholderText("Note for this tile (saved with the verdict)")
+        self.note.editingFinished.connect(self._note_edited)
+        lay.addWidget(self.note)
+
+        buttons = QHBoxLayout()
+        self.buttons = {}
+        for key, text, tip in (("confirmed", "&Confirm", "Landslide confirmed (C)"),
+                               ("rejected", "&Reject", "Not a landslide (R)"),
+                               ("unsure", "&Unsure", "Cannot decide (U)"),
+                               ("previous", "&Previous", "Previous tile (P or Up)"),
+                               ("next", "&Next", "Next tile (N or Down)"),
+                               ("clear", "Clear", "Remove this tile's verdict")):
+            b = QPushButton(text.replace("&", ""), main)
+            b.setToolTip(tip)
+            b.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # keep the keys going to the shortcuts
+            b.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+            buttons.addWidget(b)
+            self.buttons[key] = b
+        lay.addLayout(buttons)
+        for v in VERDICTS:
+            self.buttons[v].clicked.connect(lambda _=False, v=v: self.set_verdict(v))
+        self.buttons["clear"].clicked.connect(lambda: self.set_verdict(None))
+        self.buttons["next"].clicked.connect(self.next_tile)
+        self.buttons["previous"].clicked.connect(self.previous_tile)
+
+        prog = QHBoxLayout()
+        self.progress_label = QLabel("", main)
+        self.progress = QProgressBar(main)
+        self.progress.setTextVisible(False)
+        self.progress.setMaximumHeight(10)
+        prog.addWidget(self.progress_label)
+        prog.addWidget(self.progress, 1)
+        lay.addLayout(prog)
+        self.setWidget(main)
+        self.visibilityChanged.connect(lambda visible: visible or self._clear_highlight())
+
+        self.grid_combo.layerChanged.connect(self.set_layer)
+        self.flagged_only.toggled.connect(self.reload_tiles)
+        self.min_prob.valueChanged.connect(self.reload_tiles)
+        self.status_filter.currentIndexChanged.connect(self.reload_tiles)
+        self.review_filter.currentIndexChanged.connect(self.reload_tiles)
+        self.tree.currentItemChanged.connect(self._current_changed)
+
+    def _install_shortcuts(self):
+        """Single keys, active only while the focus is inside this dock (so they never
+        steal C, R, U, N, P from the rest of QGIS); typing in the note field is unaffected."""
+        self.shortcuts = []
+        table = [("C", lambda: self.set_verdict("confirmed")), ("R", lambda: self.set_verdict("rejected")),
+                 ("U", lambda: self.set_verdict("unsure")), ("N", self.next_tile), ("Down", self.next_tile),
+                 ("P", self.previous_tile), ("Up", self.previous_tile)]
+        for key, slot in table:
+            sc = QShortcut(QKeySequence(key), self)
+            sc.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            sc.activated.connect(slot)
+            self.shortcuts.append(sc)
+
+    # -- layers --------------------------------------------------------------------------
+    def refresh_layers(self, *_):
+        """Hide non-grid polygon layers from the grid picker; prefill empty source pickers."""
+        project = QgsProject.instance()
+        layers = list(project.mapLayers().values())
+        self.grid_combo.setExceptedLayerList([l for l in layers if isinstance(l, QgsVectorLayer)
+                                              and not is_grid_layer(l)])
+        if self.grid_combo.currentLayer() is None:
+            grids = [l for l in layers if is_grid_layer(l)]
+            if grids:
+                self.grid_combo.setLayer(grids[-1])
+        rasters = [(l.id(), f"{l.name()} {os.path.basename(l.source().split('|')[0])}")
+                   for l in layers if isinstance(l, QgsRasterLayer)]
+        guesses = guess_sources(rasters)
+        for role, cb in self.source_combos.items():
+            if cb.currentLayer() is None and role in guesses:
+                cb.setLayer(project.mapLayer(guesses[role]))
+        # all sources found: fold the pickers away to leave room for the chips
+        self.sources_box.setCollapsed(all(cb.currentLayer() is not None for cb in self.source_combos.values()))
+
+    def sources(self) -> Sources:
+        def path(role):
+            layer = self.source_combos[role].currentLayer()
+            if layer is None or not layer.isValid():
+                return None
+            return layer.source() if layer.providerType() == "gdal" else None
+
+        return Sources(s2=path("S2"), s1={r: path(r) for r in S1_ROLES})
+
+    def set_layer(self, layer=None):
+        if layer is not None and not is_grid_layer(layer):
+            layer = None
+        self._flush_note()
+        self._shown_fid = None
+        self.layer = layer
+        self.renderer = None
+        self._clear_highlight()
+        if layer is not None:
+            self._ensure_review_fields(layer)
+            self._member_fields = [f.name() for f in layer.fields() if f.name().startswith("p_")]
+            self.renderer = ChipRenderer(self.sources(), layer.crs().toWkt())
+        self.reload_tiles()
+
+    def _ensure_review_fields(self, layer):
+        missing = [f for f in REVIEW_FIELDS if layer.fields().indexOf(f) < 0]
+        if not missing:
+            return
+        prov = layer.dataProvider()
+        if not prov.capabilities() & CAN_ADD_FIELDS:
+            self._message(f"The grid layer has no {', '.join(missing)} field and its format cannot add "
+                          "one: save it as a GeoPackage to record verdicts.", WARNING)
+            return
+        prov.addAttributes([QgsField(f, STRING) for f in missing])
+        layer.updateFields()
+
+    def _sources_changed(self, *_):
+        if self.layer is not None:
+            self.renderer = ChipRenderer(self.sources(), self.layer.crs().toWkt())
+            self._show_current()
+
+    # -- the tile list -------------------------------------------------------------------
+    def _read_rows(self) -> list[TileRow]:
+        lyr = self.layer
+        names = [f.name() for f in lyr.fields()]
+        req = QgsFeatureRequest()
+        req.setFlags(NO_GEOMETRY)
+        wanted = [n for n in ("tile_id", "row", "col", "prob", "flagged", "status", "review") if n in names]
+        req.setSubsetOfAttributes(wanted, lyr.fields())
+        rows = []
+        for f in lyr.getFeatures(req):
+            get = (lambda n: f[n] if n in names else None)  # noqa: E731
+            prob = finite_or_none(None if _null(get("prob")) else get("prob"))
+            flagged = get("flagged")
+            rows.append(TileRow(f.id(), get("tile_id"), get("row"), get("col"), prob,
+                                bool(flagged) if not _null(flagged) else False,
+                                _text(get("status")) or ("ok" if prob is not None else "nodata"),
+                                _text(get("review"))))
+        return rows
+
+    def reload_tiles(self, *_):
+        current = self.current_fid()
+        self.tree.blockSignals(True)
+        self.tree.clear()
+        self.rows = []
+        if self.layer is not None:
+            self.rows = filter_tiles(self._read_rows(), self.flagged_only.isChecked(), self.min_prob.value(),
+                                     self.status_filter.currentData(), self.review_filter.currentData())
+        select = None
+        for r in self.rows:
+            it = QTreeWidgetItem([r.label, "" if r.prob is None else f"{r.prob:.3f}", r.review])
+            it.setData(COL_TILE, FID_ROLE, r.fid)
+            it.setTextAlignment(COL_PROB, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            self._colour_item(it, r.review)
+            self.tree.addTopLevelItem(it)
+            if r.fid == current:
+                select = it
+        self.tree.blockSignals(False)
+        if select is None and self.tree.topLevelItemCount():
+            select = self.tree.topLevelItem(0)
+        if select is not None:
+            self.tree.setCurrentItem(select)
+        else:
+            self._show_current()
+        self._update_progress()
+
+    @staticmethod
+    def _colour_item(item, review):
+        colour = VERDICT_COLOURS.get(review)
+        item.setForeground(COL_REVIEW, colour if colour is not None else QColor(0, 0, 0))
+
+    def current_fid(self):
+        it = self.tree.currentItem()
+        return None if it is None else it.data(COL_TILE, FID_ROLE)
+
+    def select_index(self, i: int) -> None:
+        n = self.tree.topLevelItemCount()
+        if n:
+            self.tree.setCurrentItem(self.tree.topLevelItem(max(0, min(n - 1, i))))
+
+    def next_tile(self):
+        it = self.tree.currentItem()
+        self.select_index(0 if it is None else self.tree.indexOfTopLevelItem(it) + 1)
+
+    def previous_tile(self):
+        it = self.tree.currentItem()
+        self.select_index(0 if it is None else self.tree.indexOfTopLevelItem(it) - 1)
+
+    def reviewed_count(self) -> tuple[int, int]:
+        n = self.tree.topLevelItemCount()
+        done = sum(1 for i in range(n) if self.tree.topLevelItem(i).text(COL_REVIEW))
+        return done, n
+
+    def _update_progress(self):
+        done, n = self.reviewed_count()
+        self.progress_label.setText(f"{done} of {n} reviewed")
+        self.progress.setRange(0, max(n, 1))
+        self.progress.setValue(done)
+
+    # -- the current tile ----------------------------------------------------------------
+    def _current_changed(self, *_):
+        self._show_current()
+
+    def _show_current(self):
+        self._flush_note()
+        fid = self.current_fid()
+        self._shown_fid = fid
+        if self.layer is None or fid is None:
+            self.info.setText("Choose a grid layer" if self.layer is None else "No tile matches the filters")
+            for lbl in self.chip_labels.values():
+                lbl.clear()
+            self.members_label.clear()
+            self.note.clear()
+            self._clear_highlight()
+            return
+        f = self.layer.getFeature(fid)
+        names = f.fields().names()
+        get = (lambda n: f[n] if n in names else None)  # noqa: E731
+        prob = finite_or_none(get("prob"))
+        parts = [f"<b>Tile {_text(get('tile_id')) or fid}</b>"]
+        if not _null(get("row")):
+            parts.append(f"row {get('row')}, col {get('col')}")
+        parts.append("probability " + ("n/a" if prob is None else f"<b>{prob:.3f}</b>"))
+        if not _null(get("flagged")):
+            parts.append("flagged" if get("flagged") else "not flagged")
+        for name, label in (("status", "status"), ("mode", "mode")):
+            if not _null(get(name)):
+                parts.append(f"{label} {get(name)}")
+        vf = finite_or_none(get("valid_frac"))
+        if vf is not None:
+            parts.append(f"valid {vf:.0%}")
+        parts.append("verdict: " + (_text(get("review")) or "<i>not reviewed</i>"))
+        self.info.setText(" &middot; ".join(parts))
+        self.note.setText(_text(get("review_note")))
+        self._highlight(f.geometry())
+        self._render_chips(f.geometry())
+        members = {n[2:]: finite_or_none(get(n)) for n in self._member_fields}
+        self.members_label.setPixmap(QPixmap.fromImage(render.member_bars_image(members, None, 3 * CHIP_SIZE + 12)))
+
+    def _render_chips(self, geom):
+        if self.renderer is None:
+            self.renderer = ChipRenderer(self.sources(), self.layer.crs().toWkt())
+        bb = geom.boundingBox()
+        try:
+            self.last_chips = self.renderer.render((bb.xMinimum(), bb.yMinimum(), bb.xMaximum(), bb.yMaximum()))
+        except Exception as exc:  # noqa: BLE001 - a chip failure must not block the review
+            self.last_chips = []
+            self._message(f"Chips could not be drawn: {exc}", WARNING)
+        by_key = {c.key: c for c in self.last_chips}
+        for key, lbl in self.chip_labels.items():
+            chip = by_key.get(key)
+            if chip is None:
+                lbl.clear()
+            else:
+                lbl.setPixmap(QPixmap.fromImage(render.chip_image(chip, CHIP_SIZE)))
+
+    def _highlight(self, geom):
+        canvas = self.iface.mapCanvas() if self.iface is not None else None
+        if canvas is None or geom is None or geom.isEmpty():
+            return
+        if self.rubber_band is None:
+            self.rubber_band = QgsRubberBand(canvas, POLYGON_GEOMETRY)
+            self.rubber_band.setColor(QColor(255, 255, 0, 220))
+            self.rubber_band.setFillColor(QColor(255, 255, 0, 40))
+            self.rubber_band.setWidth(3)
+        self.rubber_band.setToGeometry(geom, self.layer)
+        if not self.zoom_check.isChecked():
+            return
+        try:
+            ct = QgsCoordinateTransform(self.layer.crs(), canvas.mapSettings().destinationCrs(), QgsProject.instance())
+            rect = ct.transformBoundingBox(geom.boundingBox())
+        except Exception:  # noqa: BLE001 - no valid transform: leave the view alone
+            return
+        canvas.setExtent(rect.buffered(rect.width() * 1.5))
+        canvas.refresh()
+
+    def _clear_highlight(self):
+        if self.rubber_band is not None:
+            self.rubber_band.reset(POLYGON_GEOMETRY)
+
+    # -- verdicts ------------------------------------------------------------------------
+    def set_verdict(self, verdict: str | None, advance: bool = True) -> bool:
+        """Write ``verdict`` (None clears it) and the note for the current tile, then move on."""
+        fid = self.current_fid()
+        if self.layer is None or fid is None:
+            return False
+        if not self._write(fid, verdict, self.note.text().strip()):
+            return False
+        it = self.tree.currentItem()
+        it.setText(COL_REVIEW, verdict or "")
+        self._colour_item(it, verdict)
+        self._update_progress()
+        if advance and verdict is not None:
+            idx = self.tree.indexOfTopLevelItem(it)
+            if idx + 1 < self.tree.topLevelItemCount():
+                self.select_index(idx + 1)
+            else:
+                self._show_current()
+                self._message(f"Last tile reached: {self.progress_label.text()}.", INFO)
+        else:
+            self._show_current()
+        return True
+
+    def _note_edited(self):
+        self._flush_note()
+
+    def _flush_note(self):
+        """A note typed or changed after the verdict is saved too (on leaving the field or
+        the tile); before a verdict it waits for the verdict."""
+        fid = self._shown_fid
+        if fid is None or self.layer is None or sip.isdeleted(self.layer) \
+                or self.layer.fields().indexOf("review_note") < 0:
+            return
+        f = self.layer.getFeature(fid)
+        if not f.isValid() or _null(f["review"]):
+            return
+        text = self.note.text().strip()
+        if _text(f["review_note"]) != text:
+            self._write(fid, _text(f["review"]), text)
+
+    def _write(self, fid, verdict, note) -> bool:
+        lyr = self.layer
+        idx = [lyr.fields().indexOf(f) for f in REVIEW_FIELDS]
+        if min(idx) < 0:
+            self._ensure_review_fields(lyr)
+            idx = [lyr.fields().indexOf(f) for f in REVIEW_FIELDS]
+            if min(idx) < 0:
+                return False
+        prov = lyr.dataProvider()
+        if not prov.capabilities() & CAN_CHANGE_VALUES:
+            self._message("The grid layer is read-only: verdicts cannot be saved. Save it as a GeoPackage.",
+                          CRITICAL)
+            return False
+        # the provider writes to the file at once: no edit buffer to forget to save
+        ok = prov.changeAttributeValues({fid: {idx[0]: verdict, idx[1]: note or None}})
+        if not ok:
+            err = "; ".join(prov.errors()) if hasattr(prov, "errors") else ""
+            self._message(f"The verdict could not be saved to {lyr.name()}: {err}", CRITICAL)
+            return False
+        if lyr.providerType() == "memory" and lyr.id() not in self._warned:
+            self._warned.add(lyr.id())
+            self._message("This grid is a temporary layer: verdicts are lost when QGIS closes. "
+                          "Save it to a GeoPackage to keep them.", WARNING)
+        lyr.triggerRepaint()
+        return True
+
+    def _message(self, text: str, level=INFO):
+        bar = self.iface.messageBar() if self.iface is not None else None
+        if bar is not None:
+            bar.pushMessage("Sentinel Landslide", text, level, 6)
+
+    def cleanup(self):
+        """Disconnect from the project and remove canvas items (plugin unload)."""
+        project = QgsProject.instance()
+        for sig, slot in ((project.layersAdded, self.refresh_layers), (project.layersRemoved, self.refresh_layers)):
+            try:
+                sig.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+        if self.rubber_band is not None:
+            canvas = self.iface.mapCanvas()
+            canvas.scene().removeItem(self.rubber_band)
+            self.rubber_band = None
