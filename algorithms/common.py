@@ -3,11 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsProcessingException, QgsProcessingLayerPostProcessorInterface,
-                       QgsProcessingParameterBand,
-                       QgsProcessingParameterEnum, QgsProcessingParameterExtent,
-                       QgsProcessingParameterFile, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer)
+from qgis.core import (
+    QgsProcessingAlgorithm,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+)
+from qgis.PyQt.QtCore import QCoreApplication
 
 from ..engine.align import InputLayer
 from ..engine.detect import DetectOptions
@@ -26,6 +33,36 @@ S2_BANDS = (("S2_RED", "Red band", 1), ("S2_GREEN", "Green band", 2), ("S2_BLUE"
 S2_SCALE_LABELS = ["Detect from the data", "Integers, reflectance x 10000", "Floats, reflectance 0-1"]
 S2_OFFSET_LABELS = ["Detect from the data", "Present (processing baseline 04.00 or later)", "Absent"]
 SAR_UNIT_LABELS = ["Detect from the data", "Decibels (dB)", "Linear power"]
+
+
+GROUPS = {"detection": "Detection", "training": "Training", "evaluation": "Review and evaluation"}
+
+
+class LandslideAlgorithm(QgsProcessingAlgorithm):
+    """Identity boilerplate of the provider's algorithms: subclasses set NAME, DISPLAY
+    and GROUP_ID (a key of GROUPS) and implement the Processing methods that matter."""
+
+    NAME = ""
+    DISPLAY = ""
+    GROUP_ID = ""
+
+    def tr(self, text):
+        return QCoreApplication.translate("landslide", text)
+
+    def createInstance(self):  # noqa: N802 (QGIS API)
+        return type(self)()
+
+    def name(self):
+        return self.NAME
+
+    def displayName(self):  # noqa: N802 (QGIS API)
+        return self.tr(self.DISPLAY)
+
+    def group(self):
+        return self.tr(GROUPS[self.GROUP_ID])
+
+    def groupId(self):  # noqa: N802 (QGIS API)
+        return self.GROUP_ID
 
 
 def is_null(value) -> bool:

@@ -1,46 +1,52 @@
 """landslide:detect: S1/S2 layers in, landslide-probability tile grid out."""
 from __future__ import annotations
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeature, QgsFeatureSink, QgsField, QgsFields,
-                       QgsGeometry, QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingMultiStepFeedback, QgsProcessingParameterBoolean,
-                       QgsProcessingParameterDefinition, QgsProcessingParameterFeatureSink,
-                       QgsProcessingOutputNumber, QgsProcessingOutputString,
-                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
-                       QgsRectangle, QgsWkbTypes)
-from qgis.PyQt.QtCore import QCoreApplication, QVariant
+from qgis.core import (
+    QgsCoordinateReferenceSystem,
+    QgsFeature,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsGeometry,
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsRectangle,
+    QgsWkbTypes,
+)
+from qgis.PyQt.QtCore import QVariant
 
 from ..engine.align import InputError
 from ..engine.detect import Cancelled, run_detection
 from ..engine.outputs import field_spec, record_values, write_probability_raster
 from ..models.ensemble import MissingDependency
 from ..models.package import PackageError, load_package
-from .common import StyleLoader, add_input_parameters, detect_options, is_null, model_parameter
+from .common import (
+    LandslideAlgorithm,
+    StyleLoader,
+    add_input_parameters,
+    detect_options,
+    is_null,
+    model_parameter,
+)
 
 QTYPES = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String, "bool": QVariant.Bool}
 
 
-class DetectAlgorithm(QgsProcessingAlgorithm):
+class DetectAlgorithm(LandslideAlgorithm):
     OUTPUT = "OUTPUT"
     OUTPUT_RASTER = "OUTPUT_RASTER"
 
-    def tr(self, text):
-        return QCoreApplication.translate("landslide", text)
-
-    def createInstance(self):
-        return DetectAlgorithm()
-
-    def name(self):
-        return "detect"
-
-    def displayName(self):
-        return self.tr("Detect landslides (Sentinel-1/2)")
-
-    def group(self):
-        return self.tr("Detection")
-
-    def groupId(self):
-        return "detection"
+    NAME = "detect"
+    DISPLAY = "Detect landslides (Sentinel-1/2)"
+    GROUP_ID = "detection"
 
     def shortHelpString(self):
         return self.tr(

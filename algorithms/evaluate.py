@@ -11,19 +11,42 @@ from pathlib import Path
 from string import Template
 
 import numpy as np
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsFeature, QgsFeatureRequest, QgsFeatureSink, QgsField,
-                       QgsFields, QgsFillSymbol, QgsGeometry, QgsMapRendererCustomPainterJob, QgsMapSettings,
-                       QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingLayerPostProcessorInterface, QgsProcessingMultiStepFeedback,
-                       QgsProcessingOutputNumber, QgsProcessingParameterFeatureSink,
-                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFileDestination,
-                       QgsProcessingParameterNumber, QgsRendererCategory, QgsVectorLayer)
-from qgis.PyQt.QtCore import QBuffer, QByteArray, QCoreApplication, QIODevice, QSize
+from qgis.core import (
+    QgsCategorizedSymbolRenderer,
+    QgsFeature,
+    QgsFeatureRequest,
+    QgsFeatureSink,
+    QgsField,
+    QgsFields,
+    QgsFillSymbol,
+    QgsGeometry,
+    QgsMapRendererCustomPainterJob,
+    QgsMapSettings,
+    QgsProcessingException,
+    QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSink,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsRendererCategory,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
-from ..engine.evaluation import Cancelled, area_fractions, compute_metrics, outcomes, pr_curve, roc_curve
+from ..engine.evaluation import (
+    Cancelled,
+    area_fractions,
+    compute_metrics,
+    outcomes,
+    pr_curve,
+    roc_curve,
+)
 from ..gui import render
 from ..gui.compat import BOOL, DOUBLE, NUMBER_DOUBLE, STRING, VECTOR_POLYGON
+from .common import LandslideAlgorithm
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 OUTCOME_STYLE = (  # outcome, colour, legend label
@@ -69,7 +92,7 @@ class _OutcomeStyle(QgsProcessingLayerPostProcessorInterface):
             layer.triggerRepaint()
 
 
-class EvaluateAlgorithm(QgsProcessingAlgorithm):
+class EvaluateAlgorithm(LandslideAlgorithm):
     GRID = "GRID"
     INVENTORY = "INVENTORY"
     MIN_FRACTION = "MIN_FRACTION"
@@ -79,23 +102,9 @@ class EvaluateAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_PR = "OUTPUT_PR"
     OUTPUT_HTML = "OUTPUT_HTML"
 
-    def tr(self, text):
-        return QCoreApplication.translate("landslide", text)
-
-    def createInstance(self):
-        return EvaluateAlgorithm()
-
-    def name(self):
-        return "evaluate"
-
-    def displayName(self):
-        return self.tr("Evaluate against a landslide inventory")
-
-    def group(self):
-        return self.tr("Review and evaluation")
-
-    def groupId(self):
-        return "evaluation"
+    NAME = "evaluate"
+    DISPLAY = "Evaluate against a landslide inventory"
+    GROUP_ID = "evaluation"
 
     def shortHelpString(self):
         return self.tr(

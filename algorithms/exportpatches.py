@@ -1,37 +1,33 @@
 """landslide:exportpatches: aligned S1/S2 layers (+ inventory) -> competition-layout patch folder."""
 from __future__ import annotations
 
-from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingOutputNumber, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFolderDestination,
-                       QgsProcessingParameterNumber, QgsProcessingParameterString)
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.core import (
+    QgsProcessing,
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
 
 from ..engine.align import InputError
 from ..engine.detect import Cancelled
 from ..engine.export import Inventory, export_patches
 from ..models.package import PackageError, load_package
-from .common import add_input_parameters, detect_options, model_parameter
+from .common import (
+    LandslideAlgorithm,
+    add_input_parameters,
+    detect_options,
+    model_parameter,
+)
 
 
-class ExportPatchesAlgorithm(QgsProcessingAlgorithm):
-    def tr(self, text):
-        return QCoreApplication.translate("landslide", text)
-
-    def createInstance(self):
-        return ExportPatchesAlgorithm()
-
-    def name(self):
-        return "exportpatches"
-
-    def displayName(self):
-        return self.tr("Export training patches (competition layout)")
-
-    def group(self):
-        return self.tr("Training")
-
-    def groupId(self):
-        return "training"
+class ExportPatchesAlgorithm(LandslideAlgorithm):
+    NAME = "exportpatches"
+    DISPLAY = "Export training patches (competition layout)"
+    GROUP_ID = "training"
 
     def shortHelpString(self):
         return self.tr(

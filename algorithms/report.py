@@ -14,25 +14,66 @@ import shutil
 from datetime import datetime
 from pathlib import Path
 
-from qgis.core import (QgsExpression, QgsFeatureRequest, QgsFillSymbol, QgsLayoutExporter, QgsLayoutFrame,
-                       QgsLayoutItemAttributeTable, QgsLayoutItemLabel, QgsLayoutItemLegend, QgsLayoutItemMap,
-                       QgsLayoutItemPicture, QgsLayoutItemScaleBar, QgsLayoutObject, QgsLayoutTable,
-                       QgsLayoutPoint, QgsLayoutSize, QgsLayoutTableColumn, QgsLegendRenderer, QgsLegendStyle,
-                       QgsPalLayerSettings, QgsPrintLayout,
-                       QgsProcessingAlgorithm, QgsProcessingException,
-                       QgsProcessingMultiStepFeedback, QgsProcessingOutputNumber,
-                       QgsProcessingParameterBand, QgsProcessingParameterEnum,
-                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
-                       QgsProcessingParameterVectorLayer, QgsProcessingUtils, QgsProject, QgsProperty,
-                       QgsRasterLayer, QgsRuleBasedRenderer, QgsTextFormat, QgsVectorLayerSimpleLabeling)
-from qgis.PyQt.QtCore import QCoreApplication, QMarginsF, QSizeF
+from qgis.core import (
+    QgsExpression,
+    QgsFeatureRequest,
+    QgsFillSymbol,
+    QgsLayoutExporter,
+    QgsLayoutFrame,
+    QgsLayoutItemAttributeTable,
+    QgsLayoutItemLabel,
+    QgsLayoutItemLegend,
+    QgsLayoutItemMap,
+    QgsLayoutItemPicture,
+    QgsLayoutItemScaleBar,
+    QgsLayoutObject,
+    QgsLayoutPoint,
+    QgsLayoutSize,
+    QgsLayoutTable,
+    QgsLayoutTableColumn,
+    QgsLegendRenderer,
+    QgsLegendStyle,
+    QgsPalLayerSettings,
+    QgsPrintLayout,
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterBand,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFileDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
+    QgsProcessingParameterVectorLayer,
+    QgsProcessingUtils,
+    QgsProject,
+    QgsProperty,
+    QgsRasterLayer,
+    QgsRuleBasedRenderer,
+    QgsTextFormat,
+    QgsVectorLayerSimpleLabeling,
+)
+from qgis.PyQt.QtCore import QMarginsF, QSizeF
 from qgis.PyQt.QtGui import QFont, QPageLayout, QPageSize, QPainter, QPdfWriter
 
 from ..gui import render
-from ..gui.chips import S1_ROLES, ChipRenderer, Chip, Sources, chip_titles, finite_or_none
-from ..gui.compat import (FLAG_ADVANCED, LABEL_OVER_POINT, NO_THREADING, NUMBER_INTEGER, RASTER_PICTURE,
-                          VECTOR_POLYGON)
+from ..gui.chips import (
+    S1_ROLES,
+    Chip,
+    ChipRenderer,
+    Sources,
+    chip_titles,
+    finite_or_none,
+)
+from ..gui.compat import (
+    FLAG_ADVANCED,
+    LABEL_OVER_POINT,
+    NO_THREADING,
+    NUMBER_INTEGER,
+    RASTER_PICTURE,
+    VECTOR_POLYGON,
+)
+from .common import LandslideAlgorithm
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 SELECTIONS = (
@@ -78,7 +119,7 @@ def _page_setup(layout: QgsPrintLayout) -> None:
     layout.pageCollection().page(0).setPageSize(QgsLayoutSize(PAGE_W, PAGE_H))
 
 
-class ReportAlgorithm(QgsProcessingAlgorithm):
+class ReportAlgorithm(LandslideAlgorithm):
     GRID = "GRID"
     TILES = "TILES"
     MAX_TILES = "MAX_TILES"
@@ -86,23 +127,9 @@ class ReportAlgorithm(QgsProcessingAlgorithm):
     OUTPUT_PDF = "OUTPUT_PDF"
     OUTPUT_HTML = "OUTPUT_HTML"
 
-    def tr(self, text):
-        return QCoreApplication.translate("landslide", text)
-
-    def createInstance(self):
-        return ReportAlgorithm()
-
-    def name(self):
-        return "report"
-
-    def displayName(self):
-        return self.tr("Landslide tile report (PDF / HTML)")
-
-    def group(self):
-        return self.tr("Review and evaluation")
-
-    def groupId(self):
-        return "evaluation"
+    NAME = "report"
+    DISPLAY = "Landslide tile report (PDF / HTML)"
+    GROUP_ID = "evaluation"
 
     def flags(self):
         # print layouts are QGraphicsScenes: keep them on the main thread

@@ -1,33 +1,26 @@
 """landslide:train: a competition-layout patch folder -> a model package."""
 from __future__ import annotations
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingMultiStepFeedback,
-                       QgsProcessingParameterBoolean, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterFile, QgsProcessingParameterFolderDestination,
-                       QgsProcessingParameterNumber, QgsProcessingParameterString)
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingMultiStepFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterFolderDestination,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterString,
+)
+
+from .common import LandslideAlgorithm
 
 STAGES = {"features": 0, "gbm": 1, "networks": 2}
 
 
-class TrainAlgorithm(QgsProcessingAlgorithm):
-    def tr(self, text):
-        return QCoreApplication.translate("landslide", text)
-
-    def createInstance(self):
-        return TrainAlgorithm()
-
-    def name(self):
-        return "train"
-
-    def displayName(self):
-        return self.tr("Train a model package")
-
-    def group(self):
-        return self.tr("Training")
-
-    def groupId(self):
-        return "training"
+class TrainAlgorithm(LandslideAlgorithm):
+    NAME = "train"
+    DISPLAY = "Train a model package"
+    GROUP_ID = "training"
 
     def shortHelpString(self):
         return self.tr(

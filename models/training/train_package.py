@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 
 from ...engine.features import BASE_FEATURES, patch_features
 from . import train_gbm
