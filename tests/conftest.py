@@ -75,12 +75,24 @@ def scene_options(scene: dict, sar: bool = True, s2: bool = True, **kw):
     return o
 
 
+def scene_params(scene: dict, out, sar: bool = True, s2: bool = True, **extra) -> dict:
+    """landslide:detect parameters for a scene dict; MODEL from the test package override."""
+    p = {"OUTPUT": str(out)}
+    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):  # default: the bundled package
+        p["MODEL"] = os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"]
+    if s2:
+        p["S2"] = scene["S2"]
+    if sar:
+        p.update({r: scene[r] for r in S1_ROLES})
+    p.update(extra)
+    return p
+
+
 _PROVIDER = []  # keep the Python wrapper alive: QGIS does not own it
 
 
-@pytest.fixture(scope="session")
-def provider(qgis_processing):
-    """The 'landslide' provider registered with QGIS Processing (once per session)."""
+def ensure_provider():
+    """Register the 'landslide' provider with QGIS Processing unless it already is."""
     from qgis.core import QgsApplication
 
     from sentinel_landslide.algorithms.provider import LandslideProvider
@@ -90,3 +102,8 @@ def provider(qgis_processing):
         _PROVIDER.append(LandslideProvider())
         assert reg.addProvider(_PROVIDER[-1])
     return reg.providerById("landslide")
+
+
+@pytest.fixture(scope="session")
+def provider(qgis_processing):
+    return ensure_provider()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,25 +13,7 @@ from osgeo import gdal, ogr, osr
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 from qgis.PyQt.QtGui import QImage
 
-from .conftest import S1_ROLES
-
-_KEEP = []
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    from sentinel_landslide.algorithms.provider import LandslideProvider
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("landslide") is None:
-        _KEEP.append(LandslideProvider())
-        assert reg.addProvider(_KEEP[-1])
-    return reg.providerById("landslide")
-
-
-def _model_params() -> dict:
-    p = os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE")
-    return {"MODEL": p} if p else {}
+from .conftest import scene_params
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +21,7 @@ def detect_grid(provider, synthetic_scene, tmp_path_factory) -> str:
     import processing
 
     out = tmp_path_factory.mktemp("evaluate") / "grid.gpkg"
-    params = {"OUTPUT": str(out), "S2": synthetic_scene["S2"], **_model_params()}
-    params.update({r: synthetic_scene[r] for r in S1_ROLES})
-    return processing.run("landslide:detect", params)["OUTPUT"]
+    return processing.run("landslide:detect", scene_params(synthetic_scene, out))["OUTPUT"]
 
 
 def square(x0, y0, x1, y1) -> bytes:

@@ -3,7 +3,6 @@ from the plugin's action, review ten tiles with the keyboard, and find the verdi
 GeoPackage afterwards (a new layer, and a separate process reading the file)."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
@@ -15,27 +14,9 @@ from qgis.PyQt.QtCore import QEvent, Qt
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QDockWidget
 
-from .conftest import ROOT, S1_ROLES
+from .conftest import ROOT, ensure_provider, scene_params
 
 SCREENSHOTS = ROOT / "build" / "screenshots"
-
-
-_KEEP = []  # providers registered here stay referenced while QGIS holds them
-
-
-def ensure_provider():
-    from sentinel_landslide.algorithms.provider import LandslideProvider
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("landslide") is None:
-        _KEEP.append(LandslideProvider())
-        assert reg.addProvider(_KEEP[-1])
-    return reg.providerById("landslide")
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    return ensure_provider()
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +26,7 @@ def detect_grid(provider, synthetic_scene, tmp_path_factory) -> Path:
     import processing
 
     out = tmp_path_factory.mktemp("detect") / "grid.gpkg"
-    params = {"OUTPUT": str(out), "S2": synthetic_scene["S2"], "THRESHOLD": 0.0001}
-    params.update({r: synthetic_scene[r] for r in S1_ROLES})
-    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):
-        params["MODEL"] = os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"]
-    res = processing.run("landslide:detect", params)
+    res = processing.run("landslide:detect", scene_params(synthetic_scene, out, THRESHOLD=0.0001))
     assert res["FLAGGED"] >= 10
     return Path(res["OUTPUT"].split("|")[0])
 

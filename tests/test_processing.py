@@ -8,19 +8,7 @@ import shutil
 import pytest
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 
-from .conftest import S1_ROLES, shared_file
-
-
-def scene_params(scene, out, sar=True, s2=True, **extra):
-    p = {"OUTPUT": str(out)}
-    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):  # default: the bundled package
-        p["MODEL"] = os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"]
-    if s2:
-        p["S2"] = scene["S2"]
-    if sar:
-        p.update({r: scene[r] for r in S1_ROLES})
-    p.update(extra)
-    return p
+from .conftest import scene_params, shared_file
 
 
 def test_provider_and_parameter_names_are_stable(provider):

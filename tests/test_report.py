@@ -9,35 +9,17 @@ from pathlib import Path
 
 import pytest
 from osgeo import ogr
-from qgis.core import QgsApplication, QgsProcessingException, QgsProject
+from qgis.core import QgsProcessingException, QgsProject
 from qgis.PyQt.QtGui import QImage
 
-from .conftest import S1_ROLES
-
-_KEEP = []
-
-
-@pytest.fixture(scope="module")
-def provider(qgis_processing):
-    from sentinel_landslide.algorithms.provider import LandslideProvider
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("landslide") is None:
-        _KEEP.append(LandslideProvider())
-        assert reg.addProvider(_KEEP[-1])
-    return reg.providerById("landslide")
-
+from .conftest import S1_ROLES, scene_params
 
 @pytest.fixture(scope="module")
 def detect_grid(provider, synthetic_scene, tmp_path_factory) -> Path:
     import processing
 
     out = tmp_path_factory.mktemp("report") / "grid.gpkg"
-    params = {"OUTPUT": str(out), "S2": synthetic_scene["S2"], "THRESHOLD": 0.0001}
-    params.update({r: synthetic_scene[r] for r in S1_ROLES})
-    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):
-        params["MODEL"] = os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"]
-    processing.run("landslide:detect", params)
+    processing.run("landslide:detect", scene_params(synthetic_scene, out, THRESHOLD=0.0001))
     return out
 
 
