@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args(argv)
 
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the map is rendered headless
     from osgeo import ogr
 
     from sentinel_landslide.engine.synthetic import make_scene
