@@ -49,7 +49,7 @@ def test_quick_package_is_complete_and_valid(quick_run):
     from sentinel_landslide.engine.features import feature_names
     from sentinel_landslide.models.package import load_package
 
-    out, oof, result = quick_run
+    out, oof, _result = quick_run
     pkg = load_package(out)  # schema + sha256 of every member
     gbm = [m for m in pkg.manifest["members"] if m["kind"] in ("lightgbm", "xgboost")]
     assert len(gbm) == 6
@@ -82,7 +82,6 @@ def test_quick_package_is_complete_and_valid(quick_run):
 def test_quick_saved_models_reproduce_in_memory_predictions(quick_run):
     import lightgbm as lgb
     import xgboost as xgb
-
     from sentinel_landslide.engine.features import feature_matrix
     from sentinel_landslide.models.package import load_package
 
@@ -177,7 +176,6 @@ def test_bundled_gbm_metrics_beat_paper_and_are_consistent(bundled):
 
 def test_bundled_lightgbm_combined_ranks_real_positives_first(bundled):
     import lightgbm as lgb
-
     from sentinel_landslide.engine.features import feature_matrix
     from sentinel_landslide.models.training.feature_table import load_feature_table
 
