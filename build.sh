@@ -74,7 +74,8 @@ case "${1:-}" in
   train)
     setup train
     "$PY" -m sentinel_landslide.models.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
-    "$PY" -m sentinel_landslide.models.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled "${@:2}"
+    # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in train_nn.py
+    "$PY" -m sentinel_landslide.models.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 "${@:2}"
     ;;
   bench)
     setup train

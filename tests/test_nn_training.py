@@ -247,3 +247,27 @@ def test_member_catalogue_meets_the_contract():
     for m in MEMBERS:
         check_member(m)
         assert "combined" in m.modes
+
+
+def test_training_resumes_from_its_checkpoint_bit_identically(quick_package, tmp_path):
+    import torch
+
+    from sentinel_landslide.models.package import new_manifest
+    from sentinel_landslide.models.training import train_nn
+    from sentinel_landslide.models.training.nets import MemberConfig
+
+    tmp, _ = quick_package
+    data = train_nn.load_folder_data(tmp / "patches")
+    cfg = MemberConfig("t_vit", (("optical", "vit_pico"),), "v3c", ("optical", "combined"), dim=16)
+    recipe = train_nn.default_recipe(epochs=2, batch=8, threads=1)
+    man = new_manifest("t", "0", "")
+    idx = np.arange(len(data))
+    ref = train_nn.train_model(cfg, data, idx, recipe, tmp_path / "a.pt", man, train_nn._Progress(1), "x", log=None)
+    ck = tmp_path / "b.pt"
+    stop = train_nn._Progress(1, is_cancelled=lambda: ck.is_file())  # killed right after epoch 1
+    with pytest.raises(train_nn.TrainingCancelled):
+        train_nn.train_model(cfg, data, idx, recipe, ck, man, stop, "x", log=None)
+    assert torch.load(ck, weights_only=False)["epoch"] == 0
+    again = train_nn.train_model(cfg, data, idx, recipe, ck, man, train_nn._Progress(1), "x", log=None)
+    for (k, a), b in zip(ref.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
