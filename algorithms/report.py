@@ -232,11 +232,19 @@ class ReportAlgorithm(LandslideAlgorithm):
 
         chip_dir = Path(QgsProcessingUtils.tempFolder()) / f"landslide_report_{id(self)}_{datetime.now():%H%M%S%f}"
         chip_dir.mkdir(parents=True, exist_ok=True)
+        error = None
         try:
             return self._report(project, grid, background, sources, chosen, ids, names, expr, label, atlas_filter,
                                 title, chip_dir, pdf_path, html_path, steps)
+        except QgsProcessingException as exc:
+            error = str(exc)  # re-raised below, once the layouts and layers are gone
         finally:
             shutil.rmtree(chip_dir, ignore_errors=True)
+        # the failed report's traceback would keep the private project, its layers and
+        # layouts alive past QGIS's shutdown (a crash on exit): release them first
+        project.removeAllMapLayers()
+        del project, grid, background, chosen, steps
+        raise QgsProcessingException(error)
 
     def _report(self, project, grid, background, sources, chosen, ids, names, expr, label, atlas_filter, title,
                 chip_dir, pdf_path, html_path, steps) -> dict:

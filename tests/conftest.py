@@ -107,3 +107,13 @@ def ensure_provider():
 @pytest.fixture(scope="session")
 def provider(qgis_processing):
     return ensure_provider()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _collect_before_qgis_exits(qgis_app):
+    """Python wrappers of QGIS objects must die while QGIS is alive: collect them before
+    pytest-qgis calls exitQgis (after it, a late garbage collection segfaults)."""
+    import gc
+
+    yield
+    gc.collect()
