@@ -192,6 +192,11 @@ class AlignedLayer:
     _xoff: int = 0
     _yoff: int = 0
     resampling: str = "nearest"
+    # direct reads go to the source itself (no VRT in between) and drop its decoded
+    # blocks from GDAL's cache once the reads have passed them (rows are read top to
+    # bottom), so memory stays near one block row instead of filling GDAL_CACHEMAX
+    _src: gdal.Dataset = field(repr=False, default=None)
+    _block_h: int = 0
 
     @classmethod
     def open(cls, layer: InputLayer, grid: Grid) -> "AlignedLayer":
@@ -207,7 +212,9 @@ class AlignedLayer:
         if same:
             fx, fy = (grid.x0 - gt[0]) / grid.res, (gt[3] - grid.y0) / grid.res
             if abs(fx - round(fx)) < 1e-6 and abs(fy - round(fy)) < 1e-6:
-                return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)")
+                block_h = max(src.GetRasterBand(b).GetBlockSize()[1] for b in layer.bands)
+                return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)",
+                           src, block_h)
         rs = _resampling(src, grid)
         warped = gdal.Warp(
             "", sel, format="VRT", dstSRS=grid.crs_wkt, outputBounds=grid.bounds,
@@ -220,33 +227,70 @@ class AlignedLayer:
     def read(self, row0: int, nrows: int) -> np.ndarray:
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
-        out = np.full((len(self.layer.bands), nrows, g.width), np.nan, dtype=np.float32)
+        shape = (len(self.layer.bands), nrows, g.width)
         if nrows == 0:
-            return out
+            return np.full(shape, np.nan, dtype=np.float32)
         if not self.direct:
-            arr = self._ds.ReadAsArray(0, row0, g.width, nrows)
-            out[:] = arr.reshape(out.shape)
+            out = np.empty(shape, dtype=np.float32)
+            self._ds.ReadAsArray(0, row0, g.width, nrows, buf_obj=out)  # GDAL fills it in place
         else:
             ds = self._ds
             x0, y0 = self._xoff, self._yoff + row0
             cx0, cy0 = max(0, x0), max(0, y0)
             cx1, cy1 = min(ds.RasterXSize, x0 + g.width), min(ds.RasterYSize, y0 + nrows)
+            inside = (cx0, cy0, cx1, cy1) == (x0, y0, x0 + g.width, y0 + nrows)
+            out = np.empty(shape, dtype=np.float32) if inside else np.full(shape, np.nan, dtype=np.float32)
             if cx1 > cx0 and cy1 > cy0:
-                arr = ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0).reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
-                out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr
+                if self._src is not None and inside:
+                    self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_obj=out, band_list=list(self.layer.bands))
+                elif self._src is not None:
+                    arr = self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=list(self.layer.bands),
+                                                buf_type=gdal.GDT_Float32)
+                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                else:
+                    arr = ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
+                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                # reads ending on a block boundary leave no cached block that a later
+                # (lower) window needs; elsewhere GDAL's LRU cache does the bounding
+                if self._src is not None and self._block_h and (cy1 % self._block_h == 0 or cy1 == ds.RasterYSize):
+                    self._src.FlushCache()
         nd = self.layer.nodata
         if nd is None:
             nd = self._ds.GetRasterBand(1).GetNoDataValue()
+        bad = ~np.isfinite(out)
         if nd is not None and not math.isnan(nd):
-            out[out == nd] = np.nan
-        out[~np.isfinite(out)] = np.nan
+            bad |= out == np.float32(nd)
+        np.copyto(out, np.float32(np.nan), where=bad)
         return out
 
     def sample(self, max_size: int = 512) -> np.ndarray:
-        """A decimated read of the whole layer (for unit detection), NaN for nodata."""
+        """A decimated read of the whole layer (for unit detection), NaN for nodata.
+
+        A nearest-neighbour decimation touches every block of the file, i.e. decodes the
+        whole layer (a full tile: seconds of CPU and GDAL_CACHEMAX of memory) unless it has
+        overviews.  A large layer without overviews is therefore sampled as a regular grid
+        of small windows, each inside one block, with about as many pixels."""
         src = open_layer(self.layer)
-        scale = max(1, math.ceil(max(src.RasterXSize, src.RasterYSize) / max_size))
-        bx, by = max(1, src.RasterXSize // scale), max(1, src.RasterYSize // scale)
+        w, h = src.RasterXSize, src.RasterYSize
+        band0 = src.GetRasterBand(self.layer.bands[0])
+        bw, bh = band0.GetBlockSize()
+        n_blocks = math.ceil(w / max(1, bw)) * math.ceil(h / max(1, bh))
+        k, win = 16, max(1, max_size // 16)  # k x k windows of win x win px
+        if band0.GetOverviewCount() == 0 and n_blocks > 2 * k * k and min(w, h) >= 4 * k * win:
+            arr = np.empty((len(self.layer.bands), k * win, k * win), dtype=np.float32)
+            xs, ys = self._window_starts(w, bw, k, win), self._window_starts(h, bh, k, win)
+            for i, y in enumerate(ys):
+                for j, x in enumerate(xs):
+                    arr[:, i * win:(i + 1) * win, j * win:(j + 1) * win] = src.ReadAsArray(
+                        int(x), int(y), win, win, band_list=list(self.layer.bands),
+                        buf_type=gdal.GDT_Float32).reshape(len(self.layer.bands), win, win)
+            for i, b in enumerate(self.layer.bands):
+                nd = self.layer.nodata if self.layer.nodata is not None else src.GetRasterBand(b).GetNoDataValue()
+                if nd is not None and not math.isnan(nd):
+                    arr[i][arr[i] == np.float32(nd)] = np.nan
+            return arr
+        scale = max(1, math.ceil(max(w, h) / max_size))
+        bx, by = max(1, w // scale), max(1, h // scale)
         arrs = []
         for b in self.layer.bands:
             band = src.GetRasterBand(b)
@@ -256,3 +300,13 @@ class AlignedLayer:
                 a[a == nd] = np.nan
             arrs.append(a)
         return np.stack(arrs)
+
+    @staticmethod
+    def _window_starts(size: int, block: int, k: int, win: int) -> np.ndarray:
+        """k window starts spread over [0, size - win], moved to a block's start when the
+        window then still fits inside that block (one block decoded per window)."""
+        starts = np.linspace(0, size - win, k).astype(int)
+        if block >= win:
+            snapped = (starts // block) * block
+            starts = np.where(snapped + win <= size, snapped, starts)
+        return starts

@@ -137,7 +137,9 @@ class Scene:
         """(12, nrows, width) float32, NaN where a used channel has no data."""
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
-        out = np.full((N_CHANNELS, nrows, g.width), np.nan, dtype=np.float32)
+        shape = (N_CHANNELS, nrows, g.width)
+        complete = "S2" in self.aligned and "S1_DESC_POST" in self.aligned and "S1_ASC_POST" in self.aligned
+        out = np.empty(shape, dtype=np.float32) if complete else np.full(shape, np.nan, dtype=np.float32)
         if "S2" in self.aligned:
             out[0:4] = self.s2conv.to_package(self.aligned["S2"].read(row0, nrows), self.pkg_offset)
         for orbit, base in (("DESC", 4), ("ASC", 8)):
@@ -146,7 +148,7 @@ class Scene:
                 post = self.sarconv[post_role].to_db(self.aligned[post_role].read(row0, nrows))
                 pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows))
                 out[base:base + 2] = post
-                out[base + 2:base + 4] = post - pre
+                np.subtract(post, pre, out=out[base + 2:base + 4])
         return out
 
 
@@ -174,6 +176,7 @@ class Batch:
     rows: np.ndarray
     cols: np.ndarray
     read_seconds: float
+    prepared: object = None  # what TiledScene.prepare returned for this batch (reader thread)
 
 
 class TiledScene:
@@ -199,6 +202,9 @@ class TiledScene:
                             if all(s in MODE_SOURCES[self.mode] for s in srcs))
         self.channels = sorted({c for grp in self.groups for c in ((0, 1, 2, 3) if grp == "optical" else range(4, 12))})
         self.step = max(1, opts.rows_per_batch)
+        # optional per-batch work done in the reader thread too (detection: the features),
+        # so it overlaps with the scoring of the previous batch
+        self.prepare = None
 
     def tile_bounds(self, row: int, col: int) -> tuple:
         g, ps = self.grid, self.ps
@@ -214,20 +220,27 @@ class TiledScene:
             pad = np.full((N_CHANNELS, k * ps - block.shape[1], self.grid.width), np.nan, np.float32)
             block = np.concatenate([block, pad], axis=1)
         patches = to_patches(block, ps, self.n_cols)
-        valid = np.isfinite(patches[:, self.channels]).all(axis=1)
+        used = patches if len(self.channels) == N_CHANNELS else patches[:, self.channels]
+        valid = np.isfinite(used).all(axis=1)
         idx = np.arange(len(patches))
-        return Batch(r0, patches, valid, valid.reshape(len(patches), -1).mean(axis=1),
-                     r0 + idx // self.n_cols, idx % self.n_cols, time.perf_counter() - t0)
+        batch = Batch(r0, patches, valid, valid.reshape(len(patches), -1).mean(axis=1),
+                      r0 + idx // self.n_cols, idx % self.n_cols, time.perf_counter() - t0)
+        if self.prepare is not None:
+            batch.prepared = self.prepare(batch)
+        return batch
 
     def __len__(self) -> int:
         return -(-self.n_rows // self.step)
 
     def __iter__(self):
         starts = list(range(0, self.n_rows, self.step))
+        self.wait_seconds = 0.0  # time the consumer spent blocked on reads (not overlapped)
         with ThreadPoolExecutor(max_workers=1) as pool:
             fut = pool.submit(self._load, starts[0]) if starts else None
             for i in range(len(starts)):
+                t0 = time.perf_counter()
                 batch = fut.result()
+                self.wait_seconds += time.perf_counter() - t0
                 if i + 1 < len(starts):
                     fut = pool.submit(self._load, starts[i + 1])
                 yield batch
@@ -251,19 +264,28 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
     log.append(f"Mode {mode}: members {', '.join(ensemble.member_names)}; threshold {threshold:.3f}")
 
+    def prepare(b: Batch):
+        """Reader thread: the scored patches of a batch and their features."""
+        ok = b.valid_frac >= opts.min_valid_fraction
+        if not ok.any():
+            return ok, None, None, None, 0.0
+        t0 = time.perf_counter()
+        patches, valid = (b.patches, b.valid) if ok.all() else (b.patches[ok], b.valid[ok])
+        feats = patch_features(patches, valid, tiles.groups)
+        return ok, patches, valid, feats, time.perf_counter() - t0
+
+    tiles.prepare = prepare
     records: list = []
     timings_members: dict = {}
     for i, b in enumerate(tiles):
         if cancelled():
             raise Cancelled()
+        ok, patches, valid, feats, t_feat = b.prepared
         timings["read"] += b.read_seconds
-        ok = b.valid_frac >= opts.min_valid_fraction
+        timings["features"] += t_feat  # in the reader thread, overlapped with scoring
         probs = {}
         if ok.any():
-            t0 = time.perf_counter()
-            feats = patch_features(b.patches[ok], b.valid[ok], tiles.groups)
-            timings["features"] += time.perf_counter() - t0
-            probs = ensemble.predict(b.patches[ok], b.valid[ok], feats, timings_members)
+            probs = ensemble.predict(patches, valid, feats, timings_members)
         pos = {j: n for n, j in enumerate(np.flatnonzero(ok))}
         for j in range(len(b.patches)):
             row, col = int(b.rows[j]), int(b.cols[j])
@@ -281,6 +303,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
             "No tile has enough valid data "
             f"(at least {opts.min_valid_fraction:.0%} of its pixels in every input): the area is all nodata "
             "or the inputs barely overlap.")
+    timings["read_wait"] = tiles.wait_seconds
     timings.update({f"member:{k}": v for k, v in timings_members.items()})
     timings["total"] = time.perf_counter() - t_start
     return DetectResult(tiles.grid, mode, ensemble.member_names, threshold, records, log, timings,
