@@ -288,6 +288,7 @@ def child_detect(a) -> dict:
         opts.rows_per_batch = a.rows_per_batch
     res = run_detection(opts, pkg)
     t1 = time.perf_counter()
+    CACHE.mkdir(parents=True, exist_ok=True)  # git-ignored: absent in a fresh clone
     out = Path(tempfile.mkdtemp(dir=CACHE)) / "grid.gpkg"
     write_grid(str(out), res, pkg.name)
     t2 = time.perf_counter()
@@ -369,6 +370,7 @@ def child_qgis(a) -> dict:
     from ..scripts.qgis_env import run_algorithm
 
     paths = json.loads(a.scene)
+    CACHE.mkdir(parents=True, exist_ok=True)  # git-ignored: absent in a fresh clone
     out = Path(tempfile.mkdtemp(dir=CACHE)) / "grid.gpkg"
     params = {"S2": paths["S2"], "OUTPUT": str(out), "MODEL": a.package}
     params.update({r: paths[r] for r in S1_ROLES})
@@ -645,6 +647,14 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
                  f"{st('features')} | {st('neural_members')} | {st('gbms')} | {st('write_grid')} | "
                  f"{fmt(fig('peak_rss', size=label))} | {fmt(fig('cpu_utilisation', size=label))} | "
                  f"{fmt(fig('cpu_ms_per_patch', size=label))} |")
+    L += ["", "Each run, with the machine's state just before it (other busy processes contaminate a run):", ""]
+    for label in labels:
+        side, runs = runs_by_size[label]
+        L.append(f"- {label}: " + "; ".join(
+            f"{r['wall_seconds']:.1f} s ({r['scored'] / r['wall_seconds']:.0f} patches/s, {r['cpu_seconds'] / r['wall_seconds']:.2f} cores"
+            + (f", load {r['load_before']['loadavg_1m']}" if r.get("load_before") else "")
+            + (f", busy {' '.join(r['load_before']['busy_others'])}" if r.get("load_before", {}).get("busy_others") else "")
+            + ")" for r in runs))
     L += ["", "Seconds per member (largest size):", ""]
     big = labels[-1]
     L.append("| member | s | share of MFLOP/patch |")
