@@ -17,6 +17,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def score_against_truth(grid: str, truth: str) -> tuple[int, int, int]:
+    """(scars touched by a flagged tile, flagged tiles touching no scar, scars).  Its OGR
+    objects die here, before QGIS shuts down in render_map: destroyed after exitQgis
+    (which tears down GDAL's drivers) they crash the interpreter."""
+    from osgeo import ogr
+
+    truth_ds, grid_ds = ogr.Open(truth), ogr.Open(grid)  # layers die with their datasets
+    g = grid_ds.GetLayer(0)
+    g.SetAttributeFilter("flagged = 1")
+    flagged = [f.GetGeometryRef().Clone() for f in g]
+    scars = [f.GetGeometryRef().Clone() for f in truth_ds.GetLayer(0)]
+    hit = sum(1 for s in scars if any(s.Intersects(t) for t in flagged))
+    fp = sum(1 for t in flagged if not any(t.Intersects(s) for s in scars))
+    return hit, fp, len(scars)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", default=str(ROOT / "demo_output"))
@@ -26,7 +42,6 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # the map is rendered headless
-    from osgeo import ogr
 
     from sentinel_landslide.engine.synthetic import make_scene
     from sentinel_landslide.scripts.qgis_env import run_algorithm
@@ -54,28 +69,21 @@ def main(argv=None) -> int:
     for line in log.splitlines():
         if line.startswith(("Mode ", "Grid:", "Sentinel-2 convention", "Warning")) or "patches/s" in line:
             print("   ", line)
-    # how many planted scars does a flagged tile touch?  (the synthetic truth)
-    truth_ds, grid_ds = ogr.Open(scene["truth"]), ogr.Open(str(grid))  # layers die with their datasets
-    truth, g = truth_ds.GetLayer(0), grid_ds.GetLayer(0)
-    g.SetAttributeFilter("flagged = 1")
-    flagged = [f.GetGeometryRef().Clone() for f in g]
-    scars = [f.GetGeometryRef().Clone() for f in truth]
-    hit = sum(1 for s in scars if any(s.Intersects(t) for t in flagged))
-    fp = sum(1 for t in flagged if not any(t.Intersects(s) for s in scars))
+    hit, fp, n_scars = score_against_truth(str(grid), scene["truth"])
     png = out / "landslide_map.png"
     render_map(str(png), scene["S2"], str(grid), scene["truth"],
                title=f"SYNTHETIC demo scene - {r['FLAGGED']:.0f} of {r['TILES']:.0f} tiles flagged "
                      f"({r['MODE']}, threshold {r['THRESHOLD']:.2f}); cyan dashes = planted scars")
     summary = {"grid": str(grid), "map_png": str(png), "probability_raster": r.get("OUTPUT_RASTER"),
                "tiles": r["TILES"], "flagged": r["FLAGGED"], "mode": r["MODE"], "threshold": r["THRESHOLD"],
-               "planted_scars": len(scars), "scars_touched_by_a_flagged_tile": hit,
+               "planted_scars": n_scars, "scars_touched_by_a_flagged_tile": hit,
                "flagged_tiles_touching_no_scar": fp, "seconds": round(time.time() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(f"[demo] grid:   {grid}")
     print(f"[demo] map:    {png}")
     print(f"[demo] raster: {r.get('OUTPUT_RASTER')}")
     print(f"[demo] {r['FLAGGED']:.0f} of {r['TILES']:.0f} tiles flagged (mode {r['MODE']}, threshold "
-          f"{r['THRESHOLD']:.2f}); {hit} of {len(scars)} planted scars touched by a flagged tile, "
+          f"{r['THRESHOLD']:.2f}); {hit} of {n_scars} planted scars touched by a flagged tile, "
           f"{fp} flagged tiles touch no scar.  (Synthetic scene: a smoke test of the whole chain, "
           "not an accuracy figure.)")
     return 0
