@@ -49,6 +49,27 @@ def _lanes_for(threads: int) -> int:
     return threads
 
 
+def norm_constants(inputs: list, normalisation: dict) -> dict:
+    """Per network input with channels: (channel indices, centre, scale) from the
+    manifest's normalisation.  Training imports this, so both sides scale identically."""
+    out = {}
+    for t in inputs:
+        if "channels" not in t:
+            continue
+        idx = [CHANNEL_NAMES.index(c) for c in t["channels"]]
+        kind = t.get("norm", "none")
+        if kind == "zscore":
+            c = np.array(normalisation["zscore"]["mean"])[idx]
+            s = np.array(normalisation["zscore"]["std"])[idx]
+        elif kind == "robust":
+            c = np.array(normalisation["robust"]["q50"])[idx]
+            s = np.array(normalisation["robust"]["q95"])[idx] - np.array(normalisation["robust"]["q05"])[idx]
+        else:
+            c, s = np.zeros(len(idx)), np.ones(len(idx))
+        out[t["name"]] = (idx, c.astype(np.float32)[:, None, None], s.astype(np.float32)[:, None, None])
+    return out
+
+
 def _sigmoid(x):
     return 1.0 / (1.0 + np.exp(-np.clip(x, -60, 60)))
 
@@ -100,22 +121,7 @@ class _OnnxMember:
         missing = [t["name"] for t in self.inputs if t["name"] not in names]
         if missing:
             raise PackageError(f"member '{spec['name']}': ONNX graph has no input(s) {missing}")
-        norm = pkg.manifest["normalisation"]
-        self.norm = {}
-        for t in self.inputs:
-            if "channels" not in t:
-                continue
-            idx = [CHANNEL_NAMES.index(c) for c in t["channels"]]
-            kind = t.get("norm", "none")
-            if kind == "zscore":
-                c = np.array(norm["zscore"]["mean"])[idx]
-                s = np.array(norm["zscore"]["std"])[idx]
-            elif kind == "robust":
-                c = np.array(norm["robust"]["q50"])[idx]
-                s = np.array(norm["robust"]["q95"])[idx] - np.array(norm["robust"]["q05"])[idx]
-            else:
-                c, s = np.zeros(len(idx)), np.ones(len(idx))
-            self.norm[t["name"]] = (idx, c.astype(np.float32)[:, None, None], s.astype(np.float32)[:, None, None])
+        self.norm = norm_constants(self.inputs, pkg.manifest["normalisation"])
         self.output_is_logit = spec.get("output", "logit") == "logit"
 
     def feeds(self, patches: np.ndarray, cache: dict | None = None) -> dict:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..ensemble import norm_constants  # the runtime's scaling itself, not a copy
 from ...engine.channels import CHANNEL_NAMES, PATCH_SIZE
 from ...engine.indices import compute_indices
 from ..package import MODES, new_manifest, write_manifest
@@ -173,24 +174,6 @@ def fill_invalid(patches: np.ndarray, normalisation: dict) -> np.ndarray:
     return out
 
 
-def norm_constants(inputs: list[dict], normalisation: dict) -> dict:
-    """Per input: (channel indices, centre, scale) exactly as ``_OnnxMember.__init__``."""
-    out = {}
-    for t in inputs:
-        if "channels" not in t:
-            continue
-        idx = [CHANNEL_NAMES.index(c) for c in t["channels"]]
-        kind = t.get("norm", "none")
-        if kind == "zscore":
-            c = np.array(normalisation["zscore"]["mean"])[idx]
-            s = np.array(normalisation["zscore"]["std"])[idx]
-        elif kind == "robust":
-            c = np.array(normalisation["robust"]["q50"])[idx]
-            s = np.array(normalisation["robust"]["q95"])[idx] - np.array(normalisation["robust"]["q05"])[idx]
-        else:
-            c, s = np.zeros(len(idx)), np.ones(len(idx))
-        out[t["name"]] = (idx, c.astype(np.float32)[:, None, None], s.astype(np.float32)[:, None, None])
-    return out
 
 
 def member_feeds(patches: np.ndarray, inputs: list[dict], normalisation: dict, s2_offset: float,
@@ -501,8 +484,6 @@ def folds_for(labels, k, seed):
 
 def train_member(cfg, data: PatchData, recipe: dict, man: dict, ckpt_root: Path, prog: _Progress, log=print) -> dict:
     """K-fold OOF (torch, ONNX fp32, ONNX fp16-weights) + a refit on all data, exported."""
-    import torch
-
     from .nets import count_flops, count_params
 
     semantic = {k: v for k, v in recipe.items() if k not in ("threads", "fp16", "nn_weight")}
