@@ -59,7 +59,6 @@ process under a load of ~8); it runs once: the result is cached in ``build/proxy
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import zlib
@@ -69,6 +68,7 @@ import numpy as np
 
 from ...engine.channels import BLUE, GREEN, N_CHANNELS, NIR, PATCH_SIZE, RED
 from ...engine.features import BAND_NAMES
+from ..package import sha256_file
 
 GENERATOR_VERSION = 1
 N_PIX = PATCH_SIZE * PATCH_SIZE
@@ -525,11 +525,7 @@ def generate_patches(feats: dict, ids, seed: int = 42) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- cache
 def _file_sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 def _generate_chunk(feats, ids, seed):
