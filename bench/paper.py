@@ -89,10 +89,10 @@ def run_paper_recipe(patches: np.ndarray, s2_offset: float, threads: int = 2, fo
     """Time the recipe on ``patches`` (n, 12, 64, 64) in package convention (filled, no NaN).
 
     Returns seconds per patch (``folds`` < 5 is scaled up to 5 and says so), the FLOPs
-    per patch (FlopCounterMode, one forward of each net x 20) and per-member seconds."""
+    per patch (FlopCounterMode with attention counted, one forward of each net x 20) and per-member seconds."""
     import torch
     import torch.nn.functional as F
-    from torch.utils.flop_counter import FlopCounterMode
+    from ..models.training.nets import counting_flops
 
     from ..engine.indices import INDEX_DEFS, compute_indices
 
@@ -111,7 +111,7 @@ def run_paper_recipe(patches: np.ndarray, s2_offset: float, threads: int = 2, fo
                 continue
             torch.manual_seed(0)
             net = _build(head, encoders)
-            with FlopCounterMode(display=False) as fc:
+            with counting_flops() as fc:
                 p1 = torch.zeros(1, 12, PAPER_SIZE, PAPER_SIZE)
                 net(*_inputs(p1, torch.zeros(1, 6, PAPER_SIZE, PAPER_SIZE), encoders))
             flops += fc.get_total_flops() * N_FLIPS * N_FOLDS

@@ -249,6 +249,32 @@ def test_member_catalogue_meets_the_contract():
         assert "combined" in m.modes
 
 
+def test_flop_count_includes_attention_and_matches_the_bundled_manifest():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sentinel_landslide.models.package import load_package
+    from sentinel_landslide.models.training.nets import build_member, count_flops, example_inputs
+
+    # a ViT member: the plain counter misses the attention (fused CPU SDPA counts 0)
+    net = build_member("nn_vit2_z").eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        net(*example_inputs(net.cfg, 1))
+    plain, counted = fc.get_total_flops(), count_flops(net)
+    # 2 encoders x 2 blocks x (q k^T + attn v): 2 x 64 tokens x 64 tokens x 48 dims x 2 FLOPs
+    assert counted - plain == 2 * 2 * 2 * 64 * 64 * 48 * 2
+    # a net without attention counts the same either way
+    conv = build_member("nn_convnext2_r").eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+        conv(*example_inputs(conv.cfg, 1))
+    assert fc.get_total_flops() == count_flops(conv)
+    # the bundled package states the full count (the benchmark's efficiency figure uses it)
+    for m in load_package().manifest["members"]:
+        if m["kind"] == "onnx":
+            assert m["flops_per_patch"] == count_flops(build_member(m["name"])), m["name"]
+
+
 def test_training_resumes_from_its_checkpoint_bit_identically(quick_package, tmp_path):
     import torch
 

@@ -268,13 +268,23 @@ def example_inputs(cfg: MemberConfig, n: int = 2) -> tuple:
     return tuple(torch.randn(n, group_channels(g), PATCH_SIZE, PATCH_SIZE) for g in cfg.groups)
 
 
-def count_flops(model: FusionNet) -> int:
-    """Forward FLOPs per patch (torch.utils.flop_counter; 2 per multiply-add)."""
+@contextmanager
+def counting_flops():
+    """``FlopCounterMode`` that also counts attention.  On CPU, ``scaled_dot_product_attention``
+    dispatches to a fused kernel the counter has no formula for (it counts 0 FLOPs), so
+    the count runs on the math backend, whose two batched matmuls it does count."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        yield fc
+
+
+def count_flops(model: FusionNet) -> int:
+    """Forward FLOPs per patch (torch.utils.flop_counter, attention included; 2 per multiply-add)."""
     was = model.training
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as fc:
+    with torch.no_grad(), counting_flops() as fc:
         model(*example_inputs(model.cfg, 1))
     model.train(was)
     return int(fc.get_total_flops())
