@@ -92,9 +92,9 @@ def run_paper_recipe(patches: np.ndarray, s2_offset: float, threads: int = 2, fo
     per patch (FlopCounterMode with attention counted, one forward of each net x 20) and per-member seconds."""
     import torch
     import torch.nn.functional as F
-    from ..models.training.nets import counting_flops
 
     from ..engine.indices import INDEX_DEFS, compute_indices
+    from ..models.training.nets import counting_flops
 
     torch.set_num_threads(threads)
     n = len(patches)
