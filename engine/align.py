@@ -224,14 +224,19 @@ class AlignedLayer:
         )
         return cls(layer, grid, warped, False, 0, 0, rs)
 
-    def read(self, row0: int, nrows: int) -> np.ndarray:
+    def read(self, row0: int, nrows: int, out: np.ndarray | None = None) -> np.ndarray:
+        """(bands, nrows, width) float32 of grid rows row0.., NaN where no data (values
+        equal to the nodata value or outside the layer).  ``out``: a C-contiguous float32
+        array of that shape to fill instead of a new one (saves a copy per band)."""
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
         shape = (len(self.layer.bands), nrows, g.width)
+        if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
+            raise ValueError(f"out must be C-contiguous float32 {shape}")
         if nrows == 0:
-            return np.full(shape, np.nan, dtype=np.float32)
+            return np.full(shape, np.nan, dtype=np.float32) if out is None else out
         if not self.direct:
-            out = np.empty(shape, dtype=np.float32)
+            out = np.empty(shape, dtype=np.float32) if out is None else out
             self._ds.ReadAsArray(0, row0, g.width, nrows, buf_obj=out)  # GDAL fills it in place
         else:
             ds = self._ds
@@ -239,7 +244,10 @@ class AlignedLayer:
             cx0, cy0 = max(0, x0), max(0, y0)
             cx1, cy1 = min(ds.RasterXSize, x0 + g.width), min(ds.RasterYSize, y0 + nrows)
             inside = (cx0, cy0, cx1, cy1) == (x0, y0, x0 + g.width, y0 + nrows)
-            out = np.empty(shape, dtype=np.float32) if inside else np.full(shape, np.nan, dtype=np.float32)
+            if out is None:
+                out = np.empty(shape, dtype=np.float32)
+            if not inside:
+                out.fill(np.nan)
             if cx1 > cx0 and cy1 > cy0:
                 if self._src is not None and inside:
                     self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_obj=out, band_list=list(self.layer.bands))
@@ -257,10 +265,11 @@ class AlignedLayer:
         nd = self.layer.nodata
         if nd is None:
             nd = self._ds.GetRasterBand(1).GetNoDataValue()
-        bad = ~np.isfinite(out)
-        if nd is not None and not math.isnan(nd):
-            bad |= out == np.float32(nd)
-        np.copyto(out, np.float32(np.nan), where=bad)
+        # one pass, and none where the nodata value is NaN or unset (the warp's own
+        # nodata is NaN); an infinite value is left as it is: every consumer treats
+        # non-finite pixels as no data
+        if nd is not None and math.isfinite(nd):
+            np.copyto(out, np.float32(np.nan), where=out == np.float32(nd))
         return out
 
     def sample(self, max_size: int = 512) -> np.ndarray:
@@ -268,15 +277,19 @@ class AlignedLayer:
 
         A nearest-neighbour decimation touches every block of the file, i.e. decodes the
         whole layer (a full tile: seconds of CPU and GDAL_CACHEMAX of memory) unless it has
-        overviews.  A large layer without overviews is therefore sampled as a regular grid
-        of small windows, each inside one block, with about as many pixels."""
+        overviews.  A layer of more than a few dozen blocks without overviews is therefore
+        sampled as a regular grid of small windows, each inside one block where the blocks
+        are that large, with about as many pixels."""
         src = open_layer(self.layer)
         w, h = src.RasterXSize, src.RasterYSize
         band0 = src.GetRasterBand(self.layer.bands[0])
         bw, bh = band0.GetBlockSize()
         n_blocks = math.ceil(w / max(1, bw)) * math.ceil(h / max(1, bh))
-        k, win = 16, max(1, max_size // 16)  # k x k windows of win x win px
-        if band0.GetOverviewCount() == 0 and n_blocks > 2 * k * k and min(w, h) >= 4 * k * win:
+        # k x k windows of win x win px, about max_size^2 px in all, touching at most about a
+        # quarter of the blocks (the cost of detection must not grow with the scene)
+        k = min(16, math.isqrt(n_blocks // 4))
+        win = max(1, max_size // max(k, 1))
+        if band0.GetOverviewCount() == 0 and k >= 3 and min(w, h) >= 4 * k * win:
             arr = np.empty((len(self.layer.bands), k * win, k * win), dtype=np.float32)
             xs, ys = self._window_starts(w, bw, k, win), self._window_starts(h, bh, k, win)
             for i, y in enumerate(ys):

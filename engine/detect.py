@@ -9,6 +9,7 @@ caller's job, which lets the QGIS algorithm create its output only once all succ
 from __future__ import annotations
 
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -20,6 +21,7 @@ from .channels import MODE_SOURCES, N_CHANNELS, mode_for_sources
 from .features import patch_features
 
 S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
+PREFETCH = 2  # batches read ahead of the one being scored
 
 
 class Cancelled(Exception):
@@ -140,28 +142,32 @@ class Scene:
         shape = (N_CHANNELS, nrows, g.width)
         complete = "S2" in self.aligned and "S1_DESC_POST" in self.aligned and "S1_ASC_POST" in self.aligned
         out = np.empty(shape, dtype=np.float32) if complete else np.full(shape, np.nan, dtype=np.float32)
+        # each layer is read straight into its channels and converted in place
         if "S2" in self.aligned:
-            out[0:4] = self.s2conv.to_package(self.aligned["S2"].read(row0, nrows), self.pkg_offset)
+            self.s2conv.to_package(self.aligned["S2"].read(row0, nrows, out=out[0:4]), self.pkg_offset, inplace=True)
         for orbit, base in (("DESC", 4), ("ASC", 8)):
             post_role, pre_role = f"S1_{orbit}_POST", f"S1_{orbit}_PRE"
             if post_role in self.aligned:
-                post = self.sarconv[post_role].to_db(self.aligned[post_role].read(row0, nrows))
-                pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows))
-                out[base:base + 2] = post
-                np.subtract(post, pre, out=out[base + 2:base + 4])
+                post, diff = out[base:base + 2], out[base + 2:base + 4]
+                self.sarconv[post_role].to_db(self.aligned[post_role].read(row0, nrows, out=post), inplace=True)
+                pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows, out=diff), inplace=True)
+                np.subtract(post, pre, out=diff)  # post - pre, dB
         return out
 
 
 def to_patches(block: np.ndarray, ps: int, n_cols: int) -> np.ndarray:
     """(C, k*ps, W) -> (k*n_cols, C, ps, ps), padding the right edge with NaN."""
     c, h, w = block.shape
-    need = n_cols * ps
-    if w < need:
-        block = np.concatenate([block, np.full((c, h, need - w), np.nan, np.float32)], axis=2)
-    elif w > need:
-        block = block[:, :, :need]
-    k = h // ps
-    return block.reshape(c, k, ps, n_cols, ps).transpose(1, 3, 0, 2, 4).reshape(k * n_cols, c, ps, ps)
+    k, full = h // ps, min(n_cols, w // ps)  # patch rows; whole patch columns
+    out = np.empty((k, n_cols, c, ps, ps), dtype=np.float32)
+    # one copy: the block is not padded first (that was a second copy of every batch)
+    out[:, :full] = block[:, :k * ps, :full * ps].reshape(c, k, ps, full, ps).transpose(1, 3, 0, 2, 4)
+    if full < n_cols:  # right edge: a partial patch column, the rest NaN
+        out[:, full:] = np.nan
+        rem = min(w - full * ps, ps)
+        if rem > 0:
+            out[:, full, :, :, :rem] = block[:, :k * ps, full * ps:full * ps + rem].reshape(c, k, ps, rem).transpose(1, 0, 2, 3)
+    return out.reshape(k * n_cols, c, ps, ps)
 
 
 @dataclass
@@ -176,6 +182,7 @@ class Batch:
     rows: np.ndarray
     cols: np.ndarray
     read_seconds: float
+    read_cpu_seconds: float = 0.0  # the reader thread's CPU time (contention-free cost)
     prepared: object = None  # what TiledScene.prepare returned for this batch (reader thread)
 
 
@@ -213,7 +220,7 @@ class TiledScene:
         return (x0, max(y1 - ps * g.res, g.y0 - g.height * g.res), min(x0 + ps * g.res, g.x0 + g.width * g.res), y1)
 
     def _load(self, r0: int) -> Batch:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         ps, k = self.ps, min(self.step, self.n_rows - r0)
         block = self.scene.read(r0 * ps, k * ps)
         if block.shape[1] < k * ps:  # bottom edge: pad with NaN to whole patches
@@ -224,7 +231,8 @@ class TiledScene:
         valid = np.isfinite(used).all(axis=1)
         idx = np.arange(len(patches))
         batch = Batch(r0, patches, valid, valid.reshape(len(patches), -1).mean(axis=1),
-                      r0 + idx // self.n_cols, idx % self.n_cols, time.perf_counter() - t0)
+                      r0 + idx // self.n_cols, idx % self.n_cols, time.perf_counter() - t0,
+                      time.thread_time() - c0)
         if self.prepare is not None:
             batch.prepared = self.prepare(batch)
         return batch
@@ -235,14 +243,17 @@ class TiledScene:
     def __iter__(self):
         starts = list(range(0, self.n_rows, self.step))
         self.wait_seconds = 0.0  # time the consumer spent blocked on reads (not overlapped)
+        # one reader thread (GDAL datasets are not thread-safe) working up to PREFETCH
+        # batches ahead: a batch that reads slowly (it shares the cores with the scoring)
+        # then does not stall the scoring lanes
         with ThreadPoolExecutor(max_workers=1) as pool:
-            fut = pool.submit(self._load, starts[0]) if starts else None
+            queue = deque(pool.submit(self._load, s) for s in starts[:PREFETCH])
             for i in range(len(starts)):
                 t0 = time.perf_counter()
-                batch = fut.result()
+                batch = queue.popleft().result()
                 self.wait_seconds += time.perf_counter() - t0
-                if i + 1 < len(starts):
-                    fut = pool.submit(self._load, starts[i + 1])
+                if i + PREFETCH < len(starts):
+                    queue.append(pool.submit(self._load, starts[i + PREFETCH]))
                 yield batch
 
 
@@ -252,14 +263,31 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
 
     t_start = time.perf_counter()
     log: list = []
-    timings = {"read": 0.0, "features": 0.0}
+    timings = {"read": 0.0, "features": 0.0, "read_cpu": 0.0, "features_cpu": 0.0}
     prog = progress or (lambda stage, frac, msg="": None)
     cancelled = is_cancelled or (lambda: False)
 
     prog("align", 0.0, "planning the 10 m grid")
-    tiles = TiledScene(opts, pkg, log)
-    mode = tiles.mode
+    # the members' sessions are created while the grid is planned and the units detected
+    # (both mostly wait on onnxruntime / GDAL, which release the GIL)
+    loading = None
     if ensemble is None:
+        try:
+            early_mode = resolve_mode(opts, [])[0]  # TiledScene reports any problem itself
+        except InputError:
+            early_mode = None
+        if early_mode in pkg.available_modes():
+            loading = ThreadPoolExecutor(max_workers=1)
+            pending = loading.submit(Ensemble, pkg, early_mode, threads=opts.threads, tta=opts.tta, only=opts.members)
+    try:
+        tiles = TiledScene(opts, pkg, log)
+        if loading is not None:
+            ensemble = pending.result()
+    finally:
+        if loading is not None:
+            loading.shutdown(wait=True)
+    mode = tiles.mode
+    if ensemble is None or (loading is not None and ensemble.mode != mode):
         ensemble = Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
     threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
     log.append(f"Mode {mode}: members {', '.join(ensemble.member_names)}; threshold {threshold:.3f}")
@@ -268,11 +296,11 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
         """Reader thread: the scored patches of a batch and their features."""
         ok = b.valid_frac >= opts.min_valid_fraction
         if not ok.any():
-            return ok, None, None, None, 0.0
-        t0 = time.perf_counter()
+            return ok, None, None, None, (0.0, 0.0)
+        t0, c0 = time.perf_counter(), time.thread_time()
         patches, valid = (b.patches, b.valid) if ok.all() else (b.patches[ok], b.valid[ok])
         feats = patch_features(patches, valid, tiles.groups)
-        return ok, patches, valid, feats, time.perf_counter() - t0
+        return ok, patches, valid, feats, (time.perf_counter() - t0, time.thread_time() - c0)
 
     tiles.prepare = prepare
     records: list = []
@@ -280,9 +308,11 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     for i, b in enumerate(tiles):
         if cancelled():
             raise Cancelled()
-        ok, patches, valid, feats, t_feat = b.prepared
+        ok, patches, valid, feats, (t_feat, c_feat) = b.prepared
         timings["read"] += b.read_seconds
+        timings["read_cpu"] += b.read_cpu_seconds
         timings["features"] += t_feat  # in the reader thread, overlapped with scoring
+        timings["features_cpu"] += c_feat
         probs = {}
         if ok.any():
             probs = ensemble.predict(patches, valid, feats, timings_members)

@@ -117,8 +117,9 @@ def add_derived(feats: dict) -> dict:
     return out
 
 
-# patches per chunk: bounds the float64 temporaries (~0.4 MB per patch) whatever the batch
-_CHUNK = 32
+# patches per chunk: bounds the float64 temporaries (~0.4 MB per patch) whatever the
+# batch, and keeps them in a core's L2 cache: 4 patches ran 2.5x faster than 32
+_CHUNK = 4
 
 
 def _moment_stats(x: np.ndarray, w: np.ndarray | None, cnt: np.ndarray, raw: np.ndarray | None = None,

@@ -26,11 +26,18 @@ class S2Convention:
     offset_present: bool
     note: str
 
-    def to_package(self, x: np.ndarray, pkg_offset: float) -> np.ndarray:
-        """Raw values -> package convention (x 10000, plus pkg_offset)."""
-        y = x * np.float32(self.scale)
+    def to_package(self, x: np.ndarray, pkg_offset: float, inplace: bool = False) -> np.ndarray:
+        """Raw values -> package convention (x 10000, plus pkg_offset); ``inplace``
+        overwrites ``x`` (float32) instead of returning a new array."""
+        if inplace:
+            if self.scale != 1.0:
+                x *= np.float32(self.scale)
+            y = x
+        else:
+            y = x * np.float32(self.scale)
         if not self.offset_present:
-            y += np.float32(pkg_offset)
+            if pkg_offset:
+                y += np.float32(pkg_offset)
         elif pkg_offset == 0:
             y -= np.float32(1000.0)
         return y
@@ -64,10 +71,16 @@ class SarConvention:
     linear: bool
     note: str
 
-    def to_db(self, x: np.ndarray) -> np.ndarray:
+    def to_db(self, x: np.ndarray, inplace: bool = False) -> np.ndarray:
+        """Values -> dB; ``inplace`` overwrites ``x`` (float32)."""
         if not self.linear:
             return x
         with np.errstate(divide="ignore", invalid="ignore"):
+            if inplace:
+                np.maximum(x, np.float32(1e-10), out=x)
+                np.log10(x, out=x)
+                x *= np.float32(10.0)
+                return x
             y = 10.0 * np.log10(np.maximum(x, 1e-10))
         return y.astype(np.float32)
 

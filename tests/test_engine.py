@@ -257,3 +257,71 @@ def test_grid_and_raster_writers(tmp_path, synthetic_scene, package):
     a = r.ReadAsArray()
     assert a[0, 0] == pytest.approx(res.records[0].prob, abs=1e-6)
     assert r.GetGeoTransform()[1] == 640
+
+
+def test_patches_are_cut_exactly_including_a_partial_right_column():
+    from sentinel_landslide.engine.detect import to_patches
+
+    rng = np.random.default_rng(5)
+    for width, n_cols in ((640, 10), (645, 11), (700, 11), (30, 1)):
+        block = rng.random((3, 128, width)).astype(np.float32)
+        p = to_patches(block, 64, n_cols)
+        assert p.shape == (2 * n_cols, 3, 64, 64)
+        for r in range(2):
+            for c in range(n_cols):
+                want = np.full((3, 64, 64), np.nan, np.float32)
+                part = block[:, r * 64:(r + 1) * 64, c * 64:(c + 1) * 64]
+                want[:, :, :part.shape[2]] = part
+                assert np.array_equal(p[r * n_cols + c], want, equal_nan=True), (width, r, c)
+
+
+def test_aligned_read_into_a_given_array_marks_nodata(tmp_path):
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+
+    arr = np.arange(2 * 64 * 96, dtype=np.float32).reshape(2, 64, 96) + 1
+    arr[0, 5, 7] = -9999
+    s2 = write_tif(tmp_path / "s2.tif", np.full((4, 64, 96), 2000, np.float32), 32633, (500000, 10, 0, 5000000, 0, -10))
+    sar = write_tif(tmp_path / "sar.tif", arr, 32633, (500000, 10, 0, 5000000, 0, -10), nodata=-9999)
+    al = AlignedLayer.open(InputLayer("S1_DESC_POST", sar, [1, 2]), plan_grid([InputLayer("S2", s2, [1, 2, 3, 4])]))
+    dest = np.zeros((4, 32, 96), np.float32)
+    got = al.read(0, 32, out=dest[1:3])
+    assert np.shares_memory(got, dest)
+    assert np.isnan(dest[1, 5, 7]) and np.isnan(got[0, 5, 7])
+    want = arr[:, :32].copy()
+    want[0, 5, 7] = np.nan
+    assert np.array_equal(dest[1:3], want, equal_nan=True)
+    assert (dest[0] == 0).all() and (dest[3] == 0).all()
+    assert np.array_equal(al.read(0, 32), want, equal_nan=True)
+    with pytest.raises(ValueError):
+        al.read(0, 32, out=np.zeros((2, 16, 96), np.float32))
+
+
+def test_unit_detection_samples_windows_not_the_whole_layer(tmp_path):
+    """A layer of a few dozen blocks without overviews is sampled in small windows
+    (decoding only some blocks), with about max_size^2 pixels of the real values."""
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+
+    n = 2304  # 9 x 9 blocks of 256 px
+    vals = (np.arange(n, dtype=np.float32)[:, None] * n + np.arange(n, dtype=np.float32)[None, :])
+    path = str(tmp_path / "big.tif")
+    ds = gdal.GetDriverByName("GTiff").Create(path, n, n, 1, gdal.GDT_Float32, ["TILED=YES", "COMPRESS=DEFLATE"])
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.SetGeoTransform((500000, 10, 0, 5000000, 0, -10))
+    ds.GetRasterBand(1).WriteArray(vals)
+    ds = None
+    layer = InputLayer("S2", path, [1])
+    al = AlignedLayer.open(layer, plan_grid([InputLayer("S2", path, [1])]))
+    s = al.sample(max_size=512)
+    k = 4  # isqrt(81 // 4): windows in 16 of the 81 blocks
+    assert s.shape == (1, k * (512 // k), k * (512 // k))
+    win = 512 // k
+    for i in range(k):
+        for j in range(k):
+            w = s[0, i * win:(i + 1) * win, j * win:(j + 1) * win]
+            r0, c0 = int(w[0, 0]) // n, int(w[0, 0]) % n
+            assert r0 % 256 + win <= 256 and c0 % 256 + win <= 256  # inside one block
+            assert np.array_equal(w, vals[r0:r0 + win, c0:c0 + win])
+    rows = {int(s[0, i * win, 0]) // n // 256 for i in range(k)}
+    assert len(rows) == k  # spread over the layer, not one corner
