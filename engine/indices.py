@@ -26,9 +26,20 @@ EPS = 1.0  # in reflectance x 10000 units: well below the sensor's quantisation
 def compute_indices(patches: np.ndarray, names, s2_offset: float) -> np.ndarray:
     """(N, 12, H, W) in package convention -> (N, len(names), H, W) float32."""
     out = np.empty((patches.shape[0], len(names)) + patches.shape[2:], dtype=np.float32)
+    bands: dict = {}  # each band offset-removed and clipped once, not once per index using it
+
+    def band(i):
+        if i not in bands:
+            bands[i] = np.clip(patches[:, i].astype(np.float32) - s2_offset, 0, None)
+        return bands[i]
+
+    den = np.empty(out.shape[:1] + out.shape[2:], dtype=np.float32)
     for k, name in enumerate(names):
-        a_i, b_i = INDEX_DEFS[name]
-        a = np.clip(patches[:, a_i].astype(np.float32) - s2_offset, 0, None)
-        b = np.clip(patches[:, b_i].astype(np.float32) - s2_offset, 0, None)
-        out[:, k] = (a - b) / np.maximum(a + b, EPS) + 0.5
+        a, b = (band(i) for i in INDEX_DEFS[name])
+        np.add(a, b, out=den)
+        np.maximum(den, EPS, out=den)
+        dst = out[:, k]
+        np.subtract(a, b, out=dst)
+        dst /= den
+        dst += np.float32(0.5)
     return out

@@ -137,9 +137,9 @@ class _OnnxMember:
                 out[t["name"]] = cache[key]
                 continue
             if "channels" in t:
-                x = patches[:, idx] - c
-                x /= s
-                arr = x.astype(np.float32, copy=False)
+                arr = patches[:, idx].astype(np.float32, copy=False)  # a gathered copy
+                arr -= c  # then in place: (x - c) / s as before, one temporary fewer
+                arr /= s
             else:
                 arr = compute_indices(patches, t["indices"], self.s2_offset)
             out[t["name"]] = arr

@@ -41,7 +41,8 @@ def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monke
     flops, source, per = br.ensemble_flops(__import__("sentinel_landslide.models.package", fromlist=["x"]).load_package(package_dir))
     figs = br.summarise_size("tiny", [r, r], flops, 50.0)
     kinds = {f["figure"] for f in figs}
-    assert {"end_to_end_patches_per_s", "stage_seconds", "peak_rss"} <= kinds
+    assert {"end_to_end_patches_per_s", "stage_seconds", "peak_rss", "reader_cpu_ms_per_patch"} <= kinds
+    assert 0 < r["read_cpu_seconds"] and 0 < r["features_cpu_seconds"]  # the reader thread's own CPU time
     for f in figs:
         json.dumps(f)
     inf = {"patches": 16, "batch_patches": 16, "inference_seconds": 1.0, "nn_seconds": 0.5, "features_seconds": 0.1}
@@ -55,6 +56,8 @@ def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monke
                      "test", [dict(br.machine_load(), when="start")])
     text = out.read_text()
     assert "| tiny | 256 x 256 | 16 |" in text and "--quick" in text
+    reader = next(f for f in figs if f["figure"] == "reader_cpu_ms_per_patch")
+    assert f"| {reader['median']:.2f} (" in text  # the reader CPU column
 
 
 def test_paper_recipe_runs_on_a_patch():
