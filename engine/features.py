@@ -124,12 +124,14 @@ _CHUNK = 4
 
 def _moment_stats(x: np.ndarray, w: np.ndarray | None, cnt: np.ndarray, raw: np.ndarray | None = None,
                   valid: np.ndarray | None = None) -> dict:
-    """Stats of x (N, K, P) float64 over the pixels where w (N, 1, P) is 1 (w None: all
-    pixels); cnt (N, 1) > 0.  Invalid pixels of x must hold finite values (e.g. 0).
+    """Stats of x (N, K, P) over the pixels where w (N, 1, P) is 1 (w None: all pixels;
+    x may then be float32, the moments are float64 all the same); cnt (N, 1) > 0.
+    Invalid pixels of x must hold finite values (e.g. 0).
     min / max come from ``raw`` (the same values before the float64 cast) when given."""
     if w is None:
-        mean = x.sum(axis=2) / cnt
-        d = x - mean[:, :, None]
+        # float32 input is widened inside the reductions (no float64 copy of it first)
+        mean = x.sum(axis=2, dtype=np.float64) / cnt
+        d = np.subtract(x, mean[:, :, None], dtype=np.float64)
     else:
         mean = (x * w).sum(axis=2) / cnt
         d = x - mean[:, :, None]
@@ -166,7 +168,7 @@ def _chunk_features(p32: np.ndarray, valid: np.ndarray | None, chans: list, grou
     if valid is None:
         w = vb = None
         cnt = np.full((n, 1), float(p))
-        xs = raw.astype(np.float64)
+        xs = raw
     else:
         vb = valid.reshape(n, 1, p)
         w = vb.astype(np.float64)
@@ -178,7 +180,7 @@ def _chunk_features(p32: np.ndarray, valid: np.ndarray | None, chans: list, grou
         for s in STATS:
             out[f"{BAND_NAMES[ch]}_{s}"] = stats[s][:, k]
     if "optical" in groups:
-        r, g, nir = (xs[:, chans.index(i)] for i in (RED, GREEN, NIR))
+        r, g, nir = (xs[:, chans.index(i)].astype(np.float64) for i in (RED, GREEN, NIR))
         out["cloud_score_brightness"] = stats["mean"][:, [chans.index(i) for i in (RED, GREEN, BLUE)]].mean(axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             idx = np.stack([(nir - r) / (nir + r), (g - nir) / (g + nir)], axis=1)
