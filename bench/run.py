@@ -305,8 +305,6 @@ def child_detect(a) -> dict:
     return {
         "tiles": len(res.records), "scored": ok, "flagged": res.flagged, "mode": res.mode,
         "members": res.members, "grid": [res.grid.width, res.grid.height],
-        "other_seconds": res.timings["total"] - res.timings.get("features", 0.0) - res.timings.get("read_wait", 0.0)
-        - sum(members.values()),
         "detect_seconds": res.timings["total"], "write_seconds": t2 - t1, "wall_seconds": t2 - t0,
         "read_seconds": res.timings.get("read", 0.0), "read_wait_seconds": res.timings.get("read_wait", 0.0),
         "features_seconds": res.timings.get("features", 0.0),
@@ -349,8 +347,13 @@ def child_infer(a) -> dict:
     timings: dict = {}
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
+    in_flight = []  # two batches in flight, exactly as run_detection scores them
     for (p, v), f in zip(batches, feats):
-        ens.predict(p, v, f, timings)
+        in_flight.append(ens.submit(p, v, f, timings))
+        if len(in_flight) > 1:
+            in_flight.pop(0)()
+    for collect in in_flight:
+        collect()
     t_inf = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     kinds = {m["name"]: m["kind"] for m in pkg.manifest["members"]}
@@ -423,8 +426,7 @@ def summarise_size(label: str, runs: list, flops_per_patch: int, gflops: float) 
                      **median_min_max([scored / r["wall_seconds"] for r in runs])))
     for stage, key in (("read_align", "read_seconds"), ("read_wait", "read_wait_seconds"),
                        ("features", "features_seconds"), ("neural_members", "nn_seconds"),
-                       ("gbms", "gbm_seconds"), ("write_grid", "write_seconds"),
-                       ("other_main_thread", "other_seconds")):
+                       ("gbms", "gbm_seconds"), ("write_grid", "write_seconds")):
         figs.append(emit("stage_seconds", stage=stage, size=label, unit="s", **mm(key)))
     for name in runs[0]["member_seconds"]:
         figs.append(emit("stage_seconds", stage=f"member:{name}", size=label, unit="s",

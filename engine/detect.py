@@ -287,6 +287,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
         if loading is not None:
             loading.shutdown(wait=True)
     mode = tiles.mode
+    own_ensemble = ensemble is None or loading is not None
     if ensemble is None or (loading is not None and ensemble.mode != mode):
         ensemble = Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
     threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
@@ -305,17 +306,10 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     tiles.prepare = prepare
     records: list = []
     timings_members: dict = {}
-    for i, b in enumerate(tiles):
-        if cancelled():
-            raise Cancelled()
-        ok, patches, valid, feats, (t_feat, c_feat) = b.prepared
-        timings["read"] += b.read_seconds
-        timings["read_cpu"] += b.read_cpu_seconds
-        timings["features"] += t_feat  # in the reader thread, overlapped with scoring
-        timings["features_cpu"] += c_feat
-        probs = {}
-        if ok.any():
-            probs = ensemble.predict(patches, valid, feats, timings_members)
+
+    def finish(b: Batch, ok: np.ndarray, collect, i: int) -> None:
+        """Wait for a batch's scores and turn them into tile records."""
+        probs = collect() if collect is not None else {}
         pos = {j: n for n, j in enumerate(np.flatnonzero(ok))}
         for j in range(len(b.patches)):
             row, col = int(b.rows[j]), int(b.cols[j])
@@ -328,6 +322,36 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
                 records.append(TileRecord(tid, row, col, bounds, vf, "nodata", None, None, {}))
         last = min(b.row0 + tiles.step, tiles.n_rows)
         prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
+
+    # two batches in flight: the lanes start on the next batch while the last slices of
+    # this one finish, so no core idles at batch boundaries
+    in_flight: deque = deque()
+    try:
+        for i, b in enumerate(tiles):
+            if cancelled():
+                raise Cancelled()
+            ok, patches, valid, feats, (t_feat, c_feat) = b.prepared
+            timings["read"] += b.read_seconds
+            timings["read_cpu"] += b.read_cpu_seconds
+            timings["features"] += t_feat  # in the reader thread, overlapped with scoring
+            timings["features_cpu"] += c_feat
+            collect = ensemble.submit(patches, valid, feats, timings_members) if ok.any() else None
+            in_flight.append((b, ok, collect, i))
+            if len(in_flight) > 1:
+                finish(*in_flight.popleft())
+        while in_flight:
+            if cancelled():
+                raise Cancelled()
+            finish(*in_flight.popleft())
+    finally:
+        for _b, _ok, collect, _i in in_flight:  # cancelled or failed: let queued slices end
+            if collect is not None:
+                try:
+                    collect()
+                except Exception:  # noqa: BLE001 - the first error is already propagating
+                    pass
+        if own_ensemble:
+            ensemble.close()
     if not any(r.status == "ok" for r in records):
         raise InputError(
             "No tile has enough valid data "

@@ -184,6 +184,7 @@ class Ensemble:
                 self.members[spec["name"]] = _OnnxMember(pkg, spec, per_member, tta)
             else:
                 self.members[spec["name"]] = _GBMMember(pkg, spec, per_member)
+        self._pool = None  # the lanes' worker threads, started on first use
         self.weights = np.array([float(s["weight"]) for s in specs])
         if self.weights.sum() <= 0:
             raise PackageError(f"mode '{mode}': member weights sum to zero")
@@ -222,6 +223,13 @@ class Ensemble:
 
     def predict(self, patches: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None = None) -> dict:
         """Per-member probabilities and their weighted mean ('prob'), each (N,) float64."""
+        return self.submit(patches, valid, feats, timings)()
+
+    def submit(self, patches: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None = None):
+        """Start scoring a batch on the lanes and return a function that waits for it and
+        returns what ``predict`` returns.  Submitting the next batch before collecting
+        this one keeps every lane busy across batches: no lane idles at the end of a
+        batch while the last slice finishes."""
         n = len(patches)
         # sub-batches of ~_SUB_BATCH patches: the nets' activations then stay in cache
         # (per-patch cost is lowest around 32-64 patches), and lanes balance dynamically
@@ -236,17 +244,34 @@ class Ensemble:
             px = self.fill_invalid(patches[sl], valid[sl]) if self.needs_pixels else patches[sl]
             return self._predict_slice(px, valid[sl], {f: v[sl] for f, v in feats.items()}, sub_t[k])
 
-        if lanes == 1:
+        if self.lanes == 1:
             parts = [run(k) for k in range(len(slices))]
+            futures = None
         else:
+            pool = self._lane_pool()
+            futures = [pool.submit(run, k) for k in range(len(slices))]
+
+        def collect() -> dict:
+            got = parts if futures is None else [f.result() for f in futures]
+            out = {name: np.concatenate([p[name] for p in got]) for name in self.member_names}
+            if timings is not None:  # lanes run side by side: a member's share of the wall time
+                for name in self.member_names:
+                    timings[name] = timings.get(name, 0.0) + sum(t.get(name, 0.0) for t in sub_t) / max(1, lanes)
+            stack = np.stack([out[m] for m in self.member_names], axis=0)
+            out["prob"] = (self.weights[:, None] * stack).sum(axis=0) / self.weights.sum()
+            return out
+
+        return collect
+
+    def _lane_pool(self):
+        if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=lanes) as pool:
-                parts = list(pool.map(run, range(len(slices))))
-        out = {name: np.concatenate([p[name] for p in parts]) for name in self.member_names}
-        if timings is not None:  # lanes run side by side: a member's share of the wall time
-            for name in self.member_names:
-                timings[name] = timings.get(name, 0.0) + sum(t.get(name, 0.0) for t in sub_t) / lanes
-        stack = np.stack([out[n] for n in self.member_names], axis=0)
-        out["prob"] = (self.weights[:, None] * stack).sum(axis=0) / self.weights.sum()
-        return out
+            self._pool = ThreadPoolExecutor(max_workers=self.lanes, thread_name_prefix="landslide-lane")
+        return self._pool
+
+    def close(self) -> None:
+        """Stop the lane threads (they also end when the ensemble is garbage-collected)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None

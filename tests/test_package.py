@@ -92,6 +92,35 @@ def test_member_weights_average(package):
     assert ((out["prob"] >= 0) & (out["prob"] <= 1)).all()
 
 
+def test_pipelined_batches_score_like_one_at_a_time(package):
+    """Batches submitted back to back on the lane threads give exactly the one-at-a-time
+    scores, in order; close() ends the lane threads."""
+    import threading
+
+    from sentinel_landslide.engine.features import patch_features
+    from sentinel_landslide.models.ensemble import Ensemble
+
+    rng = np.random.default_rng(8)
+    batches = []
+    for n in (70, 33, 90):
+        x = np.concatenate([rng.normal(1600, 150, (n, 4, 64, 64)), rng.normal(-12, 3, (n, 8, 64, 64))], axis=1)
+        x = x.astype(np.float32)
+        v = np.ones((n, 64, 64), bool)
+        batches.append((x, v, patch_features(x, v)))
+    serial = Ensemble(package, "combined", threads=1)
+    want = [serial.predict(*b) for b in batches]
+    ens = Ensemble(package, "combined", threads=2)
+    assert ens.lanes == 2
+    collects = [ens.submit(*b) for b in batches]  # all in flight before any is collected
+    for got, w in zip([c() for c in collects], want):
+        assert set(got) == set(w)
+        for k in w:
+            assert np.allclose(got[k], w[k], rtol=0, atol=1e-6), k
+    assert any(t.name.startswith("landslide-lane") for t in threading.enumerate())
+    ens.close()
+    assert not any(t.name.startswith("landslide-lane") for t in threading.enumerate())
+
+
 def test_missing_dependency_message_names_the_package(monkeypatch):
     import sys
 
