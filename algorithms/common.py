@@ -19,6 +19,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from ..engine.align import InputLayer
 from ..engine.detect import DetectOptions
 from ..engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
+from ..gui.compat import FILE_FOLDER, NUMBER_INTEGER
 from ..models.package import BUNDLED
 
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -79,7 +80,7 @@ def add_input_parameters(alg, advanced_cls) -> None:
         alg.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=True))
     for name, label, default in (("S1_VV_BAND", "Sentinel-1 VV band number", 1),
                                  ("S1_VH_BAND", "Sentinel-1 VH band number", 2)):
-        p = QgsProcessingParameterNumber(name, label, QgsProcessingParameterNumber.Integer, default,
+        p = QgsProcessingParameterNumber(name, label, NUMBER_INTEGER, default,
                                          minValue=1)
         p.setFlags(p.flags() | advanced_cls)
         alg.addParameter(p)
@@ -94,7 +95,7 @@ def add_input_parameters(alg, advanced_cls) -> None:
 
 def model_parameter() -> QgsProcessingParameterFile:
     return QgsProcessingParameterFile("MODEL", "Model package folder (empty: the bundled model)",
-                                      behavior=QgsProcessingParameterFile.Folder,
+                                      behavior=FILE_FOLDER,
                                       defaultValue=str(BUNDLED), optional=True)
 
 

@@ -8,24 +8,30 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsGeometry,
-    QgsProcessing,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
     QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
     QgsRectangle,
-    QgsWkbTypes,
 )
-from qgis.PyQt.QtCore import QVariant
 
 from ..engine.align import InputError
 from ..engine.detect import Cancelled, run_detection
 from ..engine.outputs import field_spec, record_values, write_probability_raster
+from ..gui.compat import (
+    BOOL,
+    DOUBLE,
+    FLAG_ADVANCED,
+    INT,
+    NUMBER_DOUBLE,
+    STRING,
+    VECTOR_POLYGON,
+    WKB_POLYGON,
+)
 from ..models.ensemble import MissingDependency
 from ..models.package import PackageError, load_package
 from .common import (
@@ -37,7 +43,7 @@ from .common import (
     model_parameter,
 )
 
-QTYPES = {"int": QVariant.Int, "real": QVariant.Double, "str": QVariant.String, "bool": QVariant.Bool}
+QTYPES = {"int": INT, "real": DOUBLE, "str": STRING, "bool": BOOL}
 
 
 class DetectAlgorithm(LandslideAlgorithm):
@@ -66,21 +72,21 @@ class DetectAlgorithm(LandslideAlgorithm):
             "to the model package's value for the mode.")
 
     def initAlgorithm(self, config=None):
-        adv = QgsProcessingParameterDefinition.FlagAdvanced
+        adv = FLAG_ADVANCED
         add_input_parameters(self, adv)
         self.addParameter(model_parameter())
         self.addParameter(QgsProcessingParameterNumber(
             "THRESHOLD", self.tr("Probability threshold (empty: the model package's value)"),
-            QgsProcessingParameterNumber.Double, None, optional=True, minValue=0.0, maxValue=1.0))
+            NUMBER_DOUBLE, None, optional=True, minValue=0.0, maxValue=1.0))
         p = QgsProcessingParameterNumber("MIN_VALID", self.tr("Minimum valid-pixel fraction of a tile"),
-                                         QgsProcessingParameterNumber.Double, 0.5, minValue=0.01, maxValue=1.0)
+                                         NUMBER_DOUBLE, 0.5, minValue=0.01, maxValue=1.0)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
         p = QgsProcessingParameterBoolean("TTA", self.tr("Flip test-time augmentation (4x slower networks)"), False)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterFeatureSink(
-            self.OUTPUT, self.tr("Landslide probability grid"), QgsProcessing.TypeVectorPolygon))
+            self.OUTPUT, self.tr("Landslide probability grid"), VECTOR_POLYGON))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_RASTER, self.tr("Landslide probability raster (one pixel per tile)"),
             optional=True, createByDefault=False))
@@ -126,7 +132,7 @@ class DetectAlgorithm(LandslideAlgorithm):
             fields.append(QgsField(name, QTYPES[kind]))
         crs = QgsCoordinateReferenceSystem.fromWkt(result.grid.crs_wkt)
         sink, dest_id = self.parameterAsSink(parameters, self.OUTPUT, context, fields,
-                                             QgsWkbTypes.Polygon, crs)
+                                             WKB_POLYGON, crs)
         if sink is None:
             raise QgsProcessingException(self.invalidSinkError(parameters, self.OUTPUT))
         n = len(result.records)
@@ -136,7 +142,7 @@ class DetectAlgorithm(LandslideAlgorithm):
             f.setAttributes([vals[name] for name, _ in spec])
             x0, y0, x1, y1 = rec.bounds
             f.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0, y0, x1, y1)))
-            sink.addFeature(f, QgsFeatureSink.FastInsert)
+            sink.addFeature(f, QgsFeatureSink.Flag.FastInsert)
             if i % 2000 == 0:
                 steps.setProgress(100.0 * i / n)
         outputs = {self.OUTPUT: dest_id, "FLAGGED": result.flagged, "TILES": n, "MODE": result.mode,

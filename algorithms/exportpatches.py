@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 from qgis.core import (
-    QgsProcessing,
     QgsProcessingException,
     QgsProcessingOutputNumber,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -15,6 +13,7 @@ from qgis.core import (
 from ..engine.align import InputError
 from ..engine.detect import Cancelled
 from ..engine.export import Inventory, export_patches
+from ..gui.compat import FLAG_ADVANCED, NUMBER_DOUBLE, VECTOR_POLYGON
 from ..models.package import PackageError, load_package
 from .common import (
     LandslideAlgorithm,
@@ -39,16 +38,16 @@ class ExportPatchesAlgorithm(LandslideAlgorithm):
             "'Train a model package'.")
 
     def initAlgorithm(self, config=None):
-        adv = QgsProcessingParameterDefinition.FlagAdvanced
+        adv = FLAG_ADVANCED
         add_input_parameters(self, adv)
         self.addParameter(QgsProcessingParameterFeatureSource(
-            "INVENTORY", self.tr("Landslide inventory polygons (labels)"), [QgsProcessing.TypeVectorPolygon],
+            "INVENTORY", self.tr("Landslide inventory polygons (labels)"), [VECTOR_POLYGON],
             optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "MIN_FRACTION", self.tr("Minimum landslide area fraction for a positive tile"),
-            QgsProcessingParameterNumber.Double, 0.01, minValue=0.0, maxValue=1.0))
+            NUMBER_DOUBLE, 0.01, minValue=0.0, maxValue=1.0))
         self.addParameter(QgsProcessingParameterNumber(
-            "MIN_VALID", self.tr("Minimum valid-pixel fraction of a tile"), QgsProcessingParameterNumber.Double,
+            "MIN_VALID", self.tr("Minimum valid-pixel fraction of a tile"), NUMBER_DOUBLE,
             0.9, minValue=0.01, maxValue=1.0))
         p = model_parameter()
         p.setDescription(self.tr("Model package whose layout to export (empty: the bundled model)"))

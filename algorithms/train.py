@@ -5,13 +5,13 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
     QgsProcessingParameterBoolean,
-    QgsProcessingParameterDefinition,
     QgsProcessingParameterFile,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
 
+from ..gui.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_INTEGER
 from .common import LandslideAlgorithm
 
 STAGES = {"features": 0, "gbm": 1, "networks": 2}
@@ -33,19 +33,19 @@ class TrainAlgorithm(LandslideAlgorithm):
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile("PATCHES", self.tr("Patch folder (ID.npy + Train.csv)"),
-                                                     behavior=QgsProcessingParameterFile.Folder))
+                                                     behavior=FILE_FOLDER))
         self.addParameter(QgsProcessingParameterBoolean("GBM", self.tr("Train the gradient-boosting members"), True))
         self.addParameter(QgsProcessingParameterString(
             "MEMBERS", self.tr("Neural members ('all', 'none' or names separated by commas)"), "none"))
         self.addParameter(QgsProcessingParameterNumber("EPOCHS", self.tr("Epochs (neural members)"),
-                                                       QgsProcessingParameterNumber.Integer, 8, minValue=1))
+                                                       NUMBER_INTEGER, 8, minValue=1))
         self.addParameter(QgsProcessingParameterNumber("FOLDS", self.tr("Cross-validation folds"),
-                                                       QgsProcessingParameterNumber.Integer, 5, minValue=2))
-        p = QgsProcessingParameterNumber("SEED", self.tr("Random seed"), QgsProcessingParameterNumber.Integer, 42)
-        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+                                                       NUMBER_INTEGER, 5, minValue=2))
+        p = QgsProcessingParameterNumber("SEED", self.tr("Random seed"), NUMBER_INTEGER, 42)
+        p.setFlags(p.flags() | FLAG_ADVANCED)
         self.addParameter(p)
         p = QgsProcessingParameterBoolean("PRETRAINED", self.tr("Start from ImageNet weights (downloads them)"), False)
-        p.setFlags(p.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+        p.setFlags(p.flags() | FLAG_ADVANCED)
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Model package folder")))
 

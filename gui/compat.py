@@ -50,6 +50,16 @@ except AttributeError:
     NUMBER_INTEGER = QgsProcessingParameterNumber.Type.Integer
     NUMBER_DOUBLE = QgsProcessingParameterNumber.Type.Double
     FLAG_ADVANCED = QgsProcessingParameterDefinition.Flag.FlagAdvanced
+try:  # QGIS >= 3.36
+    FILE_FOLDER = Qgis.ProcessingFileParameterBehavior.Folder
+except AttributeError:
+    from qgis.core import QgsProcessingParameterFile
+
+    FILE_FOLDER = QgsProcessingParameterFile.Behavior.Folder
+try:  # QGIS >= 3.30
+    WKB_POLYGON = Qgis.WkbType.Polygon
+except AttributeError:
+    WKB_POLYGON = QgsWkbTypes.Type.Polygon
 try:  # QGIS >= 3.26
     LABEL_OVER_POINT = Qgis.LabelPlacement.OverPoint
 except AttributeError:

@@ -20,6 +20,29 @@ def test_provider_and_parameter_names_are_stable(provider):
     assert alg.shortHelpString()
 
 
+# Spellings that only Qt5 builds of QGIS accept: QGIS 4 (Qt6) has scoped enums only, and
+# QgsField takes a QMetaType there.  gui/compat.py resolves each for the running QGIS.
+QT5_ONLY = ("QVariant.", "QgsProcessingParameterNumber.Double", "QgsProcessingParameterNumber.Integer",
+            "QgsProcessingParameterDefinition.FlagAdvanced", "QgsProcessing.TypeVector",
+            "QgsProcessingParameterFile.Folder", "QgsWkbTypes.Polygon", "QgsFeatureSink.FastInsert",
+            "QgsProcessingAlgorithm.FlagNoThreading")
+
+
+def test_qgis_facing_code_uses_no_qt5_only_enum_spellings():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    files = [root / "plugin.py", *sorted((root / "algorithms").glob("*.py")),
+             *sorted(p for p in (root / "gui").glob("*.py") if p.name != "compat.py")]
+    found = [f"{p.relative_to(root)}: {s}" for p in files for s in QT5_ONLY if s in p.read_text(encoding="utf-8")]
+    assert not found, found
+    # and the names compat gives resolve in this QGIS
+    from sentinel_landslide.gui import compat
+
+    for name in ("FILE_FOLDER", "WKB_POLYGON", "NUMBER_DOUBLE", "NUMBER_INTEGER", "FLAG_ADVANCED", "VECTOR_POLYGON"):
+        assert getattr(compat, name) is not None
+
+
 def test_detect_combined_writes_a_grid(provider, synthetic_scene, tmp_path, package):
     import processing
 
