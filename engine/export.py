@@ -7,7 +7,6 @@ area fraction.  The same layout the competition used, so models/training reads b
 """
 from __future__ import annotations
 
-import csv
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,49 +98,48 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
     for name, typ in (("ID", ogr.OFTString), ("row", ogr.OFTInteger), ("col", ogr.OFTInteger),
                       ("label", ogr.OFTInteger), ("landslide_frac", ogr.OFTReal), ("valid_frac", ogr.OFTReal)):
         vl.CreateField(ogr.FieldDefn(name, typ))
-    rows, n_pos, n_skip = [], 0, 0
+    from ..models.training.patch_folder import write_patch_folder  # plain numpy + csv, no training deps
+
+    n_rows, n_pos, n_skip = 0, 0, 0
     vl.StartTransaction()
     t0 = time.perf_counter()
-    for i, b in enumerate(tiles):
-        if cancelled():
-            vl.CommitTransaction()
-            vds = None
-            raise Cancelled()
-        frac = (_landslide_fraction(inv_lyr, tiles, b.row0, b.patches.shape[0] // tiles.n_cols * tiles.ps)
-                if inv_lyr is not None else None)
-        for j in range(len(b.patches)):
-            if b.valid_frac[j] < opts.min_valid_fraction:
-                n_skip += 1
+    try:
+        for i, b in enumerate(tiles):
+            if cancelled():
+                raise Cancelled()
+            frac = (_landslide_fraction(inv_lyr, tiles, b.row0, b.patches.shape[0] // tiles.n_cols * tiles.ps)
+                    if inv_lyr is not None else None)
+            keep = np.flatnonzero(b.valid_frac >= opts.min_valid_fraction)
+            n_skip += len(b.patches) - len(keep)
+            if not len(keep):
                 continue
-            row, col = int(b.rows[j]), int(b.cols[j])
-            pid = f"{prefix}_r{row:04d}_c{col:04d}"
-            np.save(folder / f"{pid}.npy", np.ascontiguousarray(b.patches[j].transpose(1, 2, 0)))
-            label = None
-            f = ogr.Feature(vl.GetLayerDefn())
-            if frac is not None:
-                label = int(frac[j] >= min_landslide_fraction)
-                n_pos += label
-                f.SetField("label", label)
-                f.SetField("landslide_frac", float(frac[j]))
-            f.SetField("ID", pid)
-            f.SetField("row", row)
-            f.SetField("col", col)
-            f.SetField("valid_frac", float(b.valid_frac[j]))
-            x0, y0, x1, y1 = tiles.tile_bounds(row, col)
-            f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
-            vl.CreateFeature(f)
-            rows.append((pid, label))
-        prog((i + 1) / len(tiles), f"tile rows up to {min(b.row0 + tiles.step, tiles.n_rows)} of {tiles.n_rows}")
-    vl.CommitTransaction()
-    vds = None
-    if not rows:
+            ids = [f"{prefix}_r{int(b.rows[j]):04d}_c{int(b.cols[j]):04d}" for j in keep]
+            labels = None if frac is None else (frac[keep] >= min_landslide_fraction).astype(int)
+            try:  # the .npy files, and the rows of Train.csv / Test.csv, batch by batch
+                write_patch_folder(folder, ids, b.patches[keep], labels, append=n_rows > 0)
+            except ValueError as exc:
+                raise InputError(f"Cannot write the patch folder: {exc}") from None
+            for k, (j, pid) in enumerate(zip(keep, ids)):
+                row, col = int(b.rows[j]), int(b.cols[j])
+                f = ogr.Feature(vl.GetLayerDefn())
+                if labels is not None:
+                    f.SetField("label", int(labels[k]))
+                    f.SetField("landslide_frac", float(frac[j]))
+                f.SetField("ID", pid)
+                f.SetField("row", row)
+                f.SetField("col", col)
+                f.SetField("valid_frac", float(b.valid_frac[j]))
+                x0, y0, x1, y1 = tiles.tile_bounds(row, col)
+                f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
+                vl.CreateFeature(f)
+            n_rows += len(keep)
+            n_pos += 0 if labels is None else int(labels.sum())
+            prog((i + 1) / len(tiles), f"tile rows up to {min(b.row0 + tiles.step, tiles.n_rows)} of {tiles.n_rows}")
+    finally:
+        vl.CommitTransaction()
+        vds = None
+    if not n_rows:
         raise InputError("No patch has enough valid data to export.")
-    name = "Train.csv" if inventory is not None else "Test.csv"
-    with open(folder / name, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["ID", "label"] if inventory is not None else ["ID"])
-        for pid, label in rows:
-            w.writerow([pid, label] if inventory is not None else [pid])
-    log.append(f"Exported {len(rows)} patches ({n_pos} positive) to {folder} in {time.perf_counter() - t0:.1f} s; "
+    log.append(f"Exported {n_rows} patches ({n_pos} positive) to {folder} in {time.perf_counter() - t0:.1f} s; "
                f"{n_skip} patches with too little valid data skipped")
-    return ExportResult(folder, len(rows), n_pos, n_skip, log)
+    return ExportResult(folder, n_rows, n_pos, n_skip, log)

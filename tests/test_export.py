@@ -65,6 +65,15 @@ def test_export_without_inventory_writes_test_csv(tmp_path, synthetic_scene, pac
     assert np.isnan(x[..., 4:]).all() and np.isfinite(x[..., :4]).all()
 
 
+def test_export_rejects_an_id_prefix_that_is_not_a_file_name(tmp_path, synthetic_scene, package):
+    from sentinel_landslide.engine.align import InputError
+    from sentinel_landslide.engine.export import export_patches
+
+    with pytest.raises(InputError, match="Cannot write the patch folder: IDs must be plain file names"):
+        export_patches(scene_options(synthetic_scene, sar=False), package, tmp_path / "p", prefix="site/a")
+    assert not list((tmp_path / "p").glob("*.npy"))
+
+
 def test_exportpatches_algorithm(provider, tmp_path, synthetic_scene, package):
     import processing
 
