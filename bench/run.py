@@ -753,13 +753,19 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
           "- End to end = a fresh process's `run_detection` (opening and planning, unit detection, reading, "
           "features, all members) plus `write_grid`, from loading the package to the written GeoPackage; "
           "Python start-up and imports are excluded. Patches/s counts scored patches.",
-          "- Reading (GDAL decode, alignment, tiling) and the features run in a reader thread while the "
-          "members score the previous batch: their seconds overlap the members' and do not add up to the "
-          "total; 'main thread waiting for reads' is the part that was not hidden.",
-          "- The members score a batch in sub-batches of ~40 patches on one worker thread per core "
-          "(single-threaded sessions); a member's seconds are its share of that wall time.",
+          "- Reading (GDAL decode, alignment, tiling) and the features run in a reader thread up to two "
+          "batches ahead of the members: their seconds overlap the members' and do not add up to the "
+          "total; 'main thread waiting for reads' is the part that was not hidden. The reader CPU column "
+          "is that thread's own CPU time (thread_time), which contention does not inflate.",
+          "- The members score a batch in sub-batches of ~40 patches on persistent lane threads, one per "
+          "core (single-threaded sessions), with the next batch queued behind it; a member's seconds are "
+          "its share of that wall time. Pure inference scores prepared batches the same way.",
+          "- 'Bound with every core scoring' = inference CPU ms / (inference + reader CPU ms) per patch: "
+          "when the members already keep every core busy, overlapping cannot hide the reader's CPU time, "
+          "so end to end / pure inference cannot exceed it.",
           "- Neural GFLOP/s = the members' FLOPs per patch x patches / the neural members' seconds; the "
-          "fraction divides that by the measured matmul rate.",
+          "fraction divides that by the measured matmul rate (the faster of torch and numpy). FLOPs are "
+          "torch's FlopCounterMode with attention run on the math backend (the fused CPU kernel counts 0).",
           "- The 1/4 and 1 tile scenes are 2 x 2 and 4 x 4 mosaics of the generated 1/16 scene "
           "(`make_scene`'s time grows with the cube of the side); the pipeline's cost does not depend on "
           "the content.",
