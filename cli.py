@@ -24,7 +24,8 @@ S1_FLAGS = (("s1_desc_post", "S1_DESC_POST"), ("s1_desc_pre", "S1_DESC_PRE"),
 
 def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s2", help="post-event Sentinel-2 raster")
-    p.add_argument("--s2-bands", default="1,2,3,4", help="band numbers of R,G,B,NIR (default 1,2,3,4)")
+    p.add_argument("--s2-bands", default=None,
+                   help="band numbers of R,G,B,NIR (default: from the band names, B4/B04/Red..., else 1,2,3,4)")
     for flag, _ in S1_FLAGS:
         p.add_argument("--" + flag.replace("_", "-"), dest=flag, help="Sentinel-1 VV,VH raster")
     p.add_argument("--s1-bands", default="1,2", help="band numbers of VV,VH (default 1,2)")
@@ -41,7 +42,7 @@ def _options(a) -> DetectOptions:
     o = DetectOptions(s2_scale=a.s2_scale, s2_offset=a.s2_offset, sar_units=a.sar_units,
                       min_valid_fraction=a.min_valid)
     if a.s2:
-        o.s2 = InputLayer("S2", a.s2, [int(b) for b in a.s2_bands.split(",")])
+        o.s2 = InputLayer("S2", a.s2, [int(b) for b in a.s2_bands.split(",")] if a.s2_bands else None)
     for flag, role in S1_FLAGS:
         if getattr(a, flag):
             o.s1[role] = InputLayer(role, getattr(a, flag), [int(b) for b in a.s1_bands.split(",")])

@@ -75,7 +75,9 @@ def add_input_parameters(alg, advanced_cls) -> None:
     alg.addParameter(QgsProcessingParameterRasterLayer(
         "S2", "Sentinel-2 post-event image (R, G, B, NIR)", optional=True))
     for name, label, default in S2_BANDS:
-        alg.addParameter(QgsProcessingParameterBand(name, label, default, "S2", optional=True))
+        # no default: unset means "from the band names (B4, B04, Red...), else band 1-4"
+        alg.addParameter(QgsProcessingParameterBand(
+            name, f"{label} (empty: from the band names, else {default})", None, "S2", optional=True))
     for name, label in S1_PARAMS:
         alg.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=True))
     for name, label, default in (("S1_VV_BAND", "Sentinel-1 VV band number", 1),
@@ -116,7 +118,10 @@ def detect_options(alg, parameters, context) -> DetectOptions:
     opts = DetectOptions()
     s2 = _raster_path(alg, parameters, "S2", context, "Sentinel-2")
     if s2:
-        bands = [alg.parameterAsInt(parameters, n, context) or d for n, _, d in S2_BANDS]
+        given = [None if is_null(parameters.get(n)) else alg.parameterAsInt(parameters, n, context)
+                 for n, _, _ in S2_BANDS]
+        # none given: the engine reads them from the band names; some given: the rest default
+        bands = None if all(g is None for g in given) else [g or d for g, (_, _, d) in zip(given, S2_BANDS)]
         opts.s2 = InputLayer("S2", s2, bands)
     vv = alg.parameterAsInt(parameters, "S1_VV_BAND", context) or 1
     vh = alg.parameterAsInt(parameters, "S1_VH_BAND", context) or 2

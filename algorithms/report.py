@@ -164,7 +164,8 @@ class ReportAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(
             "S2", self.tr("Sentinel-2 post-event image (R, G, B, NIR) for the chips"), optional=True))
         for name, label, default in S2_BANDS:
-            p = QgsProcessingParameterBand(name, self.tr(label), default, "S2", optional=True)
+            p = QgsProcessingParameterBand(
+                name, self.tr(f"{label} (empty: from the band names, else {default})"), None, "S2", optional=True)
             p.setFlags(p.flags() | adv)
             self.addParameter(p)
         for role in S1_ROLES:
@@ -211,7 +212,7 @@ class ReportAlgorithm(LandslideAlgorithm):
         if sources.s2:
             background = QgsRasterLayer(sources.s2, "Sentinel-2")
             if background.isValid():
-                background.setRenderer(_rgb_renderer(background, sources.s2_bands))
+                background.setRenderer(_rgb_renderer(background, sources.rgbn_bands()))
                 project.addMapLayer(background)
             else:
                 background = None
@@ -300,7 +301,9 @@ class ReportAlgorithm(LandslideAlgorithm):
                 raise QgsProcessingException(f"The {label} layer is not a file-based (GDAL) raster.")
             return layer.source()
 
-        bands = tuple(self.parameterAsInt(parameters, n, context) or d for n, _, d in S2_BANDS)
+        given = [None if _null(parameters.get(n)) else self.parameterAsInt(parameters, n, context)
+                 for n, _, _ in S2_BANDS]
+        bands = None if all(g is None for g in given) else tuple(g or d for g, (_, _, d) in zip(given, S2_BANDS))
         return Sources(s2=path("S2", "Sentinel-2"), s2_bands=bands,
                        s1={r: path(r, S1_LABELS[r].split(" (")[0]) for r in S1_ROLES})
 

@@ -7,6 +7,7 @@ already on the grid (same CRS, pixel size and alignment) is read directly instea
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +35,7 @@ class InputError(Exception):
 class InputLayer:
     role: str  # one of ROLE_LABELS
     path: str  # anything GDAL opens
-    bands: list[int]  # 1-based band numbers, in the order the role needs them
+    bands: list[int] | None  # 1-based band numbers in the order the role needs them (S2: None = guess)
     nodata: float | None = None  # overrides the file's nodata value
 
     @property
@@ -60,6 +61,47 @@ class Grid:
     @property
     def bounds(self):
         return (self.x0, self.y0 - self.height * self.res, self.x0 + self.width * self.res, self.y0)
+
+
+# Sentinel-2 band names per role (R, G, B, NIR), as band descriptions spell them
+_S2_ROLE_NAMES = (("RED", "B4", "B04"), ("GREEN", "B3", "B03"), ("BLUE", "B2", "B02"),
+                  ("NIR", "B8", "B08", "NIRBAND"))
+_COLOUR_INTERP = (gdal.GCI_RedBand, gdal.GCI_GreenBand, gdal.GCI_BlueBand, None)
+
+
+def guess_s2_bands(path: str) -> tuple[list[int], str]:
+    """R, G, B, NIR band numbers of a Sentinel-2 raster whose band numbers were not given.
+
+    From the band descriptions (``B4``, ``B04``, ``Red``, ``B8``, ``NIR``...; red-edge and
+    ``B8A`` bands are not taken for red or NIR) or, for R, G, B, the colour
+    interpretation; each role must match exactly one band.  Otherwise bands 1-4.  Returns
+    (bands, a sentence for the log)."""
+    try:
+        ds = gdal.Open(path)
+    except RuntimeError:
+        ds = None
+    if ds is None:  # open_layer reports it properly later
+        return [1, 2, 3, 4], "Sentinel-2 bands 1-4 taken as R, G, B, NIR"
+    found = []
+    for names, interp in zip(_S2_ROLE_NAMES, _COLOUR_INTERP):
+        hits = []
+        for b in range(1, ds.RasterCount + 1):
+            band = ds.GetRasterBand(b)
+            tokens = set(re.split(r"[^A-Z0-9]+", (band.GetDescription() or "").upper()))
+            if {"EDGE", "REDEDGE", "RE"} & tokens:
+                continue
+            if tokens & set(names) or (interp is not None and band.GetColorInterpretation() == interp):
+                hits.append(b)
+        found.append(hits)
+    if all(len(h) == 1 for h in found) and len({h[0] for h in found}) == 4:
+        bands = [h[0] for h in found]
+        return bands, (f"Sentinel-2 bands {', '.join(map(str, bands))} taken as R, G, B, NIR "
+                       "(from the band names)")
+    if ds.RasterCount == 4:
+        return [1, 2, 3, 4], "Sentinel-2 bands 1-4 taken as R, G, B, NIR"
+    return [1, 2, 3, 4], (f"Warning: the Sentinel-2 layer has {ds.RasterCount} bands whose names do not say "
+                          "which are red, green, blue and NIR; bands 1-4 are taken as R, G, B, NIR. Set the "
+                          "band parameters if that is wrong.")
 
 
 def open_layer(layer: InputLayer) -> gdal.Dataset:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from . import units
-from .align import AlignedLayer, Grid, InputError, InputLayer, plan_grid
+from .align import AlignedLayer, Grid, InputError, InputLayer, guess_s2_bands, plan_grid
 from .channels import MODE_SOURCES, N_CHANNELS, mode_for_sources
 from .features import patch_features
 
@@ -106,6 +106,10 @@ def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
     layers = {}
     if "S2" in MODE_SOURCES[mode]:
         layers["S2"] = opts.s2
+        if opts.s2.bands is None:  # not given: from the band names, else 1-4
+            bands, note = guess_s2_bands(opts.s2.path)
+            layers["S2"] = replace(opts.s2, bands=bands)
+            log.append(note)
     for role in S1_ROLES:
         if "S1_" + role.split("_")[1] in MODE_SOURCES[mode]:
             layers[role] = opts.s1[role]

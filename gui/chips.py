@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import osr
 
-from ..engine.align import ROLE_LABELS, AlignedLayer, Grid, InputError, InputLayer
+from ..engine.align import (
+    ROLE_LABELS,
+    AlignedLayer,
+    Grid,
+    InputError,
+    InputLayer,
+    guess_s2_bands,
+)
 from ..engine.units import decide_s2, decide_sar
 
 S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
@@ -69,10 +76,16 @@ class Sources:
     """File paths of the source rasters (None: not loaded) and their band numbers."""
 
     s2: str | None = None
-    s2_bands: tuple = (1, 2, 3, 4)  # red, green, blue, NIR
+    s2_bands: tuple | None = None  # red, green, blue, NIR; None: from the band names, else 1-4
     s1: dict = field(default_factory=dict)  # role -> path
     vv_band: int = 1
     vh_band: int = 2
+
+    def rgbn_bands(self) -> list[int]:
+        """The S2 band numbers of red, green, blue and NIR (guessed once when not given)."""
+        if self.s2_bands is None and self.s2:
+            self.s2_bands = tuple(guess_s2_bands(self.s2)[0])
+        return list(self.s2_bands or (1, 2, 3, 4))
 
     def has_any(self) -> bool:
         return bool(self.s2) or any(self.s1.get(r) for r in S1_ROLES)
@@ -200,7 +213,7 @@ class ChipRenderer:
             rgb.message = nd.message = "No Sentinel-2 layer selected"
             return [rgb, nd]
         try:
-            aligned = AlignedLayer.open(InputLayer("S2", self.sources.s2, list(self.sources.s2_bands)), grid)
+            aligned = AlignedLayer.open(InputLayer("S2", self.sources.s2, self.sources.rgbn_bands()), grid)
             conv, lims = self._s2_convention(aligned)
             refl = self._reflectance(aligned.read(0, grid.height), conv)
         except (InputError, ValueError, RuntimeError) as exc:

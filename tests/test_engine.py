@@ -325,3 +325,74 @@ def test_unit_detection_samples_windows_not_the_whole_layer(tmp_path):
             assert np.array_equal(w, vals[r0:r0 + win, c0:c0 + win])
     rows = {int(s[0, i * win, 0]) // n // 256 for i in range(k)}
     assert len(rows) == k  # spread over the layer, not one corner
+
+
+def _described_tif(path, arrays, descriptions):
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), arrays[0].shape[1], arrays[0].shape[0], len(arrays),
+                                              gdal.GDT_UInt16)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32633)
+    ds.SetProjection(srs.ExportToWkt())
+    ds.SetGeoTransform((500000, 10, 0, 5000000, 0, -10))
+    for i, (a, d) in enumerate(zip(arrays, descriptions)):
+        b = ds.GetRasterBand(i + 1)
+        b.WriteArray(a)
+        if d:
+            b.SetDescription(d)
+    ds = None
+    return str(path)
+
+
+def rgbn_stack(s2_path, path):
+    """The R, G, B, NIR image as a named 6-band stack: B1 (junk), B2, B3, B4, B5 (junk), B8."""
+    src = gdal.Open(s2_path)
+    r, g, b, nir = (src.GetRasterBand(i).ReadAsArray() for i in (1, 2, 3, 4))
+    stack = _described_tif(path, [b // 2, b, g, r, (r + nir) // 2, nir], ["B1", "B2", "B3", "B4", "B5", "B8"])
+    ds = gdal.Open(stack, gdal.GA_Update)
+    ds.SetProjection(src.GetProjection())
+    ds.SetGeoTransform(src.GetGeoTransform())
+    nd = src.GetRasterBand(1).GetNoDataValue()
+    if nd is not None:
+        for i in range(1, 7):
+            ds.GetRasterBand(i).SetNoDataValue(nd)
+    ds = None
+    return stack
+
+
+@pytest.mark.parametrize("names, want", [
+    (["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B11", "B12"], [4, 3, 2, 8]),
+    (["B02", "B03", "B04", "B08"], [3, 2, 1, 4]),
+    (["Coastal", "Blue", "Green", "Red", "Red Edge 1", "NIR"], [4, 3, 2, 6]),
+    (["B4", "B3", "B2", "B8A", "B8"], [1, 2, 3, 5]),  # B8A is not NIR B8
+    (["", "", "", ""], [1, 2, 3, 4]),
+])
+def test_sentinel2_band_numbers_come_from_the_band_names(tmp_path, names, want):
+    from sentinel_landslide.engine.align import guess_s2_bands
+
+    a = np.ones((8, 8), np.uint16)
+    bands, note = guess_s2_bands(_described_tif(tmp_path / "s2.tif", [a] * len(names), names))
+    assert bands == want and "taken as R, G, B, NIR" in note
+
+
+def test_unnamed_many_band_sentinel2_falls_back_to_1_4_with_a_warning(tmp_path):
+    from sentinel_landslide.engine.align import guess_s2_bands
+
+    a = np.ones((8, 8), np.uint16)
+    bands, note = guess_s2_bands(_described_tif(tmp_path / "s2.tif", [a] * 6, [""] * 6))
+    assert bands == [1, 2, 3, 4] and note.startswith("Warning") and "6 bands" in note
+
+
+def test_detection_finds_named_bands_in_a_stack_and_scores_as_the_plain_4_band_image(tmp_path, synthetic_scene,
+                                                                                      package):
+    """A 6-band stack (coastal, B, G, R, red edge, NIR, named) with no band numbers given
+    scores exactly like the plain R, G, B, NIR image."""
+    from sentinel_landslide.engine.align import InputLayer
+    from sentinel_landslide.engine.detect import run_detection
+
+    stack = rgbn_stack(synthetic_scene["S2"], tmp_path / "stack.tif")
+    plain = run_detection(scene_options(synthetic_scene, sar=False), package)
+    opts = scene_options(synthetic_scene, sar=False)
+    opts.s2 = InputLayer("S2", stack, None)
+    named = run_detection(opts, package)
+    assert "Sentinel-2 bands 4, 3, 2, 6 taken as R, G, B, NIR (from the band names)" in named.log
+    assert [t.prob for t in named.records] == [t.prob for t in plain.records]

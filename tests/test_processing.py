@@ -206,3 +206,22 @@ def test_detect_inside_a_graphical_model(provider, synthetic_scene, tmp_path):
         res = processing.run(model, {"s2": synthetic_scene["S2"], "extract:scored": str(tmp_path / f"m{i}.gpkg")})
         counts.append(QgsVectorLayer(res["extract:scored"], "m", "ogr").featureCount())
     assert counts[0] == counts[1] == 70
+
+
+def test_band_parameters_unset_read_the_band_names_and_set_ones_are_kept(provider, synthetic_scene, tmp_path):
+    """An S2 stack with named bands: leaving S2_RED.. unset scores like giving 4, 3, 2, 6;
+    a wrong explicit choice is honoured (and scores differently)."""
+    import processing
+
+    from .test_engine import rgbn_stack
+
+    stack = rgbn_stack(synthetic_scene["S2"], tmp_path / "stack.tif")
+
+    def probs(name, **bands):
+        res = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / f"{name}.gpkg", sar=False,
+                                                              S2=stack, **bands))
+        return [f["prob"] for f in QgsVectorLayer(res["OUTPUT"], name, "ogr").getFeatures()]
+
+    auto = probs("auto")
+    assert auto == probs("explicit", S2_RED=4, S2_GREEN=3, S2_BLUE=2, S2_NIR=6)
+    assert auto != probs("wrong", S2_RED=1, S2_GREEN=2, S2_BLUE=3, S2_NIR=4)
