@@ -6,6 +6,7 @@
 #   ./build.sh package   dist/sentinel_landslide.zip for "Install from ZIP"
 #   ./build.sh train     regenerate the bundled model package from ../shared/data
 #   ./build.sh bench     benchmarks (bench/), writes bench/results.md
+#   ./build.sh width     how network width moves the nets' share of the matmul rate (bench/width.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -80,6 +81,10 @@ case "${1:-}" in
   bench)
     setup train
     "$PY" -m sentinel_landslide.bench.run "${@:2}"
+    ;;
+  width)
+    setup train
+    "$PY" -m sentinel_landslide.bench.width "${@:2}"
     ;;
   setup)
     setup "${2:-dev}"

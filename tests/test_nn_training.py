@@ -297,3 +297,19 @@ def test_training_resumes_from_its_checkpoint_bit_identically(quick_package, tmp
     again = train_nn.train_model(cfg, data, idx, recipe, ck, man, train_nn._Progress(1), "x", log=None)
     for (k, a), b in zip(ref.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_widened_members_are_wider_and_the_catalogue_is_restored():
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    from sentinel_landslide.models.training import nets
+
+    before = dict(nets.ENCODERS)
+    base = nets.count_flops(nets.build_member("nn_vit3"))
+    with nets.widened(2):
+        assert nets.ENCODERS["vit_pico"].size["embed_dim"] == 2 * before["vit_pico"].size["embed_dim"]
+        assert nets.ENCODERS["convnext_pico"].size["dims"] == tuple(2 * d for d in before["convnext_pico"].size["dims"])
+        assert nets.ENCODERS["vit_pico"].size["depth"] == before["vit_pico"].size["depth"]
+        wide = nets.count_flops(nets.build_member("nn_vit3"))
+    assert nets.ENCODERS == before
+    assert 2.5 * base < wide < 4.5 * base  # linear layers x4, attention and patch embedding x2

@@ -86,6 +86,31 @@ ENCODERS: dict[str, EncoderSpec] = {
 }
 
 
+# the width keys of each family's ``size`` (scaled by ``widened``)
+_WIDTH_KEYS = {"vit": ("embed_dim",), "eva": ("embed_dim",), "metaformer": ("dims",), "convnext": ("dims",)}
+
+
+@contextmanager
+def widened(factor: float):
+    """Build members with every encoder ``factor`` times as wide (widths rounded to multiples
+    of 8; depths, heads and token counts unchanged) inside the block; ENCODERS is restored
+    after.  For cost studies (``bench/width.py``) and wider retrains."""
+    def scale(v):
+        if isinstance(v, (tuple, list)):
+            return type(v)(scale(x) for x in v)
+        return max(8, int(round(v * factor / 8)) * 8)
+
+    saved = dict(ENCODERS)
+    try:
+        for key, spec in saved.items():
+            size = {k: (scale(v) if k in _WIDTH_KEYS[spec.family] else v) for k, v in spec.size.items()}
+            ENCODERS[key] = EncoderSpec(spec.timm_name, spec.family, size, spec.fixed, spec.img_size)
+        yield
+    finally:
+        ENCODERS.clear()
+        ENCODERS.update(saved)
+
+
 @contextmanager
 def _metaformer_size_override(overrides: dict):
     """timm's ``caformer_*`` entry points hard-code depths/dims (``dict(depths=..., **kwargs)``
