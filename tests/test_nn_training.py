@@ -313,3 +313,27 @@ def test_widened_members_are_wider_and_the_catalogue_is_restored():
         wide = nets.count_flops(nets.build_member("nn_vit3"))
     assert nets.ENCODERS == before
     assert 2.5 * base < wide < 4.5 * base  # linear layers x4, attention and patch embedding x2
+
+
+def test_training_wider_members_records_the_width(quick_package, tmp_path):
+    from sentinel_landslide.models.ensemble import Ensemble
+    from sentinel_landslide.models.package import load_package
+    from sentinel_landslide.models.training import train_nn
+    from sentinel_landslide.models.training.patch_folder import write_patch_folder
+
+    base = {m["name"]: m for m in load_package(quick_package[0] / "pkg").manifest["members"]}
+    ids, p, labels = _synthetic(24)
+    write_patch_folder(tmp_path / "patches", ids, p, labels)
+    rc = train_nn.main(["--patches", str(tmp_path / "patches"), "--out", str(tmp_path / "pkg"), "--quick",
+                        "--members", "nn_vit2_z", "--width", "1.5", "--ckpt", str(tmp_path / "ckpt"),
+                        "--gbm-oof", str(tmp_path / "none.csv"), "--threads", "1"])
+    assert rc == 0
+    pkg = load_package(tmp_path / "pkg")
+    (m,) = pkg.manifest["members"]
+    assert m["width"] == 1.5 and m["flops_per_patch"] > 1.8 * base["nn_vit2_z"]["flops_per_patch"]
+    # same data and recipe but the width: its own checkpoints, never width 1's
+    narrow = {d.name for d in (quick_package[0] / "ckpt").iterdir() if d.name.startswith("nn_vit2_z_")}
+    wide = {d.name for d in (tmp_path / "ckpt").iterdir() if d.name.startswith("nn_vit2_z_")}
+    assert narrow and wide and not narrow & wide
+    out = Ensemble(pkg, "combined", threads=1).predict(p[:3], np.ones((3, 64, 64), bool), {})
+    assert out["prob"].shape == (3,)

@@ -483,7 +483,15 @@ def folds_for(labels, k, seed):
 
 
 def train_member(cfg, data: PatchData, recipe: dict, man: dict, ckpt_root: Path, prog: _Progress, log=print) -> dict:
-    """K-fold OOF (torch, ONNX fp32, ONNX fp16-weights) + a refit on all data, exported."""
+    """K-fold OOF (torch, ONNX fp32, ONNX fp16-weights) + a refit on all data, exported;
+    every encoder ``recipe['width']`` times as wide when that is given (``nets.widened``)."""
+    from .nets import widened
+
+    with widened(float(recipe.get("width", 1.0))):
+        return _train_member(cfg, data, recipe, man, ckpt_root, prog, log)
+
+
+def _train_member(cfg, data: PatchData, recipe: dict, man: dict, ckpt_root: Path, prog: _Progress, log=print) -> dict:
     from .nets import count_flops, count_params
 
     semantic = {k: v for k, v in recipe.items() if k not in ("threads", "fp16", "nn_weight")}
@@ -633,6 +641,7 @@ def merge_into_package(out_dir: Path, results: list, data: PatchData, recipe: di
             "inputs": cfg.inputs_manifest(), "output": "logit", "encoders": cfg.timm_names(),
             "encoder_keys": [e for _, e in cfg.encoders], "head": cfg.head,
             "flops_per_patch": r["flops"], "params": r["params"], "precision": r["precision"],
+            **({"width": float(recipe["width"])} if recipe.get("width", 1.0) != 1.0 else {}),
             "description": (cfg.description + ". Trained from scratch on " + data.provenance["data"]
                             + f"; OOF F1 {mm['f1']:.3f} / AUC {mm['auc']:.3f} on that data"),
         })
@@ -805,6 +814,9 @@ def main(argv=None):
     p.add_argument("--limit", type=int, help="use only the first N rows of --proxy (testing)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 epoch, 2 folds (unless given)")
     p.add_argument("--pretrained", action="store_true", help="ImageNet weights from timm (needs internet; full-size encoders)")
+    p.add_argument("--width", type=float, default=1.0,
+                   help="encoder width factor (nets.widened; 2 = twice as wide: more work per patch, a larger share "
+                        "of the CPU's matmul rate; see ./build.sh width)")
     p.add_argument("--no-fp16", action="store_true", help="always ship fp32 weights")
     p.add_argument("--nn-weight", type=float, default=1.0,
                    help="ensemble weight of each network (GBMs keep 1.0); the bundled proxy-trained package uses 0.1")
@@ -825,6 +837,8 @@ def main(argv=None):
     recipe["pretrained"] = bool(a.pretrained)
     recipe["fp16"] = not a.no_fp16
     recipe["nn_weight"] = a.nn_weight
+    if a.width != 1.0:  # only then: width-1 checkpoints keep their keys
+        recipe["width"] = a.width
     names = [m.name for m in MEMBERS] if a.members == "all" else [s.strip() for s in a.members.split(",") if s.strip()]
     from .nets import MEMBER_BY_NAME
 
