@@ -3,6 +3,7 @@ probability raster (a Cloud Optimized GeoTIFF, one pixel per tile)."""
 from __future__ import annotations
 
 import os
+import struct
 
 import numpy as np
 from osgeo import gdal, ogr, osr
@@ -44,6 +45,9 @@ def _driver_for(path: str) -> str:
             ".fgb": "FlatGeobuf", ".csv": "CSV"}.get(ext, "GPKG")
 
 
+_POLY_HEAD = struct.pack("<BIII", 1, 3, 1, 5)  # WKB: little-endian, Polygon, 1 ring, 5 points
+
+
 def write_grid(path: str, result: DetectResult, model_name: str, layer_name: str = "landslide_grid") -> str:
     drv = ogr.GetDriverByName(_driver_for(path))
     if os.path.exists(path):
@@ -58,14 +62,18 @@ def write_grid(path: str, result: DetectResult, model_name: str, layer_name: str
         if kind == "bool":
             fd.SetSubType(ogr.OFSTBoolean)
         lyr.CreateField(fd)
+    defn = lyr.GetLayerDefn()
+    index = {name: defn.GetFieldIndex(name) for name, _ in field_spec(result)}
     lyr.StartTransaction()
     for rec in result.records:
-        f = ogr.Feature(lyr.GetLayerDefn())
+        f = ogr.Feature(defn)
         for k, v in record_values(rec, result, model_name).items():
             if v is not None:
-                f.SetField(k, int(v) if isinstance(v, bool) else v)
+                f.SetField(index[k], int(v) if isinstance(v, bool) else v)  # by index: no name lookup
         x0, y0, x1, y1 = rec.bounds
-        f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
+        # the ring as WKB (little-endian polygon, 1 ring, 5 points): no WKT text to format and parse
+        f.SetGeometryDirectly(ogr.CreateGeometryFromWkb(
+            _POLY_HEAD + struct.pack("<10d", x0, y0, x1, y0, x1, y1, x0, y1, x0, y0)))
         lyr.CreateFeature(f)
     lyr.CommitTransaction()
     ds = None
