@@ -106,10 +106,6 @@ def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
     layers = {}
     if "S2" in MODE_SOURCES[mode]:
         layers["S2"] = opts.s2
-        if opts.s2.bands is None:  # not given: from the band names, else 1-4
-            bands, note = guess_s2_bands(opts.s2.path)
-            layers["S2"] = replace(opts.s2, bands=bands)
-            log.append(note)
     for role in S1_ROLES:
         if "S1_" + role.split("_")[1] in MODE_SOURCES[mode]:
             layers[role] = opts.s1[role]
@@ -198,6 +194,10 @@ class TiledScene:
 
     def __init__(self, opts: DetectOptions, pkg, log: list, allowed_modes=None):
         self.mode, layers = resolve_mode(opts, log)
+        if "S2" in layers and layers["S2"].bands is None:  # not given: from the band names, else 1-4
+            bands, note = guess_s2_bands(layers["S2"].path)
+            layers["S2"] = replace(layers["S2"], bands=bands)
+            log.append(note)
         allowed = pkg.available_modes() if allowed_modes is None else allowed_modes
         if self.mode not in allowed:
             raise InputError(f"The model package '{pkg.name}' cannot run in {self.mode} mode "

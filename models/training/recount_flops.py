@@ -25,7 +25,8 @@ def recount(folder: Path, log=print) -> dict:
     for m in man["members"]:
         if m["kind"] != "onnx":
             continue
-        new = nets.count_flops(nets.build_member(m["name"]))
+        with nets.widened(float(m.get("width", 1.0))):  # members trained with train_nn --width
+            new = nets.count_flops(nets.build_member(m["name"]))
         log(f"{m['name']}: {m.get('flops_per_patch', 0) / 1e6:.2f} -> {new / 1e6:.2f} MFLOP/patch")
         m["flops_per_patch"] = per[m["name"]] = new
     proxy = man.get("metrics", {}).get("nn_proxy", {})
