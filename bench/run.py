@@ -101,6 +101,14 @@ def is_quiet(load: dict) -> bool:
     return not load["training_run"] and load["loadavg_1m"] < 0.7 and not load["busy_others"]
 
 
+def run_was_quiet(loads: list) -> bool:
+    """Quiet before the first run (load average, nothing else busy) and no other busy process
+    or training run in any later sample.  Samples taken during the benchmark carry its own
+    load (two cores scoring: load about 2), so their load average says nothing about others."""
+    before = [x for x in loads if x["when"] in ("start", "after waiting")][-1]
+    return is_quiet(before) and not any(x["training_run"] or x["busy_others"] for x in loads)
+
+
 def wait_quiet(max_minutes: float) -> dict:
     t0 = time.time()
     while True:
@@ -583,7 +591,7 @@ def main(argv=None) -> int:
                          patches_per_s=(q["tiles"] / q["wall_seconds"]) if q["tiles"] else None,
                          summary=q["summary"], log_tail=q["log_tail"]))
     loads.append(dict(machine_load(), when="end"))
-    figs.append(emit("machine_load", samples=loads, quiet=all(is_quiet(x) for x in loads)))
+    figs.append(emit("machine_load", samples=loads, quiet=run_was_quiet(loads)))
     write_results(Path(a.results), command, figs, runs_by_size, inf, pkg_source, loads)
     log(f"wrote {a.results}")
     return 0
@@ -595,10 +603,11 @@ def _machine_info() -> dict:
 
     info = {"python": platform.python_version(), "numpy": np.__version__, "platform": platform.platform()}
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                info["cpu"] = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     info["cores"] = os.cpu_count()
@@ -644,11 +653,13 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
 
     pkgf = fig("package")
     mmf = fig("matmul_gflops_fp32")
-    quiet = all(is_quiet(x) for x in loads)
+    quiet = run_was_quiet(loads)
     labels = list(runs_by_size)
     L = ["# Benchmark results", "",
          f"Command: `{command}` (or `./build.sh bench {command.split('bench.run', 1)[1].strip()}`)", "",
-         f"Taken {time.strftime('%Y-%m-%d %H:%M %Z')} on a {'QUIET' if quiet else 'LOADED (figures contaminated)'} machine; "
+         f"Taken {time.strftime('%Y-%m-%d %H:%M %Z')} on a {'QUIET' if quiet else 'LOADED (figures contaminated)'} machine "
+         "(quiet = load under 0.7 before the first run and no other busy process or training run in any sample; "
+         "later load averages include this benchmark's own runs); "
          "load samples: " + "; ".join(f"{x['when']}: load {x['loadavg_1m']}, training run {'yes' if x['training_run'] else 'no'}"
                                       + (f", busy {' '.join(x['busy_others'])}" if x['busy_others'] else "") for x in loads), "",
          f"Model package: {pkgf['name']} ({pkg_source}); combined mode, {pkgf['members_combined']} members "

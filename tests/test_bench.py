@@ -69,3 +69,16 @@ def test_paper_recipe_runs_on_a_patch():
     r = run_paper_recipe(p, 1000.0, folds=1, members=("2x_vit_pwee_v2_z",), log=lambda *_: None)
     assert r["seconds_per_patch"] > 0 and r["scaled_from_folds"]
     assert r["flops_per_patch"] > 1e11  # 20 passes of 2 ViT-pwee at 256 x 256
+
+
+def test_quiet_judged_before_the_runs_and_by_other_processes():
+    from sentinel_landslide.bench.run import run_was_quiet
+
+    def s(when, load, train=False, busy=()):
+        return {"when": when, "loadavg_1m": load, "training_run": train, "busy_others": list(busy)}
+
+    # the benchmark's own two cores push later load averages to ~2: still a quiet run
+    assert run_was_quiet([s("start", 0.9), s("after waiting", 0.5), s("after size 1", 2.4), s("end", 2.1)])
+    assert not run_was_quiet([s("start", 1.5), s("after size 1", 2.4)])  # busy before the first run
+    assert not run_was_quiet([s("start", 0.3), s("after size 1", 2.4, busy=["python3(95%)"])])
+    assert not run_was_quiet([s("start", 0.3), s("end", 2.0, train=True)])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ def _inventory(scene):
 
     from sentinel_landslide.engine.export import Inventory
 
-    gj = json.loads(open(scene["truth"]).read())
+    gj = json.loads(Path(scene["truth"]).read_text())
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32646)
     return Inventory(srs.ExportToWkt(), [ogr.CreateGeometryFromJson(json.dumps(f["geometry"])).ExportToWkt()
@@ -30,7 +31,7 @@ def test_export_writes_the_competition_layout(tmp_path, synthetic_scene, package
 
     opts = scene_options(synthetic_scene, min_valid_fraction=0.9)
     res = export_patches(opts, package, tmp_path / "patches", _inventory(synthetic_scene), 0.01)
-    rows = list(csv.reader(open(tmp_path / "patches" / "Train.csv")))
+    rows = list(csv.reader((tmp_path / "patches" / "Train.csv").read_text().splitlines()))
     assert rows[0] == ["ID", "label"] and len(rows) - 1 == res.n_patches > 0
     labels = {r[0]: int(r[1]) for r in rows[1:]}
     assert 0 < sum(labels.values()) == res.n_positive < len(labels)
@@ -45,7 +46,7 @@ def test_export_writes_the_competition_layout(tmp_path, synthetic_scene, package
     assert np.isfinite(f["band1_mean"][0])
     assert rec.status == "ok"
     # labels agree with the polygons: the tile containing a scar's centre is positive
-    gj = json.loads(open(synthetic_scene["truth"]).read())
+    gj = json.loads(Path(synthetic_scene["truth"]).read_text())
     from osgeo import ogr
     ds = ogr.Open(str(tmp_path / "patches" / "patches.gpkg"))  # keep: the layer dies with it
     lyr = ds.GetLayer(0)
