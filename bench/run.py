@@ -355,13 +355,9 @@ def child_infer(a) -> dict:
     timings: dict = {}
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
-    in_flight = []  # two batches in flight, exactly as run_detection scores them
-    for (p, v), f in zip(batches, feats):
-        in_flight.append(ens.submit(p, v, f, timings))
-        if len(in_flight) > 1:
-            in_flight.pop(0)()
-    for collect in in_flight:
-        collect()
+    # scored exactly as run_detection scores them (two batches in flight)
+    for _ in ens.score_stream(((None, p, v, f) for (p, v), f in zip(batches, feats)), timings):
+        pass
     t_inf = time.perf_counter() - t0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     kinds = {m["name"]: m["kind"] for m in pkg.manifest["members"]}

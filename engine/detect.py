@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -311,9 +312,8 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     records: list = []
     timings_members: dict = {}
 
-    def finish(b: Batch, ok: np.ndarray, collect, i: int) -> None:
-        """Wait for a batch's scores and turn them into tile records."""
-        probs = collect() if collect is not None else {}
+    def finish(b: Batch, ok: np.ndarray, probs: dict, i: int) -> None:
+        """Turn a batch's scores into tile records."""
         pos = {j: n for n, j in enumerate(np.flatnonzero(ok))}
         for j in range(len(b.patches)):
             row, col = int(b.rows[j]), int(b.cols[j])
@@ -327,10 +327,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
         last = min(b.row0 + tiles.step, tiles.n_rows)
         prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
 
-    # two batches in flight: the lanes start on the next batch while the last slices of
-    # this one finish, so no core idles at batch boundaries
-    in_flight: deque = deque()
-    try:
+    def scored_batches():
         for i, b in enumerate(tiles):
             if cancelled():
                 raise Cancelled()
@@ -339,21 +336,16 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
             timings["read_cpu"] += b.read_cpu_seconds
             timings["features"] += t_feat  # in the reader thread, overlapped with scoring
             timings["features_cpu"] += c_feat
-            collect = ensemble.submit(patches, valid, feats, timings_members) if ok.any() else None
-            in_flight.append((b, ok, collect, i))
-            if len(in_flight) > 1:
-                finish(*in_flight.popleft())
-        while in_flight:
-            if cancelled():
-                raise Cancelled()
-            finish(*in_flight.popleft())
+            yield (b, ok, i), patches, valid, feats
+
+    try:
+        # two batches in flight (Ensemble.score_stream): no core idles at batch boundaries
+        with closing(ensemble.score_stream(scored_batches(), timings_members)) as scored:
+            for (b, ok, i), probs in scored:
+                if cancelled():
+                    raise Cancelled()
+                finish(b, ok, probs, i)
     finally:
-        for _b, _ok, collect, _i in in_flight:  # cancelled or failed: let queued slices end
-            if collect is not None:
-                try:
-                    collect()
-                except Exception:  # noqa: BLE001 - the first error is already propagating
-                    pass
         if own_ensemble:
             ensemble.close()
     if not any(r.status == "ok" for r in records):

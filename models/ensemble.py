@@ -273,6 +273,33 @@ class Ensemble:
 
         return collect
 
+    def score_stream(self, batches, timings: dict | None = None, depth: int = 2):
+        """Score an iterable of ``(key, patches, valid, feats)`` batches with ``depth`` of them
+        in flight, yielding ``(key, probs)`` in input order (``probs`` as from ``predict``;
+        ``{}`` for a batch whose ``patches`` is None).  With two in flight the lanes start on
+        the next batch while the last slices of this one finish, so no core idles at batch
+        boundaries.  Closing the generator early (cancel, error) waits for the queued slices."""
+        from collections import deque
+
+        in_flight: deque = deque()
+        try:
+            for key, patches, valid, feats in batches:
+                collect = self.submit(patches, valid, feats, timings) if patches is not None else None
+                in_flight.append((key, collect))
+                while len(in_flight) >= max(1, depth):
+                    key0, c = in_flight.popleft()
+                    yield key0, (c() if c is not None else {})
+            while in_flight:
+                key0, c = in_flight.popleft()
+                yield key0, (c() if c is not None else {})
+        finally:
+            for _key, c in in_flight:
+                if c is not None:
+                    try:
+                        c()
+                    except Exception:  # noqa: BLE001 - the first error is already propagating
+                        pass
+
     def _lane_pool(self):
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor

@@ -116,6 +116,18 @@ def test_pipelined_batches_score_like_one_at_a_time(package):
         assert set(got) == set(w)
         for k in w:
             assert np.allclose(got[k], w[k], rtol=0, atol=1e-6), k
+    # the stream helper run_detection scores with: same scores, input order, {} for an
+    # empty batch; closed early (a cancel) it still waits for the slices it queued
+    stream = [(i, *b) for i, b in enumerate(batches)]
+    stream.insert(1, ("empty", None, None, None))
+    got = list(ens.score_stream(iter(stream), depth=2))
+    assert [k for k, _ in got] == [0, "empty", 1, 2] and got[1][1] == {}
+    for (_k, g), w in zip([x for x in got if x[0] != "empty"], want):
+        assert np.allclose(g["prob"], w["prob"], rtol=0, atol=1e-6)
+    gen = ens.score_stream(iter(stream), depth=3)
+    assert next(gen)[0] == 0
+    gen.close()  # batch 1 (90 patches) was queued behind batch 0 and must be waited for
+    assert ens._pool is not None and ens._pool._work_queue.empty()
     assert any(t.name.startswith("landslide-lane") for t in threading.enumerate())
     ens.close()
     assert not any(t.name.startswith("landslide-lane") for t in threading.enumerate())
