@@ -148,6 +148,70 @@ def test_resampled_sar_keeps_values_and_marks_outside_as_nodata(tmp_path):
     assert np.isnan(block[:, :, 68:]).all()
 
 
+def _rotated_ramp(tmp_path, name, deg, origin, n=300, bands=2):
+    """A raster whose geotransform is rotated by ``deg``, holding in every pixel a linear
+    ramp of its centre's map coordinates: bilinear warping must reproduce the ramp."""
+    t = np.radians(deg)
+    gt = (origin[0], 10 * np.cos(t), 10 * np.sin(t), origin[1], 10 * np.sin(t), -10 * np.cos(t))
+    i, j = np.meshgrid(np.arange(n) + 0.5, np.arange(n) + 0.5)
+    x, y = gt[0] + i * gt[1] + j * gt[2], gt[3] + i * gt[4] + j * gt[5]
+    ramp = (-20 + 0.004 * (x - 500000) + 0.002 * (5000000 - y)).astype(np.float32)
+    return write_tif(tmp_path / name, np.stack([ramp + k for k in range(bands)]), 32633, gt), gt
+
+
+def ramp_at(xs, ys):
+    return -20 + 0.004 * (xs - 500000) + 0.002 * (5000000 - ys)
+
+
+def test_rotated_rasters_are_warped_to_north_up_map_positions(tmp_path):
+    """Geotransforms with rotation terms (gt[2], gt[4] != 0) go through the warp, not the
+    direct read, and every grid pixel gets the value at its own map position."""
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+
+    s2 = write_tif(tmp_path / "s2.tif", np.full((4, 128, 128), 2000, np.float32), 32633,
+                   (500000, 10, 0, 5000000, 0, -10))
+    sar, _ = _rotated_ramp(tmp_path, "sar_rot.tif", 20, (499000, 5000600))
+    g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4]), InputLayer("S1_DESC_POST", sar, [1, 2])])
+    assert (g.x0, g.y0, g.width, g.height) == (500000, 5000000, 128, 128)  # the SAR covers it all
+    al = AlignedLayer.open(InputLayer("S1_DESC_POST", sar, [1, 2]), g)
+    assert not al.direct and al.resampling == "bilinear"
+    block = al.read(0, 128)
+    xs = g.x0 + (np.arange(128) + 0.5) * 10
+    ys = g.y0 - (np.arange(128) + 0.5) * 10
+    want = ramp_at(xs[None, :], ys[:, None])
+    assert np.isfinite(block).all()
+    # GDAL's warp kernel on a rotated source lands within ~0.1 px; a half-pixel or
+    # rotation-sign slip would shift the ramp by >= 5 m (0.022 here) everywhere
+    tol = 2.5 * np.hypot(0.004, 0.002)  # a quarter pixel of the ramp
+    for k in (0, 1):
+        err = block[k] - (want + k)
+        assert np.abs(err).max() < tol and abs(err.mean()) < 1e-3
+
+    # a rotated reference: the grid is its north-up bounding box on the 10 m grid, and
+    # the corners outside the rotated footprint are no data
+    ref, gt = _rotated_ramp(tmp_path, "s2_rot.tif", 30, (500000, 5000000), n=100, bands=4)
+    g = plan_grid([InputLayer("S2", ref, [1, 2, 3, 4])])
+    xs_c = [gt[0] + i * gt[1] + j * gt[2] for i in (0, 100) for j in (0, 100)]
+    ys_c = [gt[3] + i * gt[4] + j * gt[5] for i in (0, 100) for j in (0, 100)]
+    assert abs(g.width * 10 - (max(xs_c) - min(xs_c))) <= 20 and abs(g.height * 10 - (max(ys_c) - min(ys_c))) <= 20
+    block = AlignedLayer.open(InputLayer("S2", ref, [1, 2, 3, 4]), g).read(0, g.height)
+    assert np.isnan(block[:, 0, 0]).all() and np.isnan(block[:, -1, -1]).all()  # outside the footprint
+    xs = g.x0 + (np.arange(g.width) + 0.5) * 10
+    ys = g.y0 - (np.arange(g.height) + 0.5) * 10
+    want = ramp_at(xs[None, :], ys[:, None])
+    inside = np.isfinite(block[0])
+    assert inside.mean() > 0.45  # a square turned 30 degrees fills ~59 % of its bounding box
+    # away from the footprint's edge (3 px: the kernel's reach) every value is the one at
+    # its map position
+    core = inside.copy()
+    for _ in range(3):
+        pad = np.pad(core, 1, constant_values=False)
+        core = core & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    assert core.sum() > 0.7 * inside.sum()
+    err = block[3][core] - (want[core] + 3)
+    assert np.abs(err).max() < tol and abs(err.mean()) < 1e-3
+
+
 def test_extent_parameter_clips_the_grid(synthetic_scene):
     from sentinel_landslide.engine.align import InputLayer, plan_grid
 
