@@ -33,7 +33,7 @@ S2_BANDS = (("S2_RED", "Red band", 1), ("S2_GREEN", "Green band", 2), ("S2_BLUE"
             ("S2_NIR", "Near-infrared band", 4))
 S2_SCALE_LABELS = ["Detect from the data", "Integers, reflectance x 10000", "Floats, reflectance 0-1"]
 S2_OFFSET_LABELS = ["Detect from the data", "Present (processing baseline 04.00 or later)", "Absent"]
-SAR_UNIT_LABELS = ["Detect from the data", "Decibels (dB)", "Linear power"]
+SAR_UNIT_LABELS = ["Detect from the data", "Decibels (dB)", "Linear power", "Linear amplitude"]  # order = SAR_UNIT_CHOICES
 
 
 GROUPS = {"detection": "Detection", "training": "Training", "evaluation": "Review and evaluation"}

@@ -28,7 +28,7 @@ def write_tif(path, arr, epsg, gt, nodata=None, dtype=gdal.GDT_Float32):
     return str(path)
 
 
-def golden_as_layers(tmp_path, linear=False, drop_offset=False):
+def golden_as_layers(tmp_path, linear=False, drop_offset=False, amplitude=False):
     """The REAL ID_005GY8 pixels as separate S2 / S1 post / S1 pre GeoTIFFs on the
     artificial georeference of the shared 12-band GeoTIFF (pre = post - diff)."""
     ds = gdal.Open(str(shared_file("zindi/ID_005GY8_12band_artificial_georef.tif")))
@@ -41,6 +41,8 @@ def golden_as_layers(tmp_path, linear=False, drop_offset=False):
         pre = post - a[base + 2:base + 4]
         if linear:
             post, pre = 10 ** (post / 10), 10 ** (pre / 10)
+        elif amplitude:
+            post, pre = 10 ** (post / 20), 10 ** (pre / 20)
         paths[f"S1_{orbit}_POST"] = write_tif(tmp_path / f"{orbit}_post.tif", post, 32633, gt)
         paths[f"S1_{orbit}_PRE"] = write_tif(tmp_path / f"{orbit}_pre.tif", pre, 32633, gt)
     return paths
@@ -78,8 +80,14 @@ def test_linear_sar_and_missing_offset_are_converted(tmp_path, package):
     conv = golden_as_layers(tmp_path / "b", linear=True, drop_offset=True)
     for kw in ({}, {"sar_units": "linear", "s2_offset": "absent"}):
         res = run_detection(scene_options(conv, **kw), package)
-        assert any("linear power" in line for line in res.log)
+        assert sum("linear power" in line for line in res.log) == 4, res.log
         assert any("offset absent" in line for line in res.log)
+        assert res.records[0].prob == pytest.approx(ref.prob, abs=1e-3)
+    (tmp_path / "c").mkdir()
+    amp = golden_as_layers(tmp_path / "c", amplitude=True)
+    for kw in ({}, {"sar_units": "amplitude"}):
+        res = run_detection(scene_options(amp, **kw), package)
+        assert sum("linear amplitude" in line for line in res.log) == 4, res.log
         assert res.records[0].prob == pytest.approx(ref.prob, abs=1e-3)
 
 
@@ -94,13 +102,46 @@ def test_reflectance_floats_are_scaled(tmp_path):
     assert out.min() == pytest.approx(1200, abs=1)
 
 
-def test_sar_units_rejects_amplitude_like_values():
+def test_sar_units_tell_db_power_and_amplitude_apart_and_refuse_raw_numbers():
     from sentinel_landslide.engine.units import decide_sar
 
     with pytest.raises(ValueError, match="neither dB nor"):
-        decide_sar(np.full((2, 10, 10), 350.0))
-    assert decide_sar(np.full((2, 10, 10), -12.0)).linear is False
-    assert decide_sar(np.full((2, 10, 10), 0.05)).linear is True
+        decide_sar(np.full((2, 10, 10), 350.0))  # uncalibrated amplitude numbers
+    assert decide_sar(np.full((2, 10, 10), -12.0)).scale == "dB"
+    rng = np.random.default_rng(3)
+    # synthetic VV/VH scenes from bright (mountain fore-slopes) to dark
+    for vv, vh in ((-6.0, -12.5), (-10.0, -16.5), (-14.0, -21.0)):
+        db = np.stack([rng.normal(vv, 3, (40, 40)), rng.normal(vh, 3, (40, 40))]).astype(np.float32)
+        for scale, lin in (("power", 10 ** (db / 10)), ("amplitude", 10 ** (db / 20))):
+            c = decide_sar(lin)
+            assert c.scale == scale, (vv, vh, c.note)
+            assert np.abs(c.to_db(lin.copy()) - db).max() < 1e-3
+            assert np.abs(c.to_db(lin.copy(), inplace=True) - db).max() < 1e-3
+    # explicit settings win over the values
+    lin = np.full((2, 10, 10), 0.05, np.float32)
+    assert decide_sar(lin, "amplitude").scale == "amplitude" and decide_sar(lin, "linear").scale == "power"
+    assert decide_sar(lin, "amplitude").to_db(lin)[0, 0, 0] == pytest.approx(20 * np.log10(0.05), abs=1e-4)
+
+
+@pytest.mark.parametrize("name", ["s1/sen1floods11_spain_7370579_vv_vh_db_epsg4326.tif", "s1/bigearthnet_33UUP_61"])
+def test_sar_units_on_real_backscatter_as_power_and_as_amplitude(name):
+    """REAL Sentinel-1 dB samples, converted to linear power and to linear amplitude: each
+    is recognised and converted back to the same dB."""
+    from sentinel_landslide.engine.units import decide_sar
+
+    path = shared_file(name)
+    if path.is_dir():  # VV and VH as separate files
+        db = np.concatenate([np.stack([gdal.Open(str(next(path.glob(f"*_{p}_{pol}.tif")))).ReadAsArray()
+                                       for pol in ("VV", "VH")]) for p in (39, 40, 41)], axis=2)
+    else:
+        db = gdal.Open(str(path)).ReadAsArray()
+    db = db.astype(np.float32)
+    assert decide_sar(db).scale == "dB"
+    for scale, lin in (("power", 10 ** (db / 10)), ("amplitude", 10 ** (db / 20))):
+        c = decide_sar(lin)
+        assert c.scale == scale and "uncertain" not in c.note, c.note
+        ok = np.isfinite(db)
+        assert np.abs(c.to_db(lin)[ok] - db[ok]).max() < 1e-3
 
 
 def test_grid_follows_s2_utm_and_common_extent(synthetic_scene):
