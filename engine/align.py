@@ -210,6 +210,44 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
     return Grid(crs, x0, y1, res, width, height)
 
 
+def _warp(ds: gdal.Dataset, grid: Grid, resampling: str, nodata) -> gdal.Dataset:
+    """A warped VRT of ``ds`` on the grid, float32, NaN where there is no data."""
+    return gdal.Warp(
+        "", ds, format="VRT", dstSRS=grid.crs_wkt, outputBounds=grid.bounds,
+        xRes=grid.res, yRes=grid.res, resampleAlg=resampling, outputType=gdal.GDT_Float32,
+        srcNodata=None if nodata is None else nodata, dstNodata=float("nan"),
+        warpOptions=["UNIFIED_SRC_NODATA=YES"], multithread=False,
+    )
+
+
+# GDAL's built-in pixel functions: dB -> power 10^(x/10); amplitude -> power |x|^2
+_TO_POWER = {"dB": ("dB2pow", lambda v: 10.0 ** (v / 10.0)), "amplitude": ("intensity", lambda v: v * v)}
+
+
+def _power_vrt(layer: InputLayer, src: gdal.Dataset, scale: str, nodata):
+    """The layer's bands as linear power, in a virtual raster (nothing is written): GDAL's
+    dB2pow / intensity pixel functions over the source bands.  The nodata value maps to its
+    power (a very negative dB nodata to 0), so it stays recognisable."""
+    from xml.sax.saxutils import escape
+
+    func, to_power = _TO_POWER[scale]
+    nd = None
+    if nodata is not None:
+        nd = float("nan") if math.isnan(nodata) else float(np.float32(to_power(float(nodata))))
+    gt = src.GetGeoTransform()
+    bands = "".join(
+        f'<VRTRasterBand dataType="Float32" band="{i + 1}" subClass="VRTDerivedRasterBand">'
+        + ("" if nd is None else f"<NoDataValue>{'nan' if math.isnan(nd) else repr(nd)}</NoDataValue>")
+        + f"<PixelFunctionType>{func}</PixelFunctionType><SourceTransferType>Float32</SourceTransferType>"
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(layer.path)}</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        for i, b in enumerate(layer.bands))
+    xml = (f'<VRTDataset rasterXSize="{src.RasterXSize}" rasterYSize="{src.RasterYSize}">'
+           f"<SRS>{escape(src.GetProjection())}</SRS><GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"
+           f"{bands}</VRTDataset>")
+    return gdal.Open(xml), nd
+
+
 def _resampling(ds: gdal.Dataset, grid: Grid) -> str:
     """Average when the source is finer than the grid, bilinear otherwise."""
     gt = ds.GetGeoTransform()
@@ -239,6 +277,9 @@ class AlignedLayer:
     # bottom), so memory stays near one block row instead of filling GDAL_CACHEMAX
     _src: gdal.Dataset = field(repr=False, default=None)
     _block_h: int = 0
+    # averaged as linear power (average_linear_power): read() converts back to dB
+    _power_src: gdal.Dataset = field(repr=False, default=None)
+    _to_db: bool = False
 
     @classmethod
     def open(cls, layer: InputLayer, grid: Grid) -> "AlignedLayer":
@@ -258,13 +299,25 @@ class AlignedLayer:
                 return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)",
                            src, block_h)
         rs = _resampling(src, grid)
-        warped = gdal.Warp(
-            "", sel, format="VRT", dstSRS=grid.crs_wkt, outputBounds=grid.bounds,
-            xRes=grid.res, yRes=grid.res, resampleAlg=rs, outputType=gdal.GDT_Float32,
-            srcNodata=None if nodata is None else nodata, dstNodata=float("nan"),
-            warpOptions=["UNIFIED_SRC_NODATA=YES"], multithread=False,
-        )
-        return cls(layer, grid, warped, False, 0, 0, rs)
+        return cls(layer, grid, _warp(sel, grid, rs, nodata), False, 0, 0, rs)
+
+    def average_linear_power(self, scale: str) -> bool:
+        """SAR backscatter in dB or linear amplitude that is averaged onto a coarser grid
+        is averaged as linear power instead: under speckle the mean of dB values is the log
+        of a geometric mean, biased low against the multilooked power.  ``read`` then
+        returns dB.  False (nothing changed) when the layer is read directly, interpolated
+        rather than averaged, or already linear power."""
+        if self.direct or self.resampling != "average" or scale not in _TO_POWER:
+            return False
+        src = open_layer(self.layer)
+        nodata = self.layer.nodata
+        if nodata is None:
+            nodata = src.GetRasterBand(self.layer.bands[0]).GetNoDataValue()
+        self._power_src, nd = _power_vrt(self.layer, src, scale, nodata)
+        self._ds = _warp(self._power_src, self.grid, "average", nd)
+        self._to_db = True
+        self.resampling = "average of linear power"
+        return True
 
     def read(self, row0: int, nrows: int, out: np.ndarray | None = None) -> np.ndarray:
         """(bands, nrows, width) float32 of grid rows row0.., NaN where no data (values
@@ -280,6 +333,11 @@ class AlignedLayer:
         if not self.direct:
             out = np.empty(shape, dtype=np.float32) if out is None else out
             self._ds.ReadAsArray(0, row0, g.width, nrows, buf_obj=out)  # GDAL fills it in place
+            if self._to_db:  # averaged power -> dB (NaN stays NaN)
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    np.log10(out, out=out)
+                out *= np.float32(10.0)
+                return out  # the source's nodata was masked before averaging
         else:
             ds = self._ds
             x0, y0 = self._xoff, self._yoff + row0

@@ -131,8 +131,11 @@ class Scene:
             for role in S1_ROLES:
                 if role in self.aligned:
                     al = self.aligned[role]
-                    self.sarconv[role] = units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
-                    log.append(f"{al.layer.label} units: {self.sarconv[role].note}")
+                    conv = units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
+                    if al.average_linear_power(conv.scale):
+                        conv = conv.averaged_as_power()
+                    self.sarconv[role] = conv
+                    log.append(f"{al.layer.label} units: {conv.note}")
         except ValueError as exc:
             raise InputError(str(exc)) from None
 

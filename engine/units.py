@@ -89,6 +89,10 @@ class SarConvention:
     def linear(self) -> bool:
         return self.scale != "dB"
 
+    def averaged_as_power(self) -> "SarConvention":
+        """The convention of a layer that AlignedLayer.average_linear_power turned into dB."""
+        return SarConvention("dB", f"{self.note}; averaged onto the grid as linear power, read as dB")
+
     def to_db(self, x: np.ndarray, inplace: bool = False) -> np.ndarray:
         """Values -> dB (10 log10 of power, 20 log10 of amplitude); ``inplace`` overwrites
         ``x`` (float32)."""

@@ -196,7 +196,10 @@ class ChipRenderer:
         key = (path, self.sources.vv_band, self.sources.vh_band)
         if key not in self._sar_conv:
             self._sar_conv[key] = decide_sar(aligned.sample(256), label=ROLE_LABELS[role])
-        return self._sar_conv[key].to_db(aligned.read(0, grid.height)), ""
+        conv = self._sar_conv[key]
+        if aligned.average_linear_power(conv.scale):  # as the detection reads it
+            conv = conv.averaged_as_power()
+        return conv.to_db(aligned.read(0, grid.height)), ""
 
     # -- chips ---------------------------------------------------------------------------
     def render(self, bounds) -> list[Chip]:

@@ -253,6 +253,45 @@ def test_rotated_rasters_are_warped_to_north_up_map_positions(tmp_path):
     assert np.abs(err).max() < tol and abs(err.mean()) < 1e-3
 
 
+@pytest.mark.parametrize("scale", ["dB", "amplitude", "power"])
+def test_finer_sar_is_averaged_as_linear_power(tmp_path, scale):
+    """SYNTHETIC single-look speckle at 5 m onto the 10 m grid: each grid pixel is the dB of
+    the mean power of its 2 x 2 source pixels (the mean of dB values would be ~2 dB low),
+    whatever the file's units; nodata pixels are left out of the mean."""
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+    from sentinel_landslide.engine.units import decide_sar
+
+    rng = np.random.default_rng(11)
+    power = (rng.exponential(1.0, (2, 128, 128)) * np.array([0.1, 0.02])[:, None, None]).astype(np.float32)
+    db = 10 * np.log10(power)
+    data = {"dB": db, "amplitude": np.sqrt(power), "power": power}[scale].copy()
+    data[:, :8, :8] = -99.0  # a 4 x 4 grid-pixel corner of nodata
+    data[:, 8:10, 8:9] = -99.0  # half of one grid pixel
+    s2 = write_tif(tmp_path / "s2.tif", np.full((4, 64, 64), 2000, np.float32), 32633, (500000, 10, 0, 5000000, 0, -10))
+    sar = write_tif(tmp_path / "sar.tif", data, 32633, (500000, 5, 0, 5000000, 0, -5), nodata=-99.0)
+    g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4])])
+    al = AlignedLayer.open(InputLayer("S1_DESC_POST", sar, [1, 2]), g)
+    assert al.resampling == "average"
+    conv = decide_sar(al.sample(), label="test")
+    assert conv.scale == scale
+    if al.average_linear_power(conv.scale):
+        conv = conv.averaged_as_power()
+        assert scale != "power" and al.resampling == "average of linear power"
+    got = conv.to_db(al.read(0, 64))
+    p4 = power.reshape(2, 64, 2, 64, 2)
+    ok4 = (data != -99.0).reshape(2, 64, 2, 64, 2)
+    with np.errstate(divide="ignore"):
+        want = 10 * np.log10((p4 * ok4).sum((2, 4)) / ok4.sum((2, 4)).clip(1))
+    assert np.isnan(got[:, :4, :4]).all()
+    fine = np.isfinite(got)
+    assert fine.sum() == 2 * (64 * 64 - 16)
+    assert np.abs(got[fine] - want[fine]).max() < 1e-3
+    # the half-nodata grid pixel: its two valid source pixels only...
+    assert got[0, 4, 4] == pytest.approx(10 * np.log10(power[0, 8:10, 9].mean()), abs=1e-3)
+    mean_of_db = db.reshape(2, 64, 2, 64, 2).mean((2, 4))
+    assert (want - mean_of_db)[:, 8:, 8:].mean() > 1.5  # ...and what averaging dB would have lost
+
+
 def test_extent_parameter_clips_the_grid(synthetic_scene):
     from sentinel_landslide.engine.align import InputLayer, plan_grid
 
