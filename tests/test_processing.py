@@ -18,6 +18,30 @@ def test_provider_and_parameter_names_are_stable(provider):
     assert {"S2", "S2_RED", "S2_GREEN", "S2_BLUE", "S2_NIR", "S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST",
             "S1_ASC_PRE", "MODEL", "THRESHOLD", "EXTENT", "OUTPUT", "OUTPUT_RASTER"} <= names
     assert alg.shortHelpString()
+    # the unit enums' options map by index onto the engine's choices (saved models and batch
+    # files store the index, so new options go at the end)
+    from sentinel_landslide.engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
+
+    for name, choices in (("S2_SCALE", S2_SCALE_CHOICES), ("S2_OFFSET", S2_OFFSET_CHOICES),
+                          ("SAR_UNITS", SAR_UNIT_CHOICES)):
+        assert len(alg.parameterDefinition(name).options()) == len(choices), name
+    assert SAR_UNIT_CHOICES[:3] == ("auto", "dB", "linear")
+
+
+def test_sar_units_parameter_reaches_the_engine(provider, synthetic_scene, tmp_path):
+    """SYNTHETIC scene: SAR_UNITS = 3 (linear amplitude) on dB layers is the analyst's word,
+    so the log says amplitude and the dB values are read as amplitudes (different scores)."""
+    import processing
+
+    fb = QgsProcessingFeedback()
+    lines = []
+    fb.pushInfo = lambda m: lines.append(m)  # noqa: E731
+    base = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "a.gpkg"))
+    forced = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "b.gpkg", SAR_UNITS=3),
+                            feedback=fb)
+    assert sum("linear amplitude (set)" in line for line in lines) == 4
+    probs = [[f["prob"] for f in QgsVectorLayer(r["OUTPUT"], "g", "ogr").getFeatures()] for r in (base, forced)]
+    assert len(probs[0]) == len(probs[1]) and probs[0] != probs[1]
 
 
 # Spellings that only Qt5 builds of QGIS accept: QGIS 4 (Qt6) has scoped enums only, and
