@@ -21,11 +21,30 @@ class SentinelLandslidePlugin:
 
     def initGui(self):  # noqa: N802 (QGIS API)
         self.initProcessing()
+        self.warn_missing_packages()
         try:
             from .gui import install_gui
         except ImportError:
             return
         self.actions = install_gui(self)
+
+    def warn_missing_packages(self) -> list[str]:
+        """Say at start-up, not at the end of a filled-in dialog, which inference packages
+        are missing and the one command that installs them into QGIS's Python."""
+        from qgis.core import QgsMessageLog
+
+        from .gui.compat import WARNING
+        from .models import deps
+
+        absent = deps.missing()
+        if absent:
+            text = deps.message(absent)
+            QgsMessageLog.logMessage(text, "Sentinel Landslide", WARNING)
+            try:
+                self.iface.messageBar().pushMessage("Sentinel Landslide", text, WARNING, 0)
+            except Exception:  # noqa: BLE001 - no message bar (e.g. a headless interface)
+                pass
+        return absent
 
     def unload(self):
         if self.provider is not None:

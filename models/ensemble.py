@@ -11,10 +11,8 @@ import numpy as np
 from ..engine.channels import CHANNEL_NAMES
 from ..engine.features import feature_matrix
 from ..engine.indices import compute_indices
+from . import deps
 from .package import ModelPackage, PackageError
-
-_PIP_NAMES = {"onnxruntime": "onnxruntime", "lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
-
 
 class MissingDependency(ImportError):
     """A Python package needed to run a member is not installed."""
@@ -24,12 +22,7 @@ def require(module: str):
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise MissingDependency(
-            f"The Python package '{_PIP_NAMES.get(module, module)}' is needed to run this model "
-            f"but cannot be imported ({exc}). Install it into QGIS's Python, e.g. "
-            f"'python3 -m pip install {_PIP_NAMES.get(module, module)}' from the OSGeo4W shell "
-            "on Windows or the QGIS Python console's interpreter elsewhere; see the README."
-        ) from exc
+        raise MissingDependency(f"{deps.message([module])}\n(import error: {exc})") from exc
 
 
 # Parallelism: a batch is split into sub-batches scored concurrently by ``lanes`` worker
@@ -172,6 +165,10 @@ class Ensemble:
             specs = [m for m in specs if m["name"] in only]
         if not specs:
             raise PackageError(f"the model package '{pkg.name}' has no members for mode '{mode}'")
+        # every missing package named at once, with one command (not one per failed run)
+        absent = deps.missing({deps.KIND_MODULES.get(s["kind"], s["kind"]) for s in specs})
+        if absent:
+            raise MissingDependency(deps.message(absent))
         threads = threads or max(1, os.cpu_count() or 1)
         self.pkg, self.mode, self.specs = pkg, mode, specs
         self.threshold = pkg.threshold(mode)

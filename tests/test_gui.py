@@ -270,3 +270,17 @@ def test_screenshot_of_the_dock(plugin, qgis_iface, grid_copy, synthetic_scene):
     assert dock.grab().save(str(path))
     assert win.grab().save(str(SCREENSHOTS / "review_window.png"))  # canvas with the tile + the dock
     assert path.stat().st_size > 10_000
+
+
+def test_missing_packages_are_announced_in_the_message_bar(plugin, qgis_iface, monkeypatch):
+    import sys
+
+    from qgis.core import Qgis
+
+    bar = qgis_iface.messageBar()
+    assert plugin.warn_missing_packages() == []  # all installed here: nothing said
+    before = len(bar.get_messages(Qgis.Warning))
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert plugin.warn_missing_packages() == ["onnxruntime"]
+    said = bar.get_messages(Qgis.Warning)[before:]
+    assert len(said) == 1 and "onnxruntime" in said[0] and " -m pip install onnxruntime" in said[0]

@@ -139,5 +139,31 @@ def test_missing_dependency_message_names_the_package(monkeypatch):
     from sentinel_landslide.models import ensemble
 
     monkeypatch.setitem(sys.modules, "xgboost", None)  # makes `import xgboost` fail
-    with pytest.raises(ensemble.MissingDependency, match="'xgboost-cpu' is needed"):
+    with pytest.raises(ensemble.MissingDependency, match="Missing Python package.*: xgboost-cpu"):
         ensemble.require("xgboost")
+
+
+def test_every_missing_package_is_named_at_once_with_one_command(monkeypatch, package, tmp_path):
+    import sys
+
+    from sentinel_landslide.models import deps, ensemble
+
+    assert deps.missing() == []  # this environment has them all
+    monkeypatch.setitem(sys.modules, "xgboost", None)
+    monkeypatch.setitem(sys.modules, "lightgbm", None)
+    assert deps.missing() == ["lightgbm", "xgboost"]
+    with pytest.raises(ensemble.MissingDependency) as err:
+        ensemble.Ensemble(package, "combined")
+    text = str(err.value)
+    assert "lightgbm, xgboost-cpu" in text
+    cmd = [line.strip() for line in text.splitlines() if " -m pip install " in line]
+    assert len(cmd) == 1 and cmd[0].endswith('install lightgbm xgboost-cpu "numpy<2"')  # numpy 1.x here
+
+    # inside QGIS sys.executable can be the QGIS binary: the python beside the prefix is named
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python3").write_text("")
+    monkeypatch.setattr(sys, "executable", "/Applications/QGIS.app/Contents/MacOS/QGIS")
+    monkeypatch.setattr(sys, "exec_prefix", str(tmp_path))
+    assert deps.python_executable() == str(tmp_path / "bin" / "python3")
+    monkeypatch.setattr(sys, "executable", "/usr/bin/python3.11")
+    assert deps.python_executable() == "/usr/bin/python3.11"
