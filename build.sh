@@ -7,6 +7,7 @@
 #   ./build.sh train     regenerate the bundled model package from ../shared/data
 #   ./build.sh bench     benchmarks (bench/), writes bench/results.md
 #   ./build.sh width     how network width moves the nets' share of the matmul rate (bench/width.py)
+#   ./build.sh int8      int8 networks where OOF metrics hold and they run faster (models/training/quantize.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -85,6 +86,10 @@ case "${1:-}" in
   width)
     setup train
     "$PY" -m sentinel_landslide.bench.width "${@:2}"
+    ;;
+  int8)
+    setup train
+    "$PY" -m sentinel_landslide.models.training.quantize "${@:2}"
     ;;
   setup)
     setup "${2:-dev}"

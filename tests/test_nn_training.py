@@ -338,3 +338,46 @@ def test_training_wider_members_records_the_width(quick_package, tmp_path):
     assert narrow and wide and not narrow & wide
     out = Ensemble(pkg, "combined", threads=1).predict(p[:3], np.ones((3, 64, 64), bool), {})
     assert out["prob"].shape == (3,)
+
+
+def test_int8_members_adopted_only_where_the_rule_allows(quick_package, tmp_path):
+    """models/training/quantize on the quick package (SYNTHETIC patches): members that pass
+    the rule get int8 MatMul files, their metrics and the ensemble's are rewritten, the
+    package still loads (checksums) and scores close to before; members that fail keep
+    their files byte for byte."""
+    import shutil
+
+    pytest.importorskip("onnx")
+    from sentinel_landslide.models.ensemble import Ensemble
+    from sentinel_landslide.models.package import load_package
+    from sentinel_landslide.models.training import quantize, train_nn
+
+    tmp, p = quick_package
+    data = train_nn.load_folder_data(tmp / "patches")
+    pkg_dir = tmp_path / "pkg"
+    shutil.copytree(tmp / "pkg", pkg_dir)
+    before = {m["name"]: m["sha256"] for m in load_package(pkg_dir).manifest["members"]}
+
+    # a rule nobody passes (int8 must gain 1.0 F1): a report, nothing written
+    rows = quantize.run(pkg_dir, data, tmp / "ckpt", apply=True, min_speedup=0.0, tol={"f1": -1.0, "auc": -1.0},
+                        seconds=0.05, log=None)
+    assert [r["member"] for r in rows] == list(QUICK_MEMBERS) and not any(r["adopt"] for r in rows)
+    assert {m["name"]: m["sha256"] for m in load_package(pkg_dir).manifest["members"]} == before
+
+    x = p[:8].astype(np.float32)
+    valid = np.ones((8, 64, 64), bool)
+    ref = Ensemble(load_package(pkg_dir), "combined", threads=1).predict(x, valid, {})
+    rows = quantize.run(pkg_dir, data, tmp / "ckpt", apply=True, min_speedup=0.0, tol={"f1": 1.0, "auc": 1.0},
+                        seconds=0.05, command="test", log=None)
+    assert all(r["adopt"] for r in rows)
+    pkg = load_package(pkg_dir)  # verifies the new checksums
+    man = pkg.manifest
+    for m in man["members"]:
+        assert m["precision"].startswith("int8") and m["sha256"] != before[m["name"]]
+        rec = man["metrics"]["nn_proxy"]["members"][m["name"]]
+        assert rec["oof_f1"] == rec["oof_onnx_int8"]["f1"] and "ms_per_patch_int8" in rec["int8_assessment"]
+    assert "int8_rule" in man["metrics"]["nn_proxy"]["provenance"]
+    got = Ensemble(pkg, "combined", threads=1).predict(x, valid, {})
+    assert np.abs(got["prob"] - ref["prob"]).max() < 0.05
+    # int8 members are not quantised twice
+    assert quantize.run(pkg_dir, data, tmp / "ckpt", apply=True, seconds=0.05, log=None) == []
