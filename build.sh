@@ -77,7 +77,7 @@ case "${1:-}" in
     setup train
     "$PY" -m sentinel_landslide.models.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
     # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in train_nn.py
-    "$PY" -m sentinel_landslide.models.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 "${@:2}"
+    "$PY" -m sentinel_landslide.models.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
     ;;
   bench)
     setup train

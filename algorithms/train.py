@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..gui.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_INTEGER
+from ..gui.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
 from .common import LandslideAlgorithm
 
 STAGES = {"features": 0, "gbm": 1, "networks": 2}
@@ -47,6 +47,10 @@ class TrainAlgorithm(LandslideAlgorithm):
         p = QgsProcessingParameterBoolean("PRETRAINED", self.tr("Start from ImageNet weights (downloads them)"), False)
         p.setFlags(p.flags() | FLAG_ADVANCED)
         self.addParameter(p)
+        p = QgsProcessingParameterNumber("WIDTH", self.tr("Network width factor (the bundled networks use 2)"),
+                                         NUMBER_DOUBLE, 2.0, minValue=0.5, maxValue=4.0)
+        p.setFlags(p.flags() | FLAG_ADVANCED)
+        self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Model package folder")))
 
     def processAlgorithm(self, parameters, context, feedback):
@@ -71,7 +75,8 @@ class TrainAlgorithm(LandslideAlgorithm):
                           self.parameterAsInt(parameters, "FOLDS", context),
                           self.parameterAsInt(parameters, "SEED", context),
                           pretrained=self.parameterAsBool(parameters, "PRETRAINED", context),
-                          progress=progress, is_cancelled=feedback.isCanceled, log=feedback.pushInfo)
+                          progress=progress, is_cancelled=feedback.isCanceled, log=feedback.pushInfo,
+                          width=self.parameterAsDouble(parameters, "WIDTH", context))
             pkg = load_package(out)
         except TrainCancelled:
             raise QgsProcessingException(self.tr("Cancelled; the package folder may be incomplete.")) from None

@@ -30,6 +30,9 @@ def test_export_train_detect_round_trip(provider, tmp_path, synthetic_scene, pac
     assert {"lightgbm", "xgboost"} <= kinds
     if members != "none":
         assert "onnx" in kinds
+        # the networks are trained at the bundled width (WIDTH defaults to 2)
+        (net,) = [m for m in pkg.manifest["members"] if m["kind"] == "onnx"]
+        assert net["width"] == 2.0
     det = processing.run("landslide:detect", dict(S2=synthetic_scene["S2"], MODEL=res["OUTPUT"],
                                                   OUTPUT=str(tmp_path / "g.gpkg"), **s1))
     assert det["MODE"] == "combined" and det["TILES"] == 70

@@ -53,8 +53,10 @@ def write_feature_table(folder, out_csv, progress=None, is_cancelled=None, chunk
 
 
 def train_package(patches, out, members="all", gbm: bool = True, epochs=None, folds=None, seed: int = 42,
-                  threads: int = 2, pretrained: bool = False, progress=None, is_cancelled=None, log=print) -> Path:
-    """Train into ``out`` (created; an existing manifest there is merged).  ``progress(stage, frac, msg)``."""
+                  threads: int = 2, pretrained: bool = False, progress=None, is_cancelled=None, log=print,
+                  width: float = 1.0) -> Path:
+    """Train into ``out`` (created; an existing manifest there is merged).  ``progress(stage, frac, msg)``;
+    ``width``: the networks' encoder width factor (train_nn --width; the bundled ones use 2)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prog = progress or (lambda stage, frac, msg="": None)
@@ -79,6 +81,8 @@ def train_package(patches, out, members="all", gbm: bool = True, epochs=None, fo
             raise ValueError(f"unknown neural member(s) {unknown}; known: {', '.join(m.name for m in MEMBERS)}")
         data = train_nn.load_folder_data(patches)
         recipe = train_nn.default_recipe(epochs=epochs, folds=folds, seed=seed, threads=threads, pretrained=pretrained)
+        if float(width) != 1.0:  # only then: width-1 checkpoints keep their keys (as train_nn does)
+            recipe["width"] = float(width)
         try:
             train_nn.train_members(data, names, out, recipe, ckpt_root=out / "training_oof" / "nn_ckpt",
                                    gbm_oof=gbm_oof, command="train_package",
@@ -100,9 +104,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pretrained", action="store_true")
+    ap.add_argument("--width", type=float, default=1.0, help="network width factor (the bundled networks: 2)")
     a = ap.parse_args(argv)
     train_package(a.patches, a.out, a.members, not a.no_gbm, a.epochs, a.folds, a.seed, a.threads, a.pretrained,
-                  progress=lambda s, f, m="": print(f"{s} {f:.0%} {m}", file=sys.stderr))
+                  progress=lambda s, f, m="": print(f"{s} {f:.0%} {m}", file=sys.stderr), width=a.width)
     return 0
 
 
