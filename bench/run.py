@@ -104,7 +104,9 @@ def is_quiet(load: dict) -> bool:
 def run_was_quiet(loads: list) -> bool:
     """Quiet before the first run (load average, nothing else busy) and no other busy process
     or training run in any later sample.  Samples taken during the benchmark carry its own
-    load (two cores scoring: load about 2), so their load average says nothing about others."""
+    load (two cores scoring: load about 2), so their load average says nothing about others.
+    A screen, not a proof: ``ps`` %CPU is a lifetime average sampled between runs, so a short
+    burst of other work between two samples goes unseen; the per-run spread shows it."""
     before = [x for x in loads if x["when"] in ("start", "after waiting")][-1]
     return is_quiet(before) and not any(x["training_run"] or x["busy_others"] for x in loads)
 

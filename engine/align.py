@@ -221,31 +221,29 @@ def _warp(ds: gdal.Dataset, grid: Grid, resampling: str, nodata) -> gdal.Dataset
 
 
 # GDAL's built-in pixel functions: dB -> power 10^(x/10); amplitude -> power |x|^2
-_TO_POWER = {"dB": ("dB2pow", lambda v: 10.0 ** (v / 10.0)), "amplitude": ("intensity", lambda v: v * v)}
+_TO_POWER = {"dB": "dB2pow", "amplitude": "intensity"}
 
 
-def _power_vrt(layer: InputLayer, src: gdal.Dataset, scale: str, nodata):
+def _power_vrt(layer: InputLayer, src: gdal.Dataset, scale: str, nodata) -> gdal.Dataset:
     """The layer's bands as linear power, in a virtual raster (nothing is written): GDAL's
-    dB2pow / intensity pixel functions over the source bands.  The nodata value maps to its
-    power (a very negative dB nodata to 0), so it stays recognisable."""
+    dB2pow / intensity pixel functions over the source bands.  Source nodata pixels reach
+    the pixel function as NaN (ComplexSource NODATA), so they stay no data, NaN, whatever
+    their value (mapping a nodata of 9999 dB to power would overflow)."""
     from xml.sax.saxutils import escape
 
-    func, to_power = _TO_POWER[scale]
-    nd = None
-    if nodata is not None:
-        nd = float("nan") if math.isnan(nodata) else float(np.float32(to_power(float(nodata))))
+    func = _TO_POWER[scale]
+    nd = "" if nodata is None or math.isnan(nodata) else f"<NODATA>{float(nodata)!r}</NODATA>"
     gt = src.GetGeoTransform()
     bands = "".join(
-        f'<VRTRasterBand dataType="Float32" band="{i + 1}" subClass="VRTDerivedRasterBand">'
-        + ("" if nd is None else f"<NoDataValue>{'nan' if math.isnan(nd) else repr(nd)}</NoDataValue>")
-        + f"<PixelFunctionType>{func}</PixelFunctionType><SourceTransferType>Float32</SourceTransferType>"
-        f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(layer.path)}</SourceFilename>'
-        f"<SourceBand>{b}</SourceBand></SimpleSource></VRTRasterBand>"
+        f'<VRTRasterBand dataType="Float32" band="{i + 1}" subClass="VRTDerivedRasterBand"><NoDataValue>nan</NoDataValue>'
+        f"<PixelFunctionType>{func}</PixelFunctionType><SourceTransferType>Float32</SourceTransferType>"
+        f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(layer.path)}</SourceFilename>'
+        f"<SourceBand>{b}</SourceBand>{nd}</ComplexSource></VRTRasterBand>"
         for i, b in enumerate(layer.bands))
     xml = (f'<VRTDataset rasterXSize="{src.RasterXSize}" rasterYSize="{src.RasterYSize}">'
            f"<SRS>{escape(src.GetProjection())}</SRS><GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"
            f"{bands}</VRTDataset>")
-    return gdal.Open(xml), nd
+    return gdal.Open(xml)
 
 
 def _resampling(ds: gdal.Dataset, grid: Grid) -> str:
@@ -310,11 +308,12 @@ class AlignedLayer:
         if self.direct or self.resampling != "average" or scale not in _TO_POWER:
             return False
         src = open_layer(self.layer)
-        nodata = self.layer.nodata
-        if nodata is None:
-            nodata = src.GetRasterBand(self.layer.bands[0]).GetNoDataValue()
-        self._power_src, nd = _power_vrt(self.layer, src, scale, nodata)
-        self._ds = _warp(self._power_src, self.grid, "average", nd)
+        band = src.GetRasterBand(self.layer.bands[0])
+        if band.GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
+            return False  # an internal mask or alpha band: the derived bands would lose it
+        nodata = self.layer.nodata if self.layer.nodata is not None else band.GetNoDataValue()
+        self._power_src = _power_vrt(self.layer, src, scale, nodata)
+        self._ds = _warp(self._power_src, self.grid, "average", float("nan"))
         self._to_db = True
         self.resampling = "average of linear power"
         return True
@@ -333,8 +332,9 @@ class AlignedLayer:
         if not self.direct:
             out = np.empty(shape, dtype=np.float32) if out is None else out
             self._ds.ReadAsArray(0, row0, g.width, nrows, buf_obj=out)  # GDAL fills it in place
-            if self._to_db:  # averaged power -> dB (NaN stays NaN)
-                with np.errstate(divide="ignore", invalid="ignore"):
+            if self._to_db:  # averaged power -> dB as SarConvention.to_db does (NaN stays NaN)
+                with np.errstate(invalid="ignore"):
+                    np.maximum(out, np.float32(1e-10), out=out)
                     np.log10(out, out=out)
                 out *= np.float32(10.0)
                 return out  # the source's nodata was masked before averaging

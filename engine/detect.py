@@ -331,19 +331,25 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
         prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
 
     def scored_batches():
-        for i, b in enumerate(tiles):
-            if cancelled():
-                raise Cancelled()
-            ok, patches, valid, feats, (t_feat, c_feat) = b.prepared
-            timings["read"] += b.read_seconds
-            timings["read_cpu"] += b.read_cpu_seconds
-            timings["features"] += t_feat  # in the reader thread, overlapped with scoring
-            timings["features_cpu"] += c_feat
-            yield (b, ok, i), patches, valid, feats
+        batches = iter(tiles)
+        try:
+            for i, b in enumerate(batches):
+                if cancelled():
+                    raise Cancelled()
+                ok, patches, valid, feats, (t_feat, c_feat) = b.prepared
+                timings["read"] += b.read_seconds
+                timings["read_cpu"] += b.read_cpu_seconds
+                timings["features"] += t_feat  # in the reader thread, overlapped with scoring
+                timings["features_cpu"] += c_feat
+                yield (b, ok, i), patches, valid, feats
+        finally:  # stop the reader thread now, not when a traceback lets go of this frame
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
 
     try:
         # two batches in flight (Ensemble.score_stream): no core idles at batch boundaries
-        with closing(ensemble.score_stream(scored_batches(), timings_members)) as scored:
+        with closing(scored_batches()) as source, closing(ensemble.score_stream(source, timings_members)) as scored:
             for (b, ok, i), probs in scored:
                 if cancelled():
                     raise Cancelled()

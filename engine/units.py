@@ -115,8 +115,12 @@ def _power_or_amplitude(sample: np.ndarray, label: str) -> SarConvention:
     meds = []
     for band in sample[:2]:
         v = band[np.isfinite(band) & (band > 0)]
-        if v.size:
-            meds.append(float(np.median(v)))
+        if not v.size:  # a band with nothing positive: judge by VV alone (or refuse below)
+            break
+        meds.append(float(np.median(v)))
+    if not meds:
+        raise ValueError(f"The {label} layer has no positive values: no backscatter to read "
+                         "(a blank layer whose nodata value is not declared?).")
     db = [10.0 * np.log10(m) for m in meds]  # read as power; as amplitude: twice these
 
     def distance(k: float) -> float:

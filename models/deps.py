@@ -20,12 +20,13 @@ def missing(modules=None) -> list[str]:
     mods = list(RUNTIME) if modules is None else [m for m in RUNTIME if m in set(modules)]
     out = []
     for m in mods:
-        try:
-            found = importlib.util.find_spec(m) is not None
-        except (ImportError, ValueError):  # a broken install, or a module set to None
-            found = False
-        if found and sys.modules.get(m, True) is None:
-            found = False
+        if m in sys.modules:  # imported already (present), or set to None (blocked: missing)
+            found = sys.modules[m] is not None
+        else:
+            try:
+                found = importlib.util.find_spec(m) is not None
+            except (ImportError, ValueError):  # a broken install
+                found = False
         if not found:
             out.append(m)
     return out
@@ -36,7 +37,8 @@ def python_executable() -> str:
     QGIS binary itself (Windows, macOS), so look for python3/python next to it and in the
     running prefix."""
     exe = sys.executable or ""
-    if os.path.basename(exe).lower().startswith("python"):
+    base = os.path.basename(exe).lower()
+    if base.startswith("python") and not base.startswith("pythonw"):  # pythonw: no console for pip
         return exe
     names = ("python.exe", "python3.exe") if os.name == "nt" else ("python3", "python")
     dirs = [os.path.join(sys.exec_prefix, "bin"), sys.exec_prefix, os.path.dirname(exe)]

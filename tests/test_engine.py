@@ -107,6 +107,8 @@ def test_sar_units_tell_db_power_and_amplitude_apart_and_refuse_raw_numbers():
 
     with pytest.raises(ValueError, match="neither dB nor"):
         decide_sar(np.full((2, 10, 10), 350.0))  # uncalibrated amplitude numbers
+    with pytest.raises(ValueError, match="no positive values"):
+        decide_sar(np.zeros((2, 10, 10)))  # blank, nodata undeclared
     assert decide_sar(np.full((2, 10, 10), -12.0)).scale == "dB"
     rng = np.random.default_rng(3)
     # synthetic VV/VH scenes from bright (mountain fore-slopes) to dark
@@ -253,8 +255,9 @@ def test_rotated_rasters_are_warped_to_north_up_map_positions(tmp_path):
     assert np.abs(err).max() < tol and abs(err.mean()) < 1e-3
 
 
+@pytest.mark.parametrize("nodata", [-99.0, 9999.0])  # 10^(9999/10) would overflow if mapped to power
 @pytest.mark.parametrize("scale", ["dB", "amplitude", "power"])
-def test_finer_sar_is_averaged_as_linear_power(tmp_path, scale):
+def test_finer_sar_is_averaged_as_linear_power(tmp_path, scale, nodata):
     """SYNTHETIC single-look speckle at 5 m onto the 10 m grid: each grid pixel is the dB of
     the mean power of its 2 x 2 source pixels (the mean of dB values would be ~2 dB low),
     whatever the file's units; nodata pixels are left out of the mean."""
@@ -265,10 +268,10 @@ def test_finer_sar_is_averaged_as_linear_power(tmp_path, scale):
     power = (rng.exponential(1.0, (2, 128, 128)) * np.array([0.1, 0.02])[:, None, None]).astype(np.float32)
     db = 10 * np.log10(power)
     data = {"dB": db, "amplitude": np.sqrt(power), "power": power}[scale].copy()
-    data[:, :8, :8] = -99.0  # a 4 x 4 grid-pixel corner of nodata
-    data[:, 8:10, 8:9] = -99.0  # half of one grid pixel
+    data[:, :8, :8] = nodata  # a 4 x 4 grid-pixel corner of nodata
+    data[:, 8:10, 8:9] = nodata  # half of one grid pixel
     s2 = write_tif(tmp_path / "s2.tif", np.full((4, 64, 64), 2000, np.float32), 32633, (500000, 10, 0, 5000000, 0, -10))
-    sar = write_tif(tmp_path / "sar.tif", data, 32633, (500000, 5, 0, 5000000, 0, -5), nodata=-99.0)
+    sar = write_tif(tmp_path / "sar.tif", data, 32633, (500000, 5, 0, 5000000, 0, -5), nodata=nodata)
     g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4])])
     al = AlignedLayer.open(InputLayer("S1_DESC_POST", sar, [1, 2]), g)
     assert al.resampling == "average"
@@ -279,7 +282,7 @@ def test_finer_sar_is_averaged_as_linear_power(tmp_path, scale):
         assert scale != "power" and al.resampling == "average of linear power"
     got = conv.to_db(al.read(0, 64))
     p4 = power.reshape(2, 64, 2, 64, 2)
-    ok4 = (data != -99.0).reshape(2, 64, 2, 64, 2)
+    ok4 = (data != nodata).reshape(2, 64, 2, 64, 2)
     with np.errstate(divide="ignore"):
         want = 10 * np.log10((p4 * ok4).sum((2, 4)) / ok4.sum((2, 4)).clip(1))
     assert np.isnan(got[:, :4, :4]).all()
@@ -290,6 +293,29 @@ def test_finer_sar_is_averaged_as_linear_power(tmp_path, scale):
     assert got[0, 4, 4] == pytest.approx(10 * np.log10(power[0, 8:10, 9].mean()), abs=1e-3)
     mean_of_db = db.reshape(2, 64, 2, 64, 2).mean((2, 4))
     assert (want - mean_of_db)[:, 8:, 8:].mean() > 1.5  # ...and what averaging dB would have lost
+
+
+def test_power_averaging_leaves_layers_with_an_internal_mask_alone(tmp_path):
+    """A per-dataset mask band would be lost by the derived power bands: such a layer keeps
+    the plain average (and its mask)."""
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+
+    s2 = write_tif(tmp_path / "s2.tif", np.full((4, 16, 16), 2000, np.float32), 32633, (500000, 10, 0, 5000000, 0, -10))
+    ds = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "m.tif"), 32, 32, 2, gdal.GDT_Float32)
+    ds.SetProjection(gdal.Open(s2).GetProjection())
+    ds.SetGeoTransform((500000, 5, 0, 5000000, 0, -5))
+    for b in (1, 2):
+        ds.GetRasterBand(b).WriteArray(np.full((32, 32), -12.0, np.float32))
+    ds.CreateMaskBand(gdal.GMF_PER_DATASET)
+    m = np.full((32, 32), 255, np.uint8)
+    m[:4, :4] = 0
+    ds.GetRasterBand(1).GetMaskBand().WriteArray(m)
+    ds = None
+    g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4])])
+    al = AlignedLayer.open(InputLayer("S1_DESC_POST", str(tmp_path / "m.tif"), [1, 2]), g)
+    assert al.resampling == "average" and not al.average_linear_power("dB")
+    block = al.read(0, 16)
+    assert np.isnan(block[:, :2, :2]).all() and np.allclose(block[:, 4:, 4:], -12.0)
 
 
 def test_extent_parameter_clips_the_grid(synthetic_scene):
@@ -378,6 +404,25 @@ def test_cancel_stops_between_batches(synthetic_scene, package):
     with pytest.raises(Cancelled):
         run_detection(scene_options(synthetic_scene, rows_per_batch=1), package, is_cancelled=cancelled)
     assert len(calls) == 2
+
+
+def test_a_failing_member_stops_the_reader_thread_at_once(synthetic_scene, package, monkeypatch):
+    """When scoring fails, the tile reader is shut down while the error propagates, not when
+    the traceback (held here by pytest.raises) is freed."""
+    import threading
+
+    from sentinel_landslide.engine.detect import run_detection
+    from sentinel_landslide.models.ensemble import Ensemble
+
+    def boom(self, *a, **k):
+        raise RuntimeError("member failed")
+
+    monkeypatch.setattr(Ensemble, "_predict_slice", boom)
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="member failed") as err:
+        run_detection(scene_options(synthetic_scene, rows_per_batch=1), package)
+    assert err.value is not None  # the traceback and its frames are still alive here
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]
 
 
 def test_grid_and_raster_writers(tmp_path, synthetic_scene, package):

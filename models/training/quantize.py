@@ -55,9 +55,14 @@ def quantize(src: Path, dst: Path, reduce_range: bool = True) -> Path:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantiser's "consider pre-processing" advice
-    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
-                     reduce_range=reduce_range)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantiser logs "consider pre-processing" on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"],
+                         reduce_range=reduce_range)
+    finally:
+        root.setLevel(level)
     return dst
 
 
@@ -116,7 +121,8 @@ def assess(member: dict, d: Path, man: dict, data, tmp: Path, reduce_range: bool
     n = len(data)
     before, after = np.full(n, np.nan), np.full(n, np.nan)
     for f, (_tr, va) in enumerate(folds_for(data.labels, int(rec["folds"]), int(rec["seed"]))):
-        before[va] = np.load(d / f"fold{f}_oof.npz")[key]
+        with np.load(d / f"fold{f}_oof.npz") as z:
+            before[va] = z[key]
         q = quantize(d / f"fold{f}.onnx", tmp / f"{member['name']}_fold{f}.int8.onnx", reduce_range)
         after[va] = predict_onnx(q, cfg, data, va, man, threads=2)
     final = quantize(d / "final.onnx", tmp / f"{member['name']}.int8.onnx", reduce_range)
@@ -161,6 +167,22 @@ def run(package: Path, data, ckpt: Path, apply: bool = False, reduce_range: bool
 
 
 def _apply(folder: Path, man: dict, rows: list, data, tol, min_speedup, reduce_range, gbm_oof, command, log) -> None:
+    # the old files are kept aside until the new manifest (with their checksums) is written,
+    # so a failure half-way leaves the package as it was
+    backup = Path(tempfile.mkdtemp(prefix="int8_backup_"))
+    copied = []
+    try:
+        _apply_members(folder, man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log, backup, copied)
+    except BaseException:
+        for f in copied:
+            shutil.copyfile(backup / f, folder / f)
+        raise
+    finally:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def _apply_members(folder, man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log, backup,
+                   copied) -> None:
     by = {r["member"]: r for r in rows}
     proxy = man["metrics"]["nn_proxy"]
     precision = PRECISION.format(rr=", 7-bit range" if reduce_range else "")
@@ -172,6 +194,8 @@ def _apply(folder: Path, man: dict, rows: list, data, tol, min_speedup, reduce_r
         rec["int8_assessment"] = {k: v for k, v in r.items() if not k.startswith("_")}
         if not r["adopt"]:
             continue
+        shutil.copyfile(folder / m["file"], backup / m["file"])
+        copied.append(m["file"])
         shutil.copyfile(r["_final"], folder / m["file"])
         m["precision"] = rec["precision"] = precision
         rec.update({f"oof_{k}": v for k, v in r["oof_int8"].items()})
