@@ -104,6 +104,13 @@ def guess_s2_bands(path: str) -> tuple[list[int], str]:
                           "band parameters if that is wrong.")
 
 
+def source_nodata(layer: InputLayer, src: gdal.Dataset):
+    """The nodata value in force: the analyst's override, else the file's (first band)."""
+    if layer.nodata is not None:
+        return layer.nodata
+    return src.GetRasterBand(layer.bands[0]).GetNoDataValue()
+
+
 def open_layer(layer: InputLayer) -> gdal.Dataset:
     try:
         ds = gdal.Open(layer.path)
@@ -282,9 +289,7 @@ class AlignedLayer:
     @classmethod
     def open(cls, layer: InputLayer, grid: Grid) -> "AlignedLayer":
         src = open_layer(layer)
-        nodata = layer.nodata
-        if nodata is None:
-            nodata = src.GetRasterBand(layer.bands[0]).GetNoDataValue()
+        nodata = source_nodata(layer, src)
         sel = gdal.Translate("", src, format="VRT", bandList=layer.bands, outputType=gdal.GDT_Float32,
                              noData="none" if nodata is None else nodata)
         gt = src.GetGeoTransform()
@@ -308,11 +313,9 @@ class AlignedLayer:
         if self.direct or self.resampling != "average" or scale not in _TO_POWER:
             return False
         src = open_layer(self.layer)
-        band = src.GetRasterBand(self.layer.bands[0])
-        if band.GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
+        if src.GetRasterBand(self.layer.bands[0]).GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
             return False  # an internal mask or alpha band: the derived bands would lose it
-        nodata = self.layer.nodata if self.layer.nodata is not None else band.GetNoDataValue()
-        self._power_src = _power_vrt(self.layer, src, scale, nodata)
+        self._power_src = _power_vrt(self.layer, src, scale, source_nodata(self.layer, src))
         self._ds = _warp(self._power_src, self.grid, "average", float("nan"))
         self._to_db = True
         self.resampling = "average of linear power"

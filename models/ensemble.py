@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections import deque
 
 import numpy as np
 
@@ -276,8 +277,6 @@ class Ensemble:
         ``{}`` for a batch whose ``patches`` is None).  With two in flight the lanes start on
         the next batch while the last slices of this one finish, so no core idles at batch
         boundaries.  Closing the generator early (cancel, error) waits for the queued slices."""
-        from collections import deque
-
         in_flight: deque = deque()
         try:
             for key, patches, valid, feats in batches:

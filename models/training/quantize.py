@@ -38,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -162,27 +163,35 @@ def run(package: Path, data, ckpt: Path, apply: bool = False, reduce_range: bool
             log(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}))
             rows.append(r)
         if apply and any(r["adopt"] for r in rows):
-            _apply(Path(package), man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log)
+            with _replacing(Path(package)) as replace:
+                _apply(Path(package), man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log, replace)
     return rows
 
 
-def _apply(folder: Path, man: dict, rows: list, data, tol, min_speedup, reduce_range, gbm_oof, command, log) -> None:
-    # the old files are kept aside until the new manifest (with their checksums) is written,
-    # so a failure half-way leaves the package as it was
+@contextmanager
+def _replacing(folder: Path):
+    """``replace(name, new_file)`` inside the block; if the block fails, every replaced file
+    is put back, so a failure before the new manifest is written leaves the package whole."""
     backup = Path(tempfile.mkdtemp(prefix="int8_backup_"))
-    copied = []
+    done: list = []
+
+    def replace(name: str, new: Path) -> None:
+        shutil.copyfile(folder / name, backup / name)
+        done.append(name)
+        shutil.copyfile(new, folder / name)
+
     try:
-        _apply_members(folder, man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log, backup, copied)
+        yield replace
     except BaseException:
-        for f in copied:
-            shutil.copyfile(backup / f, folder / f)
+        for name in done:
+            shutil.copyfile(backup / name, folder / name)
         raise
     finally:
         shutil.rmtree(backup, ignore_errors=True)
 
 
-def _apply_members(folder, man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log, backup,
-                   copied) -> None:
+def _apply(folder: Path, man: dict, rows: list, data, tol, min_speedup, reduce_range, gbm_oof, command, log,
+           replace) -> None:
     by = {r["member"]: r for r in rows}
     proxy = man["metrics"]["nn_proxy"]
     precision = PRECISION.format(rr=", 7-bit range" if reduce_range else "")
@@ -194,9 +203,7 @@ def _apply_members(folder, man, rows, data, tol, min_speedup, reduce_range, gbm_
         rec["int8_assessment"] = {k: v for k, v in r.items() if not k.startswith("_")}
         if not r["adopt"]:
             continue
-        shutil.copyfile(folder / m["file"], backup / m["file"])
-        copied.append(m["file"])
-        shutil.copyfile(r["_final"], folder / m["file"])
+        replace(m["file"], r["_final"])
         m["precision"] = rec["precision"] = precision
         rec.update({f"oof_{k}": v for k, v in r["oof_int8"].items()})
         rec["oof_onnx_int8"] = r["oof_int8"]
