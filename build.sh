@@ -3,11 +3,12 @@
 # (idempotent), so a fresh Debian machine needs nothing but this repository.
 #   ./build.sh demo      synthetic S1+S2 scene -> landslide:detect via qgis_process -> grid + PNG map
 #   ./build.sh test      the test suite (headless)
+#   ./build.sh lint      ruff (pyflakes, pycodestyle, bugbear, import order); run by ./build.sh test
 #   ./build.sh package   dist/sentinel_landslide.zip for "Install from ZIP"
 #   ./build.sh train     regenerate the bundled model package from ../shared/data
 #   ./build.sh bench     benchmarks (bench/), writes bench/results.md
 #   ./build.sh width     how network width moves the nets' share of the matmul rate (bench/width.py)
-#   ./build.sh int8      int8 networks where OOF metrics hold and they run faster (models/training/quantize.py)
+#   ./build.sh int8      int8 networks where OOF metrics hold and they run faster (training/quantize.py)
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -67,7 +68,15 @@ case "${1:-}" in
   test)
     # torch + timm are test dependencies: the ONNX export tests compare against torch
     setup train xvfb
-    "$PY" -m pytest "${@:2}"
+    "$0" lint
+    # engine, models, training: no QGIS application at all (conftest fails the run if
+    # anything imports qgis); then the QGIS shell with pytest-qgis
+    "$PY" -m pytest -p no:pytest_qgis -m "not qgis" "${@:2}"
+    "$PY" -m pytest -m qgis "${@:2}"
+    ;;
+  lint)
+    setup dev
+    "$VENV/bin/ruff" check .
     ;;
   package)
     setup runtime
@@ -75,9 +84,9 @@ case "${1:-}" in
     ;;
   train)
     setup train
-    "$PY" -m sentinel_landslide.models.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
+    "$PY" -m sentinel_landslide.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
     # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in train_nn.py
-    "$PY" -m sentinel_landslide.models.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
+    "$PY" -m sentinel_landslide.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
     ;;
   bench)
     setup train
@@ -89,7 +98,7 @@ case "${1:-}" in
     ;;
   int8)
     setup train
-    "$PY" -m sentinel_landslide.models.training.quantize "${@:2}"
+    "$PY" -m sentinel_landslide.training.quantize "${@:2}"
     ;;
   setup)
     setup "${2:-dev}"

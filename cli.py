@@ -4,7 +4,7 @@
         --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
     python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
 
-Training: python -m sentinel_landslide.models.training.train_gbm / train_nn (see --help).
+Training: python -m sentinel_landslide.training.train_gbm / train_nn (see --help).
 """
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import argparse
 import json
 import sys
 
-from .engine.align import InputError, InputLayer
-from .engine.detect import DetectOptions, run_detection
+from .core.errors import InputError
+from .engine.align import InputLayer
+from .engine.detect import DetectOptions
 from .engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
 from .models.ensemble import MissingDependency
 from .models.package import PackageError, load_package
+from .pipeline import run_detection
 
 S1_FLAGS = (("s1_desc_post", "S1_DESC_POST"), ("s1_desc_pre", "S1_DESC_PRE"),
             ("s1_asc_post", "S1_ASC_POST"), ("s1_asc_pre", "S1_ASC_PRE"))

@@ -33,8 +33,8 @@ class SentinelLandslidePlugin:
         are missing and the one command that installs them into QGIS's Python."""
         from qgis.core import QgsMessageLog
 
-        from .gui.compat import WARNING
         from .models import deps
+        from .rendering.compat import WARNING
 
         absent = deps.missing()
         if absent:

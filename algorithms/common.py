@@ -1,8 +1,6 @@
 """Helpers shared by the algorithms: layer -> engine input, error translation, styling."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
@@ -16,21 +14,16 @@ from qgis.core import (
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
+from ..core.channels import ROLE_LABELS, S1_ROLES, S2_BAND_PARAMS
 from ..engine.align import InputLayer
 from ..engine.detect import DetectOptions
 from ..engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
-from ..gui.compat import FILE_FOLDER, NUMBER_INTEGER
 from ..models.package import BUNDLED
+from ..rendering import RESOURCES
+from ..rendering.compat import FILE_FOLDER, NUMBER_INTEGER, is_null
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-S1_PARAMS = (
-    ("S1_DESC_POST", "Sentinel-1 descending, post-event (VV, VH)"),
-    ("S1_DESC_PRE", "Sentinel-1 descending, pre-event (VV, VH)"),
-    ("S1_ASC_POST", "Sentinel-1 ascending, post-event (VV, VH)"),
-    ("S1_ASC_PRE", "Sentinel-1 ascending, pre-event (VV, VH)"),
-)
-S2_BANDS = (("S2_RED", "Red band", 1), ("S2_GREEN", "Green band", 2), ("S2_BLUE", "Blue band", 3),
-            ("S2_NIR", "Near-infrared band", 4))
+S1_PARAMS = tuple((role, f"{ROLE_LABELS[role]} (VV, VH)") for role in S1_ROLES)
+S2_BANDS = S2_BAND_PARAMS
 S2_SCALE_LABELS = ["Detect from the data", "Integers, reflectance x 10000", "Floats, reflectance 0-1"]
 S2_OFFSET_LABELS = ["Detect from the data", "Present (processing baseline 04.00 or later)", "Absent"]
 SAR_UNIT_LABELS = ["Detect from the data", "Decibels (dB)", "Linear power", "Linear amplitude"]  # order = SAR_UNIT_CHOICES
@@ -64,10 +57,6 @@ class LandslideAlgorithm(QgsProcessingAlgorithm):
 
     def groupId(self):  # noqa: N802 (QGIS API)
         return self.GROUP_ID
-
-
-def is_null(value) -> bool:
-    return value is None or value == "" or (hasattr(value, "isNull") and value.isNull())
 
 
 def add_input_parameters(alg, advanced_cls) -> None:

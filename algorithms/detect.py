@@ -19,10 +19,12 @@ from qgis.core import (
     QgsRectangle,
 )
 
-from ..engine.align import InputError
-from ..engine.detect import Cancelled, run_detection
+from ..core.errors import Cancelled, InputError
 from ..engine.outputs import field_spec, record_values, write_probability_raster
-from ..gui.compat import (
+from ..models.ensemble import MissingDependency
+from ..models.package import PackageError, load_package
+from ..pipeline import run_detection
+from ..rendering.compat import (
     BOOL,
     DOUBLE,
     FLAG_ADVANCED,
@@ -32,8 +34,6 @@ from ..gui.compat import (
     VECTOR_POLYGON,
     WKB_POLYGON,
 )
-from ..models.ensemble import MissingDependency
-from ..models.package import PackageError, load_package
 from .common import (
     LandslideAlgorithm,
     StyleLoader,
@@ -60,7 +60,8 @@ class DetectAlgorithm(LandslideAlgorithm):
             "presence with an ensemble of transformer and gradient-boosting models (arXiv 2604.05959).\n\n"
             "Inputs: a post-event Sentinel-2 image (R, G, B, NIR; L2A reflectance x 10000, with or "
             "without the +1000 offset, or 0-1 floats) and/or Sentinel-1 VV/VH calibrated backscatter (dB, "
-            "linear power or linear amplitude, detected from the values) for the descending and ascending orbits, each before and after the event. Layers "
+            "linear power or linear amplitude, detected from the values) for the descending and ascending orbits, "
+            "each before and after the event. Layers "
             "may differ in CRS, resolution and extent: they are warped onto one 10 m grid (the "
             "Sentinel-2 UTM grid) over their common area.\n\n"
             "Mode: with Sentinel-2 and both SAR orbits (post and pre) the full ensemble runs; with "

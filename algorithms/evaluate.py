@@ -44,11 +44,10 @@ from ..engine.evaluation import (
     pr_curve,
     roc_curve,
 )
-from ..gui import render
-from ..gui.compat import BOOL, DOUBLE, NUMBER_DOUBLE, STRING, VECTOR_POLYGON
+from ..rendering import RESOURCES, render
+from ..rendering.compat import BOOL, DOUBLE, NUMBER_DOUBLE, STRING, VECTOR_POLYGON, is_null
 from .common import LandslideAlgorithm
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 OUTCOME_STYLE = (  # outcome, colour, legend label
     ("TP", "#1a9641", "TP: detected landslide"),
     ("FN", "#d7191c", "FN: missed landslide"),
@@ -66,10 +65,6 @@ NUMBER_OUTPUTS = (
     ("POSITIVES", "Tiles the inventory makes positive"),
 )
 ADDED_FIELDS = (("truth", BOOL), ("area_frac", DOUBLE), ("outcome", STRING))
-
-
-def _null(v) -> bool:
-    return v is None or (hasattr(v, "isNull") and v.isNull()) or v == ""
 
 
 def outcome_renderer() -> QgsCategorizedSymbolRenderer:
@@ -160,7 +155,7 @@ class EvaluateAlgorithm(LandslideAlgorithm):
                 "The grid has no 'prob' field: choose the output of 'Detect landslides (Sentinel-1/2)'.")
         min_frac = self.parameterAsDouble(parameters, self.MIN_FRACTION, context)
         threshold = None
-        if not _null(parameters.get(self.THRESHOLD)):
+        if not is_null(parameters.get(self.THRESHOLD)):
             threshold = self.parameterAsDouble(parameters, self.THRESHOLD, context)
         if threshold is None and "flagged" not in names:
             threshold = 0.5
@@ -212,15 +207,15 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             feedback.pushWarning("No inventory polygon overlaps the grid: every tile is negative. "
                                  "Is it the inventory of this area (its CRS is read from the layer)?")
 
-        probs = np.array([np.nan if _null(f["prob"]) else float(f["prob"]) for f in feats], dtype=np.float64)
-        status = [("ok" if np.isfinite(p) else "nodata") if "status" not in names or _null(f["status"])
+        probs = np.array([np.nan if is_null(f["prob"]) else float(f["prob"]) for f in feats], dtype=np.float64)
+        status = [("ok" if np.isfinite(p) else "nodata") if "status" not in names or is_null(f["status"])
                   else str(f["status"]) for f, p in zip(feats, probs)]
         evaluated = np.array([s == "ok" for s in status]) & np.isfinite(probs)
         truth = (frac >= min_frac) & (frac > 0)
         if threshold is not None:
             predicted = np.where(np.isfinite(probs), probs, -1.0) >= threshold
         else:
-            predicted = np.array([not _null(f["flagged"]) and bool(f["flagged"]) for f in feats])
+            predicted = np.array([not is_null(f["flagged"]) and bool(f["flagged"]) for f in feats])
         n_nodata = int((~evaluated).sum())
         if not evaluated.any():
             raise QgsProcessingException("Every tile of the grid is 'nodata': there is nothing to evaluate.")

@@ -10,11 +10,10 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..engine.align import InputError
-from ..engine.detect import Cancelled
+from ..core.errors import Cancelled, InputError
 from ..engine.export import Inventory, export_patches
-from ..gui.compat import FLAG_ADVANCED, NUMBER_DOUBLE, VECTOR_POLYGON
 from ..models.package import PackageError, load_package
+from ..rendering.compat import FLAG_ADVANCED, NUMBER_DOUBLE, VECTOR_POLYGON
 from .common import (
     LandslideAlgorithm,
     add_input_parameters,

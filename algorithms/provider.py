@@ -1,14 +1,19 @@
 """The 'landslide' Processing provider."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
+from ..rendering import RESOURCES
 from .detect import DetectAlgorithm
+from .evaluate import EvaluateAlgorithm
+from .exportpatches import ExportPatchesAlgorithm
+from .report import ReportAlgorithm
+from .train import TrainAlgorithm
 
-ICON = Path(__file__).resolve().parents[1] / "resources" / "icon.svg"
+ALGORITHMS = (DetectAlgorithm, ExportPatchesAlgorithm, TrainAlgorithm, EvaluateAlgorithm, ReportAlgorithm)
+
+ICON = RESOURCES / "icon.svg"
 
 
 class LandslideProvider(QgsProcessingProvider):
@@ -33,15 +38,4 @@ class LandslideProvider(QgsProcessingProvider):
 
     @staticmethod
     def algorithm_classes():
-        classes = [DetectAlgorithm]
-        # optional algorithms register only when their module is present
-        for mod, cls in (("exportpatches", "ExportPatchesAlgorithm"), ("train", "TrainAlgorithm"),
-                         ("evaluate", "EvaluateAlgorithm"), ("report", "ReportAlgorithm")):
-            try:
-                module = __import__(f"{__package__}.{mod}", fromlist=[cls])
-            except ModuleNotFoundError as exc:
-                if exc.name and exc.name.endswith(f"algorithms.{mod}"):
-                    continue
-                raise
-            classes.append(getattr(module, cls))
-        return classes
+        return list(ALGORITHMS)

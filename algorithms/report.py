@@ -56,8 +56,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QMarginsF, QSizeF
 from qgis.PyQt.QtGui import QFont, QPageLayout, QPageSize, QPainter, QPdfWriter
 
-from ..gui import render
-from ..gui.chips import (
+from ..rendering import RESOURCES, render
+from ..rendering.chips import (
     S1_ROLES,
     Chip,
     ChipRenderer,
@@ -65,35 +65,25 @@ from ..gui.chips import (
     chip_titles,
     finite_or_none,
 )
-from ..gui.compat import (
+from ..rendering.compat import (
     FLAG_ADVANCED,
     LABEL_OVER_POINT,
     NO_THREADING,
     NUMBER_INTEGER,
     RASTER_PICTURE,
     VECTOR_POLYGON,
+    is_null,
 )
-from .common import LandslideAlgorithm
+from .common import S1_PARAMS, S2_BANDS, LandslideAlgorithm
 
-RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 SELECTIONS = (
     ("Flagged tiles", '"flagged"'),
     ("Confirmed tiles (review verdict 'confirmed')", "\"review\" = 'confirmed'"),
     ("Flagged tiles not rejected in review", "\"flagged\" AND coalesce(\"review\", '') <> 'rejected'"),
 )
-S2_BANDS = (("S2_RED", "Red band", 1), ("S2_GREEN", "Green band", 2), ("S2_BLUE", "Blue band", 3),
-            ("S2_NIR", "Near-infrared band", 4))
-S1_LABELS = {"S1_DESC_POST": "Sentinel-1 descending, post-event (VV, VH)",
-             "S1_DESC_PRE": "Sentinel-1 descending, pre-event (VV, VH)",
-             "S1_ASC_POST": "Sentinel-1 ascending, post-event (VV, VH)",
-             "S1_ASC_PRE": "Sentinel-1 ascending, pre-event (VV, VH)"}
 PAGE_W, PAGE_H = 297.0, 210.0  # A4 landscape, mm
 PDF_DPI = 200
 HTML_DPI = 110
-
-
-def _null(v) -> bool:
-    return v is None or (hasattr(v, "isNull") and v.isNull()) or v == ""
 
 
 def _label(layout, text: str, x, y, w, h, size=10.0, bold=False) -> QgsLayoutItemLabel:
@@ -169,7 +159,7 @@ class ReportAlgorithm(LandslideAlgorithm):
             p.setFlags(p.flags() | adv)
             self.addParameter(p)
         for role in S1_ROLES:
-            self.addParameter(QgsProcessingParameterRasterLayer(role, self.tr(S1_LABELS[role]), optional=True))
+            self.addParameter(QgsProcessingParameterRasterLayer(role, self.tr(dict(S1_PARAMS)[role]), optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_PDF, self.tr("PDF report"), self.tr("PDF files (*.pdf)"), optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
@@ -294,18 +284,18 @@ class ReportAlgorithm(LandslideAlgorithm):
         def path(name, label):
             layer = self.parameterAsRasterLayer(parameters, name, context)
             if layer is None:
-                if not _null(parameters.get(name)):
+                if not is_null(parameters.get(name)):
                     raise QgsProcessingException(f"The {label} layer could not be loaded: {parameters.get(name)}")
                 return None
             if layer.providerType() != "gdal":
                 raise QgsProcessingException(f"The {label} layer is not a file-based (GDAL) raster.")
             return layer.source()
 
-        given = [None if _null(parameters.get(n)) else self.parameterAsInt(parameters, n, context)
+        given = [None if is_null(parameters.get(n)) else self.parameterAsInt(parameters, n, context)
                  for n, _, _ in S2_BANDS]
         bands = None if all(g is None for g in given) else tuple(g or d for g, (_, _, d) in zip(given, S2_BANDS))
         return Sources(s2=path("S2", "Sentinel-2"), s2_bands=bands,
-                       s1={r: path(r, S1_LABELS[r].split(" (")[0]) for r in S1_ROLES})
+                       s1={r: path(r, dict(S1_PARAMS)[r].split(" (")[0]) for r in S1_ROLES})
 
     @staticmethod
     def _chip_keys(sources: Sources) -> list[str]:
@@ -323,16 +313,16 @@ class ReportAlgorithm(LandslideAlgorithm):
         c = {"tiles": 0, "scored": 0, "flagged": 0, "confirmed": 0, "rejected": 0, "unsure": 0}
         for f in grid.getFeatures():
             c["tiles"] += 1
-            if not _null(f["prob"]):
+            if not is_null(f["prob"]):
                 c["scored"] += 1
-            if "flagged" in names and not _null(f["flagged"]) and f["flagged"]:
+            if "flagged" in names and not is_null(f["flagged"]) and f["flagged"]:
                 c["flagged"] += 1
             if "review" in names and f["review"] in ("confirmed", "rejected", "unsure"):
                 c[f["review"]] += 1
         for k in ("mode", "model"):
             c[k] = ""
             if k in names:
-                vals = {str(f[k]) for f in grid.getFeatures() if not _null(f[k])}
+                vals = {str(f[k]) for f in grid.getFeatures() if not is_null(f[k])}
                 c[k] = ", ".join(sorted(vals))
         return c
 
@@ -610,7 +600,7 @@ class ReportAlgorithm(LandslideAlgorithm):
         cols = [n for n in ("tile_id", "row", "col", "prob", "flagged", "status", "review", "review_note")
                 if n in names]
         rows = []
-        for k, (fid, png) in enumerate(pages):
+        for k, (fid, _png) in enumerate(pages):
             f = by_id.get(fid)
             cells = "".join(f"<td>{html.escape(_cell(f[c]) if f is not None else '')}</td>" for c in cols)
             rows.append(f'<tr><td><a href="#page{k + 1}">{k + 1}</a></td>{cells}</tr>')
@@ -632,7 +622,7 @@ class ReportAlgorithm(LandslideAlgorithm):
 
 
 def _cell(v) -> str:
-    if _null(v):
+    if is_null(v):
         return ""
     if isinstance(v, float):
         return f"{v:.3f}"

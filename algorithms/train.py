@@ -11,7 +11,7 @@ from qgis.core import (
     QgsProcessingParameterString,
 )
 
-from ..gui.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
+from ..rendering.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
 from .common import LandslideAlgorithm
 
 STAGES = {"features": 0, "gbm": 1, "networks": 2}
@@ -54,9 +54,9 @@ class TrainAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Model package folder")))
 
     def processAlgorithm(self, parameters, context, feedback):
+        from ..engine.patch_folder import PatchFolderError
         from ..models.package import PackageError, load_package
-        from ..models.training.patch_folder import PatchFolderError
-        from ..models.training.train_package import TrainCancelled, train_package
+        from ..training.train_package import TrainCancelled, train_package
 
         steps = QgsProcessingMultiStepFeedback(3, feedback)
         out = self.parameterAsString(parameters, "OUTPUT", context)

@@ -93,8 +93,8 @@ def run_paper_recipe(patches: np.ndarray, s2_offset: float, threads: int = 2, fo
     import torch
     import torch.nn.functional as F
 
-    from ..engine.indices import INDEX_DEFS, compute_indices
-    from ..models.training.nets import counting_flops
+    from ..core.indices import INDEX_DEFS, compute_indices
+    from ..training.nets import counting_flops
 
     torch.set_num_threads(threads)
     n = len(patches)

@@ -29,12 +29,14 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+from ..core.channels import S1_ROLES
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 CACHE = BENCH / "cache"
 TILE_PX = 10980
 SEED = 5
-S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
+
 TARGETS = {
     "full_tile_minutes": 10.0,
     "peak_rss_gb": 2.0,
@@ -230,7 +232,7 @@ def resolve_package(arg: str | None, cache: Path = CACHE) -> tuple[Path, str]:
 def ensemble_flops(pkg, mode: str = "combined") -> tuple[int, str, dict]:
     """FLOPs per patch of the mode's neural members: the manifest's ``flops_per_patch``
     (counted at export) where present, else counted now with FlopCounterMode on
-    models/training/nets.py's architecture of the same name."""
+    training/nets.py's architecture of the same name."""
     per, sources = {}, set()
     for m in pkg.members_for(mode):
         if m["kind"] != "onnx":
@@ -240,10 +242,10 @@ def ensemble_flops(pkg, mode: str = "combined") -> tuple[int, str, dict]:
             sources.add("manifest flops_per_patch (FlopCounterMode at export)")
             continue
         try:
-            from ..models.training import nets
+            from ..training import nets
 
             per[m["name"]] = nets.count_flops(nets.build_member(m["name"]))
-            sources.add("FlopCounterMode on models/training/nets.py now")
+            sources.add("FlopCounterMode on training/nets.py now")
         except Exception:  # noqa: BLE001
             per[m["name"]] = 0
             sources.add("unknown for some members")
@@ -286,10 +288,10 @@ def matmul_gflops(threads: int = 2, n: int = 4096, repeats: int = 5) -> dict:
 # --------------------------------------------------------------------------- child runs
 def child_detect(a) -> dict:
     """One detection run exactly as the QGIS algorithm does it, then the grid writer."""
-    from ..engine.detect import run_detection
     from ..engine.outputs import write_grid
     from ..models.ensemble import require
     from ..models.package import load_package
+    from ..pipeline import run_detection
 
     for module in ("onnxruntime", "lightgbm", "xgboost"):  # imports are not timed (see results.md)
         require(module)
@@ -329,10 +331,9 @@ def child_detect(a) -> dict:
 
 def child_infer(a) -> dict:
     """Pure inference on already-prepared patches, then the paper's recipe on some of them."""
-    import numpy as np
 
+    from ..core.features import patch_features
     from ..engine.detect import TiledScene
-    from ..engine.features import patch_features
     from ..models.ensemble import Ensemble
     from ..models.package import load_package
 
@@ -672,7 +673,7 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
     for label in labels:
         side, runs = runs_by_size[label]
 
-        def st(stage, nd=1):
+        def st(stage, nd=1, label=label):
             return fmt(fig("stage_seconds", stage=stage, size=label), nd=nd)
 
         L.append(f"| {label} | {side} x {side} | {runs[0]['scored']} | {fmt(fig('end_to_end_seconds', size=label), nd=1)} | "

@@ -1,12 +1,12 @@
 """A cost-identical stand-in for the bundled model package, for benchmarking before (or
 without) the trained one.
 
-The seven neural members are the very architectures of ``models/training/nets.py``
+The seven neural members are the very architectures of ``training/nets.py``
 (``nets.MEMBERS``) with seeded RANDOM weights, exported to ONNX exactly as a trained
 member would be (opset 17, dynamic batch, weights inside the file); their
 ``flops_per_patch`` is counted with torch's FlopCounterMode at export.  The GBMs are
 copied from the bundled package when it has them; otherwise LightGBM / XGBoost are
-trained on the real feature table with models/training/train_gbm.py's hyper-parameters
+trained on the real feature table with training/train_gbm.py's hyper-parameters
 and rounds, so their prediction cost matches the bundled ones.  Predictions are meaningless: this is for timing only,
 and the manifest says so.
 """
@@ -24,7 +24,7 @@ FEATURE_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "zindi
 def _export_onnx(model, cfg, path: Path) -> None:
     import torch
 
-    from ..models.training import nets
+    from ..training import nets
 
     model.eval()
     xs = nets.example_inputs(cfg, 2)
@@ -38,11 +38,11 @@ def _export_onnx(model, cfg, path: Path) -> None:
 
 
 def _train_gbms(folder: Path, manifest: dict, threads: int = 2) -> None:
-    """LightGBM + XGBoost for the combined mode with models/training/train_gbm.py's own
+    """LightGBM + XGBoost for the combined mode with training/train_gbm.py's own
     hyper-parameters and rounds (so their prediction cost is the bundled one's)."""
-    from ..engine.features import feature_matrix, feature_names
-    from ..models.training import train_gbm
-    from ..models.training.feature_table import load_feature_table
+    from ..core.features import feature_matrix, feature_names
+    from ..training import train_gbm
+    from ..training.feature_table import load_feature_table
 
     _ids, y, table = load_feature_table(str(FEATURE_TABLE))
     names = list(feature_names("combined"))
@@ -61,7 +61,7 @@ def build_standin_package(folder: str | Path, seed: int = 0, log=print) -> Path:
     """Write (once) the stand-in package into ``folder``; returns the folder."""
     import torch
 
-    from ..models.training import nets
+    from ..training import nets
 
     folder = Path(folder)
     if (folder / "manifest.json").exists():

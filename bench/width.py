@@ -2,7 +2,7 @@
 
 ``python -m sentinel_landslide.bench.width [--scales 1,2] [--repeats 5]``
 
-Builds the seven member architectures of ``models/training/nets.py`` with random weights
+Builds the seven member architectures of ``training/nets.py`` with random weights
 at each width scale (``nets.widened``; 1 = the bundled sizes), exports them to ONNX as
 training does, and times all seven in onnxruntime exactly as the runtime runs them: one
 single-threaded session per member, slices of ``--batch`` patches, one lane per core.
@@ -28,8 +28,8 @@ def export_members(scale: float, folder: Path) -> dict:
     """ONNX files of the seven members at ``scale`` x width in ``folder``; {name: FLOPs}."""
     import torch
 
-    from ..models.training import nets
-    from ..models.training.train_nn import export_onnx
+    from ..training import nets
+    from ..training.train_nn import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     flops = {}

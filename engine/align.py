@@ -13,22 +13,12 @@ from dataclasses import dataclass, field
 import numpy as np
 from osgeo import gdal, osr
 
-from .channels import PIXEL_SIZE_M
+from ..core.channels import PIXEL_SIZE_M, ROLE_LABELS
+from ..core.errors import InputError
 
 gdal.UseExceptions()
 osr.UseExceptions()
 
-ROLE_LABELS = {
-    "S2": "Sentinel-2",
-    "S1_DESC_POST": "Sentinel-1 descending post-event",
-    "S1_DESC_PRE": "Sentinel-1 descending pre-event",
-    "S1_ASC_POST": "Sentinel-1 ascending post-event",
-    "S1_ASC_PRE": "Sentinel-1 ascending pre-event",
-}
-
-
-class InputError(Exception):
-    """An input cannot be used; the message is meant for the analyst."""
 
 
 @dataclass
@@ -172,7 +162,7 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
     pixel edges snapped to the reference raster's own 10 m lattice where it has one."""
     if not layers:
         raise InputError("No input layer was given.")
-    dss = [open_layer(l) for l in layers]
+    dss = [open_layer(lyr) for lyr in layers]
     ref, ref_ds = layers[0], dss[0]
     ref_wkt = ref_ds.GetProjection()
     if _is_metric_projected(ref_wkt):

@@ -10,23 +10,52 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from contextlib import closing
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 
+from ..core.channels import (
+    GROUP_CHANNELS,
+    MODE_SOURCES,
+    N_CHANNELS,
+    ORBITS,
+    S1_ROLES,
+    S2_ROLE,
+    SOURCE_CHANNELS,
+    mode_for_sources,
+    mode_groups,
+    s1_role,
+)
+from ..core.errors import Cancelled, InputError
+from ..core.features import patch_features
 from . import units
-from .align import AlignedLayer, Grid, InputError, InputLayer, guess_s2_bands, plan_grid
-from .channels import MODE_SOURCES, N_CHANNELS, mode_for_sources
-from .features import patch_features
+from .align import AlignedLayer, Grid, InputLayer, guess_s2_bands, plan_grid
 
-S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
 PREFETCH = 2  # batches read ahead of the one being scored
 
+__all__ = ["Cancelled", "InputError", "DetectOptions", "TileRecord", "DetectResult", "Scorer", "TiledScene",
+           "run_detection", "S1_ROLES"]
 
-class Cancelled(Exception):
-    pass
+
+class Scorer(Protocol):
+    """What detection needs of a model: ``models.ensemble.Ensemble`` is one.  The engine
+    receives a factory ``make_scorer(mode) -> Scorer`` and never imports a model runtime."""
+
+    mode: str
+    threshold: float
+
+    @property
+    def member_names(self) -> list[str]: ...
+
+    def score_stream(self, batches: Iterator, timings: dict | None = None) -> Iterator: ...
+
+    def close(self) -> None: ...
+
+
+ScorerFactory = Callable[[str], Scorer]
 
 
 @dataclass
@@ -88,8 +117,8 @@ def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
     sources = set()
     if opts.s2 is not None:
         sources.add("S2")
-    for orbit in ("DESC", "ASC"):
-        post, pre = opts.s1.get(f"S1_{orbit}_POST"), opts.s1.get(f"S1_{orbit}_PRE")
+    for orbit in ORBITS:
+        post, pre = opts.s1.get(s1_role(orbit, "POST")), opts.s1.get(s1_role(orbit, "PRE"))
         if post and pre:
             sources.add(f"S1_{orbit}")
         elif post or pre:
@@ -105,11 +134,12 @@ def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
     if mode == "optical" and "S1_DESC" in sources or mode == "optical" and "S1_ASC" in sources:
         log.append("Warning: SAR is used only when both orbits are complete; running optical-only.")
     layers = {}
-    if "S2" in MODE_SOURCES[mode]:
-        layers["S2"] = opts.s2
-    for role in S1_ROLES:
-        if "S1_" + role.split("_")[1] in MODE_SOURCES[mode]:
-            layers[role] = opts.s1[role]
+    if S2_ROLE in MODE_SOURCES[mode]:
+        layers[S2_ROLE] = opts.s2
+    for orbit in ORBITS:
+        if f"S1_{orbit}" in MODE_SOURCES[mode]:
+            for when in ("POST", "PRE"):
+                layers[s1_role(orbit, when)] = opts.s1[s1_role(orbit, when)]
     return mode, layers
 
 
@@ -119,8 +149,8 @@ class Scene:
     def __init__(self, layers: dict, grid: Grid, pkg_offset: float, opts: DetectOptions, log: list):
         self.grid = grid
         self.pkg_offset = pkg_offset
-        self.aligned = {role: AlignedLayer.open(l, grid) for role, l in layers.items()}
-        for role, al in self.aligned.items():
+        self.aligned = {role: AlignedLayer.open(lyr, grid) for role, lyr in layers.items()}
+        for al in self.aligned.values():
             log.append(f"{al.layer.label}: resampling {al.resampling}")
         self.s2conv = None
         self.sarconv = {}
@@ -144,13 +174,16 @@ class Scene:
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
         shape = (N_CHANNELS, nrows, g.width)
-        complete = "S2" in self.aligned and "S1_DESC_POST" in self.aligned and "S1_ASC_POST" in self.aligned
+        complete = S2_ROLE in self.aligned and all(s1_role(o, "POST") in self.aligned for o in ORBITS)
         out = np.empty(shape, dtype=np.float32) if complete else np.full(shape, np.nan, dtype=np.float32)
         # each layer is read straight into its channels and converted in place
-        if "S2" in self.aligned:
-            self.s2conv.to_package(self.aligned["S2"].read(row0, nrows, out=out[0:4]), self.pkg_offset, inplace=True)
-        for orbit, base in (("DESC", 4), ("ASC", 8)):
-            post_role, pre_role = f"S1_{orbit}_POST", f"S1_{orbit}_PRE"
+        if S2_ROLE in self.aligned:
+            c = SOURCE_CHANNELS["S2"]
+            self.s2conv.to_package(self.aligned[S2_ROLE].read(row0, nrows, out=out[c[0]:c[-1] + 1]),
+                                   self.pkg_offset, inplace=True)
+        for orbit in ORBITS:
+            post_role, pre_role = s1_role(orbit, "POST"), s1_role(orbit, "PRE")
+            base = SOURCE_CHANNELS[f"S1_{orbit}"][0]  # VV, VH, dVV, dVH
             if post_role in self.aligned:
                 post, diff = out[base:base + 2], out[base + 2:base + 4]
                 self.sarconv[post_role].to_db(self.aligned[post_role].read(row0, nrows, out=post), inplace=True)
@@ -213,9 +246,8 @@ class TiledScene:
         self.n_rows, self.n_cols = -(-g.height // ps), -(-g.width // ps)
         log.append(f"Grid: {g.width} x {g.height} px at {g.res:g} m, {self.n_rows} x {self.n_cols} tiles of {ps} px")
         self.scene = Scene(layers, g, pkg.s2_offset, opts, log)
-        self.groups = tuple(name for name, srcs in (("optical", ("S2",)), ("sar", ("S1_DESC", "S1_ASC")))
-                            if all(s in MODE_SOURCES[self.mode] for s in srcs))
-        self.channels = sorted({c for grp in self.groups for c in ((0, 1, 2, 3) if grp == "optical" else range(4, 12))})
+        self.groups = mode_groups(self.mode)
+        self.channels = sorted({c for grp in self.groups for c in GROUP_CHANNELS[grp]})
         self.step = max(1, opts.rows_per_batch)
         # optional per-batch work done in the reader thread too (detection: the features),
         # so it overlaps with the scoring of the previous batch
@@ -265,9 +297,15 @@ class TiledScene:
                 yield batch
 
 
-def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, ensemble=None) -> DetectResult:
-    """Run the package's ensemble over the inputs.  ``progress(stage, fraction, msg)``."""
-    from ..models.ensemble import Ensemble  # models imports engine, not the reverse at import time
+def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, ensemble: Scorer | None = None,
+                  make_scorer: ScorerFactory | None = None) -> DetectResult:
+    """Score the inputs with a model.  ``progress(stage, fraction, msg)``.
+
+    ``pkg`` describes the model (modes, patch size, S2 convention); ``make_scorer(mode)``
+    builds its scorer (``pipeline.run_detection`` passes the package's ensemble), or
+    ``ensemble`` is one already open for the right mode."""
+    if ensemble is None and make_scorer is None:
+        raise TypeError("run_detection needs a scorer: pass make_scorer or ensemble (see pipeline.run_detection)")
 
     t_start = time.perf_counter()
     log: list = []
@@ -286,7 +324,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
             early_mode = None
         if early_mode in pkg.available_modes():
             loading = ThreadPoolExecutor(max_workers=1)
-            pending = loading.submit(Ensemble, pkg, early_mode, threads=opts.threads, tta=opts.tta, only=opts.members)
+            pending = loading.submit(make_scorer, early_mode)
     try:
         tiles = TiledScene(opts, pkg, log)
         if loading is not None:
@@ -297,7 +335,10 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     mode = tiles.mode
     own_ensemble = ensemble is None or loading is not None
     if ensemble is None or (loading is not None and ensemble.mode != mode):
-        ensemble = Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
+        if ensemble is not None:
+            ensemble.close()
+        assert make_scorer is not None
+        ensemble = make_scorer(mode)
     threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
     log.append(f"Mode {mode}: members {', '.join(ensemble.member_names)}; threshold {threshold:.3f}")
 

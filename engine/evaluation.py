@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from osgeo import ogr
 
+from ..core.errors import Cancelled
+
 ogr.UseExceptions()
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
@@ -46,10 +48,6 @@ def _polygonal(geom: ogr.Geometry) -> list[ogr.Geometry]:
             out.extend(_polygonal(geom.GetGeometryRef(i).Clone()))
         return out
     return []
-
-
-class Cancelled(Exception):
-    pass
 
 
 def area_fractions(tiles_wkb: list[bytes], inventory_wkb: list[bytes], progress=None,

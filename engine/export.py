@@ -3,7 +3,7 @@
 Writes ``<folder>/<ID>.npy`` (64, 64, 12) float32 channels-last in the package
 convention, ``Train.csv`` (ID,label) when an inventory is given (else ``Test.csv`` with
 IDs only), and ``patches.gpkg`` with each patch footprint, its ID, label and landslide
-area fraction.  The same layout the competition used, so models/training reads both.
+area fraction.  The same layout the competition used, so training reads both.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .align import InputError
-from .detect import Cancelled, DetectOptions, TiledScene
+from ..core.errors import Cancelled, InputError
+from .detect import DetectOptions, TiledScene
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -98,7 +98,7 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
     for name, typ in (("ID", ogr.OFTString), ("row", ogr.OFTInteger), ("col", ogr.OFTInteger),
                       ("label", ogr.OFTInteger), ("landslide_frac", ogr.OFTReal), ("valid_frac", ogr.OFTReal)):
         vl.CreateField(ogr.FieldDefn(name, typ))
-    from ..models.training.patch_folder import write_patch_folder  # plain numpy + csv, no training deps
+    from .patch_folder import write_patch_folder  # plain numpy + csv, no training deps
 
     n_rows, n_pos, n_skip = 0, 0, 0
     vl.StartTransaction()

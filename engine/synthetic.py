@@ -59,7 +59,8 @@ def _smooth_noise(rng, h, w, cell=16):
     xx = np.linspace(0, w / cell, w, dtype=np.float32)
     y0, x0 = yy.astype(int), xx.astype(int)
     fy, fx = (yy - y0)[:, None], (xx - x0)[None, :]
-    a = lo[y0][:, x0]; b = lo[y0][:, x0 + 1]; c = lo[y0 + 1][:, x0]; d = lo[y0 + 1][:, x0 + 1]
+    a, b = lo[y0][:, x0], lo[y0][:, x0 + 1]
+    c, d = lo[y0 + 1][:, x0], lo[y0 + 1][:, x0 + 1]
     return a * (1 - fy) * (1 - fx) + b * (1 - fy) * fx + c * fy * (1 - fx) + d * fy * fx
 
 
@@ -114,7 +115,8 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     rng = np.random.default_rng(seed)
     res = 10.0
     scars = _scars(width * res, height * res, rng)
-    srs = osr.SpatialReference(); srs.ImportFromEPSG(EPSG)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
     utm = srs.ExportToWkt()
     gt = (ORIGIN[0], res, 0, ORIGIN[1], 0, -res)
     paths = {"S2": folder / "s2.tif"}
@@ -140,7 +142,8 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     s2 = None
 
     if sar:
-        wgs = osr.SpatialReference(); wgs.ImportFromEPSG(4326)
+        wgs = osr.SpatialReference()
+        wgs.ImportFromEPSG(4326)
         wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
         ct = osr.CoordinateTransformation(srs, wgs)

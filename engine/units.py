@@ -60,7 +60,8 @@ def decide_s2(sample: np.ndarray, scale: str = "auto", offset: str = "auto") -> 
     if offset == "auto":
         p1 = float(np.percentile(v * s, 1)) if v.size else 0.0
         present = p1 >= OFFSET_DECISION_DN
-        notes.append(f"+1000 offset {'present' if present else 'absent'} (auto: 1st percentile {p1:.0f} vs {OFFSET_DECISION_DN:.0f})")
+        notes.append(f"+1000 offset {'present' if present else 'absent'} "
+                     f"(auto: 1st percentile {p1:.0f} vs {OFFSET_DECISION_DN:.0f})")
     else:
         present = offset == "present"
         notes.append(f"+1000 offset {offset} (set)")

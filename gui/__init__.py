@@ -1,16 +1,14 @@
 """Plugin GUI: the 'Review flagged tiles' dock and its toolbar/menu action.
 
-Qt and qgis.gui are imported inside the functions, so the QGIS-free helpers of this
-package (``gui.chips``) and the headless renderers (``gui.render``) can be imported by
-the Processing algorithms without pulling in widgets.
+Qt and qgis.gui are imported inside the functions, so importing the package stays cheap.
 """
 from __future__ import annotations
 
-from pathlib import Path
+from ..rendering import RESOURCES
 
 MENU = "Sentinel Landslide"
 REVIEW_ACTION_TEXT = "Review flagged tiles"
-ICON = Path(__file__).resolve().parents[1] / "resources" / "review.svg"
+ICON = RESOURCES / "review.svg"
 
 
 def install_gui(plugin) -> list:

@@ -15,20 +15,48 @@ from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox,
 from qgis.PyQt import sip
 from qgis.PyQt.QtCore import QSize, Qt
 from qgis.PyQt.QtGui import QColor, QKeySequence, QPixmap
-from qgis.PyQt.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout,
-                                 QGridLayout, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
-                                 QPushButton, QScrollArea, QSizePolicy, QSplitter, QTreeWidget,
-                                 QTreeWidgetItem, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QSplitter,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 try:
     from qgis.PyQt.QtWidgets import QShortcut
 except ImportError:  # Qt6 without QGIS's re-export
     from qgis.PyQt.QtGui import QShortcut
 
-from . import render
-from .compat import (CAN_ADD_FIELDS, CAN_CHANGE_VALUES, CRITICAL, INFO, NO_GEOMETRY, POLYGON_FILTER,
-                     POLYGON_GEOMETRY, RASTER_FILTER, STRING, WARNING)
-from .chips import S1_ROLES, ChipRenderer, Sources, chip_titles, finite_or_none, guess_sources
+from ..rendering import render
+from ..rendering.chips import S1_ROLES, ChipRenderer, Sources, chip_titles, finite_or_none, guess_sources
+from ..rendering.compat import (
+    CAN_ADD_FIELDS,
+    CAN_CHANGE_VALUES,
+    CRITICAL,
+    INFO,
+    NO_GEOMETRY,
+    POLYGON_FILTER,
+    POLYGON_GEOMETRY,
+    RASTER_FILTER,
+    STRING,
+    WARNING,
+    is_null,
+)
 
 VERDICTS = ("confirmed", "rejected", "unsure")
 REVIEW_FIELDS = ("review", "review_note")
@@ -47,12 +75,8 @@ COL_TILE, COL_PROB, COL_REVIEW = range(3)
 FID_ROLE = Qt.ItemDataRole.UserRole
 
 
-def _null(v) -> bool:
-    return v is None or (hasattr(v, "isNull") and v.isNull()) or v == ""
-
-
 def _text(v) -> str:
-    return "" if _null(v) else str(v)
+    return "" if is_null(v) else str(v)
 
 
 def is_grid_layer(layer) -> bool:
@@ -75,7 +99,7 @@ class TileRow:
 
     @property
     def label(self) -> str:
-        rc = f" (r{self.row}, c{self.col})" if not _null(self.row) else ""
+        rc = f" (r{self.row}, c{self.col})" if not is_null(self.row) else ""
         return f"{_text(self.tile_id) or self.fid}{rc}"
 
 
@@ -278,14 +302,14 @@ class ReviewDock(QgsDockWidget):
         """Hide non-grid polygon layers from the grid picker; prefill empty source pickers."""
         project = QgsProject.instance()
         layers = list(project.mapLayers().values())
-        self.grid_combo.setExceptedLayerList([l for l in layers if isinstance(l, QgsVectorLayer)
-                                              and not is_grid_layer(l)])
+        self.grid_combo.setExceptedLayerList([lyr for lyr in layers if isinstance(lyr, QgsVectorLayer)
+                                              and not is_grid_layer(lyr)])
         if self.grid_combo.currentLayer() is None:
-            grids = [l for l in layers if is_grid_layer(l)]
+            grids = [lyr for lyr in layers if is_grid_layer(lyr)]
             if grids:
                 self.grid_combo.setLayer(grids[-1])
-        rasters = [(l.id(), f"{l.name()} {os.path.basename(l.source().split('|')[0])}")
-                   for l in layers if isinstance(l, QgsRasterLayer)]
+        rasters = [(lyr.id(), f"{lyr.name()} {os.path.basename(lyr.source().split('|')[0])}")
+                   for lyr in layers if isinstance(lyr, QgsRasterLayer)]
         guesses = guess_sources(rasters)
         for role, cb in self.source_combos.items():
             if cb.currentLayer() is None and role in guesses:
@@ -343,11 +367,12 @@ class ReviewDock(QgsDockWidget):
         req.setSubsetOfAttributes(wanted, lyr.fields())
         rows = []
         for f in lyr.getFeatures(req):
-            get = (lambda n: f[n] if n in names else None)  # noqa: E731
-            prob = finite_or_none(None if _null(get("prob")) else get("prob"))
+            def get(n, f=f):  # bind this feature now, not the loop's last one
+                return f[n] if n in names else None
+            prob = finite_or_none(None if is_null(get("prob")) else get("prob"))
             flagged = get("flagged")
             rows.append(TileRow(f.id(), get("tile_id"), get("row"), get("col"), prob,
-                                bool(flagged) if not _null(flagged) else False,
+                                bool(flagged) if not is_null(flagged) else False,
                                 _text(get("status")) or ("ok" if prob is not None else "nodata"),
                                 _text(get("review"))))
         return rows
@@ -432,13 +457,13 @@ class ReviewDock(QgsDockWidget):
         get = (lambda n: f[n] if n in names else None)  # noqa: E731
         prob = finite_or_none(get("prob"))
         parts = [f"<b>Tile {_text(get('tile_id')) or fid}</b>"]
-        if not _null(get("row")):
+        if not is_null(get("row")):
             parts.append(f"row {get('row')}, col {get('col')}")
         parts.append("probability " + ("n/a" if prob is None else f"<b>{prob:.3f}</b>"))
-        if not _null(get("flagged")):
+        if not is_null(get("flagged")):
             parts.append("flagged" if get("flagged") else "not flagged")
         for name, label in (("status", "status"), ("mode", "mode")):
-            if not _null(get(name)):
+            if not is_null(get(name)):
                 parts.append(f"{label} {get(name)}")
         vf = finite_or_none(get("valid_frac"))
         if vf is not None:
@@ -526,7 +551,7 @@ class ReviewDock(QgsDockWidget):
                 or self.layer.fields().indexOf("review_note") < 0:
             return
         f = self.layer.getFeature(fid)
-        if not f.isValid() or _null(f["review"]):
+        if not f.isValid() or is_null(f["review"]):
             return
         text = self.note.text().strip()
         if _text(f["review_note"]) != text:

@@ -9,11 +9,12 @@ from collections import deque
 
 import numpy as np
 
-from ..engine.channels import CHANNEL_NAMES
-from ..engine.features import feature_matrix
-from ..engine.indices import compute_indices
+from ..core.channels import CHANNEL_NAMES
+from ..core.features import feature_matrix
+from ..core.indices import compute_indices
 from . import deps
 from .package import ModelPackage, PackageError
+
 
 class MissingDependency(ImportError):
     """A Python package needed to run a member is not installed."""
@@ -78,7 +79,8 @@ class _GBMMember:
             self.booster = lgb.Booster(model_file=path)
             self.threads = threads
             if self.booster.num_feature() != len(self.features):
-                raise PackageError(f"member '{spec['name']}' expects {self.booster.num_feature()} features, manifest lists {len(self.features)}")
+                raise PackageError(f"member '{spec['name']}' expects {self.booster.num_feature()} features, "
+                                   f"manifest lists {len(self.features)}")
         else:
             xgb = require("xgboost")
             self.booster = xgb.Booster()

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..engine.channels import CHANNEL_NAMES, MODE_SOURCES
+from ..core.channels import CHANNEL_NAMES, MODE_SOURCES
 
 SCHEMA_VERSION = 1
 MEMBER_KINDS = ("lightgbm", "xgboost", "onnx")
@@ -209,7 +209,7 @@ ZINDI_ATTRIBUTION = (
 
 def new_manifest(name: str, version: str, description: str) -> dict:
     """A manifest skeleton with the competition layout; members, modes, metrics to add."""
-    from ..engine.channels import CHANNELS, PATCH_SIZE, PIXEL_SIZE_M
+    from ..core.channels import CHANNELS, PATCH_SIZE, PIXEL_SIZE_M
 
     return {
         "schema_version": SCHEMA_VERSION,

@@ -6,9 +6,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsApplication, QgsClassificationRange, QgsColorRampShader, QgsFillSymbol,
-                       QgsGraduatedSymbolRenderer, QgsProperty, QgsRasterLayer, QgsRasterShader,
-                       QgsRendererRange, QgsSingleBandPseudoColorRenderer, QgsSymbolLayer, QgsVectorLayer)
+from qgis.core import (
+    QgsApplication,
+    QgsClassificationRange,
+    QgsColorRampShader,
+    QgsFillSymbol,
+    QgsGraduatedSymbolRenderer,
+    QgsProperty,
+    QgsRasterLayer,
+    QgsRasterShader,
+    QgsRendererRange,
+    QgsSingleBandPseudoColorRenderer,
+    QgsSymbolLayer,
+    QgsVectorLayer,
+)
 from qgis.PyQt.QtGui import QColor
 
 RES = Path(__file__).resolve().parents[1] / "resources"
@@ -42,12 +53,14 @@ def raster_style(path: Path) -> None:
     from osgeo import gdal
     tmp = "/vsimem/p.tif"
     ds = gdal.GetDriverByName("GTiff").Create(tmp, 2, 2, 1, gdal.GDT_Float32)
-    ds.SetGeoTransform((0, 1, 0, 0, 0, -1)); ds = None
+    ds.SetGeoTransform((0, 1, 0, 0, 0, -1))
+    ds = None
     layer = QgsRasterLayer(tmp, "p", "gdal")
     shader_fn = QgsColorRampShader(0.0, 1.0)
     shader_fn.setColorRampType(QgsColorRampShader.Interpolated)
     shader_fn.setColorRampItemList([QgsColorRampShader.ColorRampItem(lo, QColor(c), lab)
-                                    for lo, _, c, lab in CLASSES] + [QgsColorRampShader.ColorRampItem(1.0, QColor("#a50026"), "1.0")])
+                                    for lo, _, c, lab in CLASSES]
+                                   + [QgsColorRampShader.ColorRampItem(1.0, QColor("#a50026"), "1.0")])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(shader_fn)
     layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader))

@@ -23,8 +23,14 @@ def render_map(png: str, s2_path: str, grid_path: str, truth_path: str | None = 
 
 
 def _render(png, s2_path, grid_path, truth_path, width, title):
-    from qgis.core import (QgsContrastEnhancement, QgsMapRendererCustomPainterJob,
-                           QgsMapSettings, QgsMultiBandColorRenderer, QgsRasterLayer, QgsVectorLayer)
+    from qgis.core import (
+        QgsContrastEnhancement,
+        QgsMapRendererCustomPainterJob,
+        QgsMapSettings,
+        QgsMultiBandColorRenderer,
+        QgsRasterLayer,
+        QgsVectorLayer,
+    )
     from qgis.PyQt.QtCore import QSize
     from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
 

@@ -1,5 +1,10 @@
 """Shared fixtures.  The plugin is imported as ``sentinel_landslide`` through a symlink
-in .build/plugins (what QGIS_PLUGINPATH points at), exactly as QGIS loads it."""
+in .build/plugins (what QGIS_PLUGINPATH points at), exactly as QGIS loads it.
+
+Two groups: tests under ``algorithms/``, ``gui/`` and ``integration/`` (and any test
+using a QGIS fixture) are marked ``qgis``; the rest run with no QGIS application at all
+(``./build.sh test`` runs them first with ``-p no:pytest_qgis``, and fails if anything
+imported qgis)."""
 from __future__ import annotations
 
 import os
@@ -9,25 +14,37 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-PLUGINS = ROOT / ".build" / "plugins"
-PLUGINS.mkdir(parents=True, exist_ok=True)
-if not (PLUGINS / "sentinel_landslide").exists():
-    (PLUGINS / "sentinel_landslide").symlink_to(ROOT)
-sys.path.insert(0, str(PLUGINS))
+from .helpers import ROOT, ensure_provider
+
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp/runtime-" + str(os.getuid()))
 Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, exist_ok=True)
 
-SHARED = ROOT.parent / "shared" / "data"
-S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
+QGIS_DIRS = ("algorithms", "gui", "integration")
+# fixtures that need a running QGIS (qgis_app, qgis_iface and qgis_parent are autouse: not telling)
+QGIS_FIXTURES = {"provider", "qgis_canvas", "qgis_processing", "qgis_new_project"}
 
 
-def shared_file(rel: str) -> Path:
-    """A file of ../shared/data, or skip the test cleanly where it is absent."""
-    p = SHARED / rel
-    if not p.exists():
-        pytest.skip(f"../shared/data/{rel} is not available on this machine")
-    return p
+def pytest_ignore_collect(collection_path, config):
+    """Without pytest-qgis the QGIS folders are not even imported (their modules import qgis)."""
+    if not config.pluginmanager.has_plugin("pytest_qgis"):
+        p = Path(collection_path)
+        return p.parent == ROOT / "tests" and p.name in QGIS_DIRS or None
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = ROOT / "tests"
+    for item in items:
+        rel = Path(str(item.fspath)).relative_to(tests).parts
+        if rel[0] in QGIS_DIRS or QGIS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.qgis)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Without pytest-qgis nothing may have imported QGIS: the engine runs without it."""
+    if not session.config.pluginmanager.has_plugin("pytest_qgis") and "qgis.core" in sys.modules:
+        print("\nERROR: a test outside the qgis group imported qgis.core", file=sys.stderr)
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="session")
@@ -63,57 +80,18 @@ def synthetic_scene(tmp_path_factory) -> dict:
     return make_scene(tmp_path_factory.mktemp("synthetic"), width=640, height=448, seed=11)
 
 
-def scene_options(scene: dict, sar: bool = True, s2: bool = True, **kw):
-    from sentinel_landslide.engine.align import InputLayer
-    from sentinel_landslide.engine.detect import DetectOptions
-
-    o = DetectOptions(**kw)
-    if s2:
-        o.s2 = InputLayer("S2", scene["S2"], [1, 2, 3, 4])
-    if sar:
-        o.s1 = {r: InputLayer(r, scene[r], [1, 2]) for r in S1_ROLES}
-    return o
-
-
-def scene_params(scene: dict, out, sar: bool = True, s2: bool = True, **extra) -> dict:
-    """landslide:detect parameters for a scene dict; MODEL from the test package override."""
-    p = {"OUTPUT": str(out)}
-    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):  # default: the bundled package
-        p["MODEL"] = os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"]
-    if s2:
-        p["S2"] = scene["S2"]
-    if sar:
-        p.update({r: scene[r] for r in S1_ROLES})
-    p.update(extra)
-    return p
-
-
-_PROVIDER = []  # keep the Python wrapper alive: QGIS does not own it
-
-
-def ensure_provider():
-    """Register the 'landslide' provider with QGIS Processing unless it already is."""
-    from qgis.core import QgsApplication
-
-    from sentinel_landslide.algorithms.provider import LandslideProvider
-
-    reg = QgsApplication.processingRegistry()
-    if reg.providerById("landslide") is None:
-        _PROVIDER.append(LandslideProvider())
-        assert reg.addProvider(_PROVIDER[-1])
-    return reg.providerById("landslide")
-
-
 @pytest.fixture(scope="session")
 def provider(qgis_processing):
     return ensure_provider()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _collect_before_qgis_exits(qgis_app):
+def _collect_before_qgis_exits(request):
     """Python wrappers of QGIS objects must die while QGIS is alive: collect them before
     pytest-qgis calls exitQgis (after it, a late garbage collection segfaults)."""
     import gc
 
+    if request.config.pluginmanager.has_plugin("pytest_qgis"):
+        request.getfixturevalue("qgis_app")  # torn down after this fixture
     yield
     gc.collect()

@@ -1,0 +1,148 @@
+"""The 12-channel layout of the competition patches (the model's input contract).
+
+The model package's manifest repeats this layout (it is what the package was trained
+on); `models.package` checks the two agree, so a package trained on another layout is
+refused instead of silently producing nonsense.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PATCH_SIZE = 64
+PIXEL_SIZE_M = 10.0
+
+
+@dataclass(frozen=True)
+class Channel:
+    index: int
+    name: str
+    source: str  # input slot that provides it: S2, S1_DESC, S1_ASC
+    units: str
+
+
+CHANNELS: tuple[Channel, ...] = (
+    Channel(0, "S2_RED", "S2", "reflectance x 10000 (+1000 offset)"),
+    Channel(1, "S2_GREEN", "S2", "reflectance x 10000 (+1000 offset)"),
+    Channel(2, "S2_BLUE", "S2", "reflectance x 10000 (+1000 offset)"),
+    Channel(3, "S2_NIR", "S2", "reflectance x 10000 (+1000 offset)"),
+    Channel(4, "S1_DESC_VV", "S1_DESC", "dB"),
+    Channel(5, "S1_DESC_VH", "S1_DESC", "dB"),
+    Channel(6, "S1_DESC_DVV", "S1_DESC", "dB (post - pre)"),
+    Channel(7, "S1_DESC_DVH", "S1_DESC", "dB (post - pre)"),
+    Channel(8, "S1_ASC_VV", "S1_ASC", "dB"),
+    Channel(9, "S1_ASC_VH", "S1_ASC", "dB"),
+    Channel(10, "S1_ASC_DVV", "S1_ASC", "dB (post - pre)"),
+    Channel(11, "S1_ASC_DVH", "S1_ASC", "dB (post - pre)"),
+)
+CHANNEL_NAMES = tuple(c.name for c in CHANNELS)
+N_CHANNELS = len(CHANNELS)
+
+OPTICAL = (0, 1, 2, 3)
+SAR = tuple(range(4, 12))
+RED, GREEN, BLUE, NIR = OPTICAL
+
+# Input roles: the analyst's layers.  These spellings are also the Processing parameter
+# names, the command line's keys (lower case) and the batch CSV's columns.
+S2_ROLE = "S2"
+ORBITS = ("DESC", "ASC")
+S1_ROLES = ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")
+INPUT_ROLES = (S2_ROLE,) + S1_ROLES
+ROLE_LABELS = {
+    "S2": "Sentinel-2",
+    "S1_DESC_POST": "Sentinel-1 descending post-event",
+    "S1_DESC_PRE": "Sentinel-1 descending pre-event",
+    "S1_ASC_POST": "Sentinel-1 ascending post-event",
+    "S1_ASC_PRE": "Sentinel-1 ascending pre-event",
+}
+
+
+# Processing parameters that pick the Sentinel-2 bands: (name, label, default band)
+S2_BAND_PARAMS = (("S2_RED", "Red band", 1), ("S2_GREEN", "Green band", 2), ("S2_BLUE", "Blue band", 3),
+                  ("S2_NIR", "Near-infrared band", 4))
+
+
+def s1_role(orbit: str, when: str) -> str:
+    """``s1_role("DESC", "POST")`` -> ``"S1_DESC_POST"``."""
+    return f"S1_{orbit}_{when}"
+
+
+# Sources (what a role contributes to) and their channels in the 12-channel layout.
+SOURCE_CHANNELS = {
+    "S2": OPTICAL,
+    "S1_DESC": tuple(c.index for c in CHANNELS if c.source == "S1_DESC"),
+    "S1_ASC": tuple(c.index for c in CHANNELS if c.source == "S1_ASC"),
+}
+# Channel groups: what the per-patch features and the networks' encoders are built on.
+GROUP_SOURCES = {"optical": ("S2",), "sar": ("S1_DESC", "S1_ASC")}
+GROUP_CHANNELS = {g: tuple(c for s in srcs for c in SOURCE_CHANNELS[s]) for g, srcs in GROUP_SOURCES.items()}
+
+# Which input groups each detection mode needs.  A partial SAR set (one orbit only, or
+# post without pre) cannot make the diff channels, so SAR counts as present only when
+# both orbits with both dates are given.
+MODE_SOURCES = {
+    "combined": ("S2", "S1_DESC", "S1_ASC"),
+    "optical": ("S2",),
+    "sar": ("S1_DESC", "S1_ASC"),
+}
+MODE_CHANNELS = {m: tuple(sorted(c for s in srcs for c in SOURCE_CHANNELS[s])) for m, srcs in MODE_SOURCES.items()}
+
+
+def mode_groups(mode: str) -> tuple[str, ...]:
+    """The channel groups whose sources a mode has complete."""
+    return tuple(g for g, srcs in GROUP_SOURCES.items() if all(s in MODE_SOURCES[mode] for s in srcs))
+
+
+def mode_for_sources(sources: set[str]) -> str | None:
+    """The richest mode the given input groups allow, or None."""
+    for mode in ("combined", "optical", "sar"):
+        if all(s in sources for s in MODE_SOURCES[mode]):
+            return mode
+    return None
+
+
+# Combinations: which sources a run (or one tile) has.  Sentinel-2 present or not; each
+# orbit absent, post-event only (VV, VH: no change channels) or post and pre (VV, VH and
+# the post - pre change).  2 x 3 x 3 - 1 = 17 non-empty combinations, named by their
+# sources: "s2", "s2+desc", "desc_post", "s2+desc+asc_post"...
+ORBIT_STATES = ("none", "post", "full")
+
+
+@dataclass(frozen=True)
+class Combination:
+    s2: bool
+    desc: str = "none"  # one of ORBIT_STATES
+    asc: str = "none"
+
+    @property
+    def name(self) -> str:
+        parts = ["s2"] if self.s2 else []
+        for orbit, state in (("desc", self.desc), ("asc", self.asc)):
+            if state != "none":
+                parts.append(orbit if state == "full" else f"{orbit}_post")
+        return "+".join(parts)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """The channels of the 12-channel layout this combination has."""
+        out = list(OPTICAL) if self.s2 else []
+        for orbit, state in (("DESC", self.desc), ("ASC", self.asc)):
+            ch = SOURCE_CHANNELS[f"S1_{orbit}"]  # VV, VH, dVV, dVH
+            out += list(ch[:2]) if state == "post" else list(ch) if state == "full" else []
+        return tuple(out)
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The input roles it reads."""
+        out = [S2_ROLE] if self.s2 else []
+        for orbit, state in (("DESC", self.desc), ("ASC", self.asc)):
+            out += [s1_role(orbit, "POST")] if state != "none" else []
+            out += [s1_role(orbit, "PRE")] if state == "full" else []
+        return tuple(out)
+
+
+COMBINATIONS: tuple[Combination, ...] = tuple(
+    Combination(s2, d, a) for s2 in (True, False) for d in ORBIT_STATES for a in ORBIT_STATES
+    if s2 or d != "none" or a != "none")
+COMBINATION_BY_NAME = {c.name: c for c in COMBINATIONS}
+# the three combinations of earlier versions, under their old names (older packages use them)
+LEGACY_MODE_NAMES = {"combined": "s2+desc+asc", "optical": "s2", "sar": "desc+asc"}

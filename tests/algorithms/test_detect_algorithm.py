@@ -1,0 +1,256 @@
+"""landslide:detect as analysts run it: processing.run inside QGIS (pytest-qgis) and
+qgis_process.bin in a subprocess."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
+
+from ..helpers import scene_params, shared_file
+
+
+def test_provider_and_parameter_names_are_stable(provider):
+    alg = QgsApplication.processingRegistry().algorithmById("landslide:detect")
+    assert alg is not None and alg.displayName() == "Detect landslides (Sentinel-1/2)"
+    names = {p.name() for p in alg.parameterDefinitions()}
+    assert {"S2", "S2_RED", "S2_GREEN", "S2_BLUE", "S2_NIR", "S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST",
+            "S1_ASC_PRE", "MODEL", "THRESHOLD", "EXTENT", "OUTPUT", "OUTPUT_RASTER"} <= names
+    assert alg.shortHelpString()
+    # the unit enums' options map by index onto the engine's choices (saved models and batch
+    # files store the index, so new options go at the end)
+    from sentinel_landslide.engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
+
+    for name, choices in (("S2_SCALE", S2_SCALE_CHOICES), ("S2_OFFSET", S2_OFFSET_CHOICES),
+                          ("SAR_UNITS", SAR_UNIT_CHOICES)):
+        assert len(alg.parameterDefinition(name).options()) == len(choices), name
+    assert SAR_UNIT_CHOICES[:3] == ("auto", "dB", "linear")
+
+
+def test_sar_units_parameter_reaches_the_engine(provider, synthetic_scene, tmp_path):
+    """SYNTHETIC scene: SAR_UNITS = 3 (linear amplitude) on dB layers is the analyst's word,
+    so the log says amplitude and the dB values are read as amplitudes (different scores)."""
+    import processing
+
+    fb = QgsProcessingFeedback()
+    lines = []
+    fb.pushInfo = lambda m: lines.append(m)  # noqa: E731
+    base = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "a.gpkg"))
+    forced = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "b.gpkg", SAR_UNITS=3),
+                            feedback=fb)
+    assert sum("linear amplitude (set)" in line for line in lines) == 4
+    probs = [[f["prob"] for f in QgsVectorLayer(r["OUTPUT"], "g", "ogr").getFeatures()] for r in (base, forced)]
+    assert len(probs[0]) == len(probs[1]) and probs[0] != probs[1]
+
+
+# Spellings that only Qt5 builds of QGIS accept: QGIS 4 (Qt6) has scoped enums only, and
+# QgsField takes a QMetaType there.  rendering/compat.py resolves each for the running QGIS.
+QT5_ONLY = ("QVariant.", "QgsProcessingParameterNumber.Double", "QgsProcessingParameterNumber.Integer",
+            "QgsProcessingParameterDefinition.FlagAdvanced", "QgsProcessing.TypeVector",
+            "QgsProcessingParameterFile.Folder", "QgsWkbTypes.Polygon", "QgsFeatureSink.FastInsert",
+            "QgsProcessingAlgorithm.FlagNoThreading")
+
+
+def test_qgis_facing_code_uses_no_qt5_only_enum_spellings():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    files = [root / "plugin.py", *sorted((root / "algorithms").glob("*.py")),
+             *sorted(p for p in (root / "gui").glob("*.py") if p.name != "compat.py")]
+    found = [f"{p.relative_to(root)}: {s}" for p in files for s in QT5_ONLY if s in p.read_text(encoding="utf-8")]
+    assert not found, found
+    # and the names compat gives resolve in this QGIS
+    from sentinel_landslide.rendering import compat
+
+    for name in ("FILE_FOLDER", "WKB_POLYGON", "NUMBER_DOUBLE", "NUMBER_INTEGER", "FLAG_ADVANCED", "VECTOR_POLYGON"):
+        assert getattr(compat, name) is not None
+
+
+def test_detect_combined_writes_a_grid(provider, synthetic_scene, tmp_path, package):
+    import processing
+
+    out = tmp_path / "grid.gpkg"
+    res = processing.run("landslide:detect", scene_params(synthetic_scene, out, OUTPUT_RASTER=str(tmp_path / "p.tif")))
+    assert res["MODE"] == "combined"
+    layer = QgsVectorLayer(res["OUTPUT"], "grid", "ogr")
+    assert layer.isValid() and layer.featureCount() == res["TILES"] == 70
+    fields = [f.name() for f in layer.fields()]
+    for f in ("tile_id", "row", "col", "prob", "flagged", "status", "mode", "valid_frac", "model"):
+        assert f in fields
+    members = [m["name"] for m in package.members_for("combined")]
+    assert all("p_" + m in fields for m in members)
+    feats = list(layer.getFeatures())
+    assert sum(1 for f in feats if f["flagged"]) == res["FLAGGED"]
+    assert all(f["mode"] == "combined" for f in feats)
+    assert layer.crs().authid() == "EPSG:32646"
+    assert os.path.exists(res["OUTPUT_RASTER"])
+
+
+def test_detect_optical_only_and_sar_only(provider, synthetic_scene, tmp_path):
+    import processing
+
+    r1 = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "o.gpkg", sar=False))
+    assert r1["MODE"] == "optical"
+    r2 = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "s.gpkg", s2=False))
+    assert r2["MODE"] == "sar"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("nothing", "No input was given"),
+    ("badband", "band 9 does not exist"),
+    ("tampered", "checksum"),
+    ("notpackage", "no manifest.json"),
+])
+def test_bad_input_raises_and_writes_nothing(provider, synthetic_scene, tmp_path, package_copy, case, message):
+    import json
+
+    import processing
+
+    out = tmp_path / "never.gpkg"
+    params = scene_params(synthetic_scene, out, sar=False)
+    if case == "nothing":
+        params = {k: v for k, v in params.items() if k in ("OUTPUT", "MODEL")}
+    elif case == "badband":
+        params["S2_NIR"] = 9
+    elif case == "tampered":
+        man = json.loads((package_copy / "manifest.json").read_text())
+        f = package_copy / man["members"][0]["file"]
+        f.write_bytes(f.read_bytes() + b" ")
+        params["MODEL"] = str(package_copy)
+    elif case == "notpackage":
+        params["MODEL"] = str(tmp_path)
+    with pytest.raises(QgsProcessingException, match=message):
+        processing.run("landslide:detect", params)
+    assert not out.exists()
+
+
+def test_cancel_leaves_no_output(provider, synthetic_scene, tmp_path):
+    import processing
+
+    out = tmp_path / "cancelled.gpkg"
+    fb = QgsProcessingFeedback()
+    fb.progressChanged.connect(lambda _p: fb.cancel())
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        processing.run("landslide:detect", scene_params(synthetic_scene, out), feedback=fb)
+    assert not out.exists()
+
+
+def test_threshold_parameter_overrides_the_package(provider, synthetic_scene, tmp_path):
+    import processing
+
+    res = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "t.gpkg", THRESHOLD=0.0001))
+    assert res["THRESHOLD"] == pytest.approx(0.0001)
+    assert res["FLAGGED"] == res["TILES"]  # every scored tile passes a ~0 threshold
+
+
+def test_real_chattogram_scene_optical_only(provider, tmp_path):
+    """REAL Sentinel-2 (EPSG:4326, no offset, 0 = nodata): warped to UTM 46N, offset added."""
+    import processing
+
+    scene = shared_file("scenes/chattogram_s2_rgbn_epsg4326.tif")
+    fb = QgsProcessingFeedback()
+    logs = []
+    fb.pushInfo = lambda m: logs.append(m)  # noqa: E731
+    res = processing.run("landslide:detect", scene_params({"S2": str(scene)}, tmp_path / "ctg.gpkg", sar=False), feedback=fb)
+    assert res["MODE"] == "optical"
+    layer = QgsVectorLayer(res["OUTPUT"], "g", "ogr")
+    assert layer.crs().authid() == "EPSG:32646"
+    statuses = [f["status"] for f in layer.getFeatures()]
+    assert statuses.count("ok") > 100
+    assert any("offset absent" in m for m in logs)
+
+
+@pytest.mark.slow
+def test_qgis_process_subprocess(synthetic_scene, tmp_path):
+    """The same algorithm through QGIS's command-line runner, as on a server."""
+    if not shutil.which("qgis_process.bin") and not os.path.exists("/usr/bin/qgis_process.bin"):
+        pytest.skip("qgis_process.bin is not installed")
+    from sentinel_landslide.scripts.qgis_env import run_algorithm
+
+    out = tmp_path / "cli.gpkg"
+    rc, res, log = run_algorithm("landslide:detect", scene_params(synthetic_scene, out))
+    assert rc == 0, log
+    assert res["results"]["MODE"] == "combined"
+    assert QgsVectorLayer(str(out), "g", "ogr").featureCount() == res["results"]["TILES"] == 70
+
+
+def test_output_is_loaded_styled(provider, synthetic_scene, tmp_path, qgis_new_project):
+    """runAndLoadResults (what the toolbox does) puts the grid on the map with the bundled style."""
+    import processing
+    from qgis.core import QgsGraduatedSymbolRenderer, QgsProject
+
+    res = processing.runAndLoadResults("landslide:detect", scene_params(synthetic_scene, tmp_path / "styled.gpkg"))
+    layers = [lyr for lyr in QgsProject.instance().mapLayers().values() if lyr.source().startswith(str(tmp_path))]
+    assert layers, res
+    r = layers[0].renderer()
+    assert isinstance(r, QgsGraduatedSymbolRenderer) and r.classAttribute() == "prob"
+    assert len(r.ranges()) == 5
+    assert layers[0].name() == "Landslide probability grid"
+
+
+def test_detect_inside_a_graphical_model(provider, synthetic_scene, tmp_path):
+    """A model (what the Graphical Modeler builds) chains detect with a native algorithm,
+    twice in a row: the algorithm keeps no state between runs."""
+    import processing
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("flagged tiles", "landslide tests")
+    model.addModelParameter(QgsProcessingParameterRasterLayer("s2", "S2"), QgsProcessingModelParameter("s2"))
+    det = QgsProcessingModelChildAlgorithm("landslide:detect")
+    det.setChildId("detect")
+    det.addParameterSources("S2", [QgsProcessingModelChildParameterSource.fromModelParameter("s2")])
+    det.addParameterSources("OUTPUT", [QgsProcessingModelChildParameterSource.fromStaticValue("TEMPORARY_OUTPUT")])
+    if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):
+        det.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(
+            os.environ["SENTINEL_LANDSLIDE_TEST_PACKAGE"])])
+    # as the Modeler's dialog does: every other mandatory parameter gets its default
+    from qgis.core import QgsApplication, QgsProcessingParameterDefinition
+    alg = QgsApplication.processingRegistry().algorithmById("landslide:detect")
+    for p in alg.parameterDefinitions():
+        if p.name() not in det.parameterSources() and not p.flags() & QgsProcessingParameterDefinition.FlagOptional:
+            det.addParameterSources(p.name(), [QgsProcessingModelChildParameterSource.fromStaticValue(p.defaultValue())])
+    model.addChildAlgorithm(det)
+    ext = QgsProcessingModelChildAlgorithm("native:extractbyattribute")
+    ext.setChildId("extract")
+    ext.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT")])
+    ext.addParameterSources("FIELD", [QgsProcessingModelChildParameterSource.fromStaticValue("status")])
+    ext.addParameterSources("OPERATOR", [QgsProcessingModelChildParameterSource.fromStaticValue(0)])
+    ext.addParameterSources("VALUE", [QgsProcessingModelChildParameterSource.fromStaticValue("ok")])
+    out = QgsProcessingModelOutput("scored", "Scored tiles")
+    out.setChildOutputName("OUTPUT")
+    ext.setModelOutputs({"scored": out})
+    model.addChildAlgorithm(ext)
+    ok, errors = model.validate()
+    assert ok, errors
+    counts = []
+    for i in range(2):
+        res = processing.run(model, {"s2": synthetic_scene["S2"], "extract:scored": str(tmp_path / f"m{i}.gpkg")})
+        counts.append(QgsVectorLayer(res["extract:scored"], "m", "ogr").featureCount())
+    assert counts[0] == counts[1] == 70
+
+
+def test_band_parameters_unset_read_the_band_names_and_set_ones_are_kept(provider, synthetic_scene, tmp_path):
+    """An S2 stack with named bands: leaving S2_RED.. unset scores like giving 4, 3, 2, 6;
+    a wrong explicit choice is honoured (and scores differently)."""
+    import processing
+
+    from ..engine.test_detect import rgbn_stack
+
+    stack = rgbn_stack(synthetic_scene["S2"], tmp_path / "stack.tif")
+
+    def probs(name, **bands):
+        res = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / f"{name}.gpkg", sar=False,
+                                                              S2=stack, **bands))
+        return [f["prob"] for f in QgsVectorLayer(res["OUTPUT"], name, "ogr").getFeatures()]
+
+    auto = probs("auto")
+    assert auto == probs("explicit", S2_RED=4, S2_GREEN=3, S2_BLUE=2, S2_NIR=6)
+    assert auto != probs("wrong", S2_RED=1, S2_GREEN=2, S2_BLUE=3, S2_NIR=4)

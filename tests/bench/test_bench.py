@@ -1,0 +1,86 @@
+"""Smoke test of the benchmark harness (bench/) on a tiny scene: the functions run and
+their figures have the expected shape.  Nothing here is timed or asserts a speed."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory):
+    from sentinel_landslide.bench.run import ensure_scene
+
+    cache = tmp_path_factory.mktemp("bench_cache")
+    paths = ensure_scene(256, cache=cache)
+    again = ensure_scene(256, cache=cache)  # cached: not regenerated
+    assert paths == again
+    return paths
+
+
+def test_scene_sizes_and_matmul():
+    from fractions import Fraction
+
+    from sentinel_landslide.bench.run import matmul_gflops, median_min_max, side_for
+
+    assert side_for(Fraction(1)) == 10980 and side_for(Fraction(1, 16)) == 2745 and side_for(Fraction(1, 4)) == 5490
+    mm = matmul_gflops(n=256, repeats=2)
+    assert mm["best"] > 0 and mm["numpy"] > 0
+    assert median_min_max([3, 1, 2]) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+
+
+def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monkeypatch):
+    import sentinel_landslide.bench.run as br
+
+    monkeypatch.setattr(br, "CACHE", tmp_path)
+    r = br.run_child("detect", tiny_scene, package_dir)
+    assert r["tiles"] == 16 and r["scored"] == 16 and r["mode"] == "combined"
+    assert r["peak_rss_bytes"] > 10e6 and r["wall_seconds"] > 0 and r["grid_bytes"] > 0
+    assert set(r["member_seconds"]) == set(r["members"])
+    from sentinel_landslide.models.package import load_package
+
+    flops, source, per = br.ensemble_flops(load_package(package_dir))
+    figs = br.summarise_size("tiny", [r, r], flops, 50.0)
+    kinds = {f["figure"] for f in figs}
+    assert {"end_to_end_patches_per_s", "stage_seconds", "peak_rss", "reader_cpu_ms_per_patch"} <= kinds
+    assert 0 < r["read_cpu_seconds"] and 0 < r["features_cpu_seconds"]  # the reader thread's own CPU time
+    for f in figs:
+        json.dumps(f)
+    inf = {"patches": 16, "batch_patches": 16, "inference_seconds": 1.0, "nn_seconds": 0.5, "features_seconds": 0.1}
+    pkgf = br.emit("package", source="test", path=str(package_dir), name="x", members_combined=len(r["members"]),
+                   neural_members=0, flops_per_patch=flops, flops_source=source, flops_per_member=per)
+    figs = [pkgf, br.emit("matmul_gflops_fp32", value=50.0, detail={"numpy": 50.0})] + figs
+    figs.append(br.emit("pure_inference_patches_per_s", size="tiny", patches=16, batch_patches=16, median=16.0,
+                        min=16.0, max=16.0, n=1))
+    out = tmp_path / "results.md"
+    br.write_results(out, "python -m sentinel_landslide.bench.run --quick", figs, {"tiny": (256, [r, r])}, [inf],
+                     "test", [dict(br.machine_load(), when="start")])
+    text = out.read_text()
+    assert "| tiny | 256 x 256 | 16 |" in text and "--quick" in text
+    reader = next(f for f in figs if f["figure"] == "reader_cpu_ms_per_patch")
+    assert f"| {reader['median']:.2f} (" in text  # the reader CPU column
+
+
+def test_paper_recipe_runs_on_a_patch():
+    pytest.importorskip("timm")
+    from sentinel_landslide.bench.paper import run_paper_recipe
+
+    rng = np.random.default_rng(0)
+    p = rng.normal(1500, 200, (1, 12, 64, 64)).astype(np.float32)
+    r = run_paper_recipe(p, 1000.0, folds=1, members=("2x_vit_pwee_v2_z",), log=lambda *_: None)
+    assert r["seconds_per_patch"] > 0 and r["scaled_from_folds"]
+    assert r["flops_per_patch"] > 1e11  # 20 passes of 2 ViT-pwee at 256 x 256
+
+
+def test_quiet_judged_before_the_runs_and_by_other_processes():
+    from sentinel_landslide.bench.run import run_was_quiet
+
+    def s(when, load, train=False, busy=()):
+        return {"when": when, "loadavg_1m": load, "training_run": train, "busy_others": list(busy)}
+
+    # the benchmark's own two cores push later load averages to ~2: still a quiet run
+    assert run_was_quiet([s("start", 0.9), s("after waiting", 0.5), s("after size 1", 2.4), s("end", 2.1)])
+    assert not run_was_quiet([s("start", 1.5), s("after size 1", 2.4)])  # busy before the first run
+    assert not run_was_quiet([s("start", 0.3), s("after size 1", 2.4, busy=["python3(95%)"])])
+    assert not run_was_quiet([s("start", 0.3), s("end", 2.0, train=True)])
