@@ -8,10 +8,12 @@ from ..rendering import RESOURCES
 from .detect import DetectAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .exportpatches import ExportPatchesAlgorithm
+from .fetch import FetchAlgorithm
 from .report import ReportAlgorithm
 from .train import TrainAlgorithm
 
-ALGORITHMS = (DetectAlgorithm, ExportPatchesAlgorithm, TrainAlgorithm, EvaluateAlgorithm, ReportAlgorithm)
+ALGORITHMS = (DetectAlgorithm, ExportPatchesAlgorithm, TrainAlgorithm, EvaluateAlgorithm, ReportAlgorithm,
+              FetchAlgorithm)
 
 ICON = RESOURCES / "icon.svg"
 
