@@ -183,3 +183,16 @@ def test_cancel_mid_download_leaves_nothing(world, tmp_path):
         files.stop()
     assert len(seen) == 3
     assert os.listdir(tmp_path / "o") == []
+
+
+def test_missing_pystac_client_is_named_with_the_pip_command(world, tmp_path, monkeypatch):
+    """Without pystac-client the fetch modules still import (detect never needs them) and a run
+    says what is missing and how to install it."""
+    import sys
+
+    from sentinel_landslide.fetch.errors import MissingPackage
+
+    monkeypatch.setitem(sys.modules, "pystac_client", None)  # import now fails as if not installed
+    with pytest.raises(MissingPackage, match=r"pystac-client.*\n.*-m pip install pystac-client"):
+        run_fetch(opts(world, tmp_path / "o", "http://127.0.0.1:9"))
+    assert os.listdir(tmp_path / "o") == []
