@@ -145,3 +145,65 @@ class StacServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.logfile.close()
+
+
+class QueryProxy:
+    """A STAC API with the query extension (``eq`` only) in front of an upstream one without it
+    (rustac's in-memory backend): it advertises the conformance class, takes ``query`` out of
+    POST /search bodies (recording it in ``queries``), forwards the rest and applies the query to
+    the features that come back.  For testing the client's server-side filter path."""
+
+    QUERY = "https://api.stacspec.org/v1.0.0/item-search#query"
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream.rstrip("/")
+        self.queries: list = []
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _forward(self, body=None):
+                req = urllib.request.Request(srv.upstream + self.path, data=body, method=self.command,
+                                             headers={"Content-Type": "application/json"})
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    return json.loads(r.read().decode("utf-8"))
+
+            def _reply(self, doc):
+                data = json.dumps(doc).replace(srv.upstream, srv.url).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):  # noqa: N802
+                doc = self._forward()
+                if "conformsTo" in doc:
+                    doc["conformsTo"] = doc["conformsTo"] + [QueryProxy.QUERY]
+                self._reply(doc)
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                query = body.pop("query", None)
+                doc = self._forward(json.dumps(body).encode())
+                if query:
+                    srv.queries.append(query)
+                    doc["features"] = [f for f in doc.get("features", [])
+                                       if all(str(f["properties"].get(k)) == str(v["eq"]) for k, v in query.items())]
+                    doc["numberReturned"] = len(doc["features"])
+                self._reply(doc)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)

@@ -14,7 +14,7 @@ from sentinel_landslide.core.errors import Cancelled
 from sentinel_landslide.fetch.errors import CatalogError, NoItems, TokenExpired, UncalibratedSAR
 from sentinel_landslide.fetch.run import FetchOptions, run_fetch
 
-from .servers import FileServer, StacServer, free_port
+from .servers import FileServer, QueryProxy, StacServer, free_port
 from .world import EVENT, S1_EXPECTED, S2_EXPECTED
 
 
@@ -88,6 +88,23 @@ def test_server_side_switch_gives_the_same_selection(world, stac, tmp_path):
     b = run_fetch(opts(world, tmp_path / "b", stac.url, sources=("S1_DESC", "S1_ASC"), server_filter=False))
     assert [r["id"] for r in rows_of(a.items_csv)] == [r["id"] for r in rows_of(b.items_csv)]
     assert "neither the query nor the filter extension" in "\n".join(a.log)
+
+
+def test_query_extension_path_gives_the_same_selection(world, stac, tmp_path):
+    """Through a server offering the query extension the orbit direction is sent as a query (the
+    server filters), and the chosen items equal those of client-side filtering."""
+    proxy = QueryProxy(stac.url)
+    try:
+        srv = run_fetch(opts(world, tmp_path / "a", proxy.url, sources=("S1_DESC", "S1_ASC")))
+        assert {"sat:orbit_state": {"eq": "descending"}} in proxy.queries
+        assert {"sat:orbit_state": {"eq": "ascending"}} in proxy.queries
+        assert "server-side with the query extension" in "\n".join(srv.log)
+        n = len(proxy.queries)
+        cli = run_fetch(opts(world, tmp_path / "b", proxy.url, sources=("S1_DESC", "S1_ASC"), server_filter=False))
+        assert len(proxy.queries) == n  # switched off: no query sent
+    finally:
+        proxy.stop()
+    assert [r["id"] for r in rows_of(srv.items_csv)] == [r["id"] for r in rows_of(cli.items_csv)]
 
 
 def test_cache_rerun_makes_no_request(world, tmp_path):
