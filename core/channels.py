@@ -53,7 +53,17 @@ ROLE_LABELS = {
     "S1_DESC_PRE": "Sentinel-1 descending pre-event",
     "S1_ASC_POST": "Sentinel-1 ascending post-event",
     "S1_ASC_PRE": "Sentinel-1 ascending pre-event",
+    "S2_MASK": "Sentinel-2 cloud mask",
 }
+# Optional Sentinel-2 validity mask: an L2A scene classification (SCL) raster or a 0/1
+# mask (1 = invalid).  Not an input role of its own combination: it only removes pixels.
+S2_MASK_ROLE = "S2_MASK"
+# SCL classes that are not valid ground: no data, saturated, cloud shadow, cloud medium /
+# high probability, thin cirrus
+SCL_INVALID = (0, 1, 3, 8, 9, 10)
+SCL_CLASSES = {0: "no data", 1: "saturated or defective", 2: "dark area", 3: "cloud shadow", 4: "vegetation",
+               5: "not vegetated", 6: "water", 7: "unclassified", 8: "cloud medium probability",
+               9: "cloud high probability", 10: "thin cirrus", 11: "snow or ice"}
 
 
 # Processing parameters that pick the Sentinel-2 bands: (name, label, default band)
@@ -146,3 +156,31 @@ COMBINATIONS: tuple[Combination, ...] = tuple(
 COMBINATION_BY_NAME = {c.name: c for c in COMBINATIONS}
 # the three combinations of earlier versions, under their old names (older packages use them)
 LEGACY_MODE_NAMES = {"combined": "s2+desc+asc", "optical": "s2", "sar": "desc+asc"}
+ORBIT_RANK = {state: i for i, state in enumerate(ORBIT_STATES)}
+
+
+def combination_within(c: Combination, limit: Combination) -> bool:
+    """``c`` uses no source ``limit`` lacks (an orbit state is "at most" the limit's)."""
+    return ((not c.s2 or limit.s2) and ORBIT_RANK[c.desc] <= ORBIT_RANK[limit.desc]
+            and ORBIT_RANK[c.asc] <= ORBIT_RANK[limit.asc])
+
+
+def richest_within(limit: Combination, offered) -> Combination | None:
+    """The combination of ``offered`` (names or Combinations) that uses the most channels
+    of ``limit`` and nothing it lacks; ties go to the one with Sentinel-2, then to the
+    order of COMBINATIONS.  None when no offered combination fits."""
+    names = {o if isinstance(o, str) else o.name for o in offered}
+    fits = [c for c in COMBINATIONS if c.name in names and combination_within(c, limit)]
+    if not fits:
+        return None
+    return max(fits, key=lambda c: (len(c.channels), c.s2, -COMBINATIONS.index(c)))
+
+
+def combination_name(mode: str) -> str:
+    """A combination name for a combination or legacy mode name ("combined" -> "s2+desc+asc")."""
+    return LEGACY_MODE_NAMES.get(mode, mode)
+
+
+def combination_groups(c: Combination) -> tuple[str, ...]:
+    """The feature groups a combination has channels of ("optical", "sar")."""
+    return (("optical",) if c.s2 else ()) + (("sar",) if c.desc != "none" or c.asc != "none" else ())

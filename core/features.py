@@ -204,14 +204,16 @@ def _chunk_features(p32: np.ndarray, valid: np.ndarray | None, chans: list, grou
 
 
 def patch_features(
-    patches: np.ndarray, valid: np.ndarray | None = None, groups=("optical", "sar")
+    patches: np.ndarray, valid: np.ndarray | None = None, groups=("optical", "sar"), channels=None
 ) -> dict:
     """Base + derived features for a batch of patches.
 
     patches: (N, 12, H, W) in the package convention (S2 x10000 with offset, SAR dB);
     valid: (N, H, W) bool, pixels to use (default: all finite).  ``groups`` says which
-    modalities are present.  Returns {feature name: float32 array (N,)}; a patch with
-    no valid pixel gets NaN.
+    modalities are present; ``channels`` (indices of the 12-channel layout), when given,
+    replaces it: only those channels' statistics (and the optical indices when all four
+    optical channels are among them), e.g. a post-event-only orbit's VV, VH.  Returns
+    {feature name: float32 array (N,)}; a patch with no valid pixel gets NaN.
 
     Vectorised over chunks of patches (moments in float64); a chunk whose pixels are
     all valid takes an unmasked fast path.
@@ -220,11 +222,17 @@ def patch_features(
     if patches.dtype not in (np.float32, np.float64):
         patches = patches.astype(np.float64)
     n = patches.shape[0]
-    chans = []
-    if "optical" in groups:
-        chans += list(OPTICAL)
-    if "sar" in groups:
-        chans += list(SAR)
+    if channels is not None:
+        chans = sorted(int(c) for c in channels)
+        groups = (("optical",) if all(c in chans for c in OPTICAL) else ()) + (("sar",) if set(chans) & set(SAR) else ())
+        if set(chans) & set(OPTICAL) and "optical" not in groups:
+            raise ValueError("the optical channels come all four or none")
+    else:
+        chans = []
+        if "optical" in groups:
+            chans += list(OPTICAL)
+        if "sar" in groups:
+            chans += list(SAR)
     if valid is None:
         valid = np.isfinite(patches[:, chans]).all(axis=1)
     valid = np.asarray(valid, dtype=bool).reshape(n, -1)
@@ -253,3 +261,30 @@ def patch_features(
 def feature_matrix(feats: dict, names) -> np.ndarray:
     """Stack features into an (N, len(names)) float32 matrix in the given order."""
     return np.stack([np.asarray(feats[n], dtype=np.float32) for n in names], axis=1)
+
+
+class _Recorder(dict):
+    """A dict that notes the base features a derived feature reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.read: set = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return np.zeros(1)
+
+
+def feature_channels(name: str) -> tuple[int, ...]:
+    """The channels (12-channel layout) a feature is computed from: ``band7_mean`` -> (6,),
+    ``ndvi_std`` -> the optical channels, derived features -> those of their inputs."""
+    if name in _DERIVED:
+        rec = _Recorder()
+        _DERIVED[name][1](rec)
+        return tuple(sorted({c for k in rec.read for c in feature_channels(k)}))
+    head = name.split("_")[0]
+    if head.startswith("band") and head[4:].isdigit():
+        return (int(head[4:]) - 1,)
+    if head in INDEX_NAMES or name == "cloud_score_brightness" or head == "opt":
+        return tuple(OPTICAL)
+    raise ValueError(f"unknown feature {name!r}")

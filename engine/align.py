@@ -128,7 +128,7 @@ def _srs(wkt: str) -> osr.SpatialReference:
     return s
 
 
-def _native_bounds(ds: gdal.Dataset):
+def native_bounds(ds: gdal.Dataset):
     gt = ds.GetGeoTransform()
     xs = [gt[0] + i * gt[1] + j * gt[2] for i in (0, ds.RasterXSize) for j in (0, ds.RasterYSize)]
     ys = [gt[3] + i * gt[4] + j * gt[5] for i in (0, ds.RasterXSize) for j in (0, ds.RasterYSize)]
@@ -168,14 +168,14 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
     if _is_metric_projected(ref_wkt):
         crs = _srs(ref_wkt).ExportToWkt()
     else:
-        b = _native_bounds(ref_ds)
+        b = native_bounds(ref_ds)
         lonlat = transform_bounds(b, ref_wkt, osr.SRS_WKT_WGS84_LAT_LONG)
         crs = utm_wkt_for((lonlat[0] + lonlat[2]) / 2, (lonlat[1] + lonlat[3]) / 2)
 
     box = None
     for layer, ds in zip(layers, dss):
         try:
-            b = transform_bounds(_native_bounds(ds), ds.GetProjection(), crs)
+            b = transform_bounds(native_bounds(ds), ds.GetProjection(), crs)
         except RuntimeError as exc:
             raise InputError(f"The {layer.label} layer cannot be reprojected to the analysis grid ({exc}).") from None
         if box is None:
@@ -248,7 +248,7 @@ def _resampling(ds: gdal.Dataset, grid: Grid) -> str:
     gt = ds.GetGeoTransform()
     src_res = abs(gt[1])
     try:
-        b = transform_bounds(_native_bounds(ds), ds.GetProjection(), grid.crs_wkt)
+        b = transform_bounds(native_bounds(ds), ds.GetProjection(), grid.crs_wkt)
         src_res = (b[2] - b[0]) / ds.RasterXSize
     except RuntimeError:
         pass
@@ -277,7 +277,8 @@ class AlignedLayer:
     _to_db: bool = False
 
     @classmethod
-    def open(cls, layer: InputLayer, grid: Grid) -> "AlignedLayer":
+    def open(cls, layer: InputLayer, grid: Grid, resampling: str | None = None) -> "AlignedLayer":
+        """``resampling`` overrides the choice by pixel size (a class raster: "near")."""
         src = open_layer(layer)
         nodata = source_nodata(layer, src)
         sel = gdal.Translate("", src, format="VRT", bandList=layer.bands, outputType=gdal.GDT_Float32,
@@ -291,7 +292,7 @@ class AlignedLayer:
                 block_h = max(src.GetRasterBand(b).GetBlockSize()[1] for b in layer.bands)
                 return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)",
                            src, block_h)
-        rs = _resampling(src, grid)
+        rs = resampling or _resampling(src, grid)
         return cls(layer, grid, _warp(sel, grid, rs, nodata), False, 0, 0, rs)
 
     def average_linear_power(self, scale: str) -> bool:

@@ -13,26 +13,32 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
 from ..core.channels import (
-    GROUP_CHANNELS,
-    MODE_SOURCES,
+    COMBINATION_BY_NAME,
+    COMBINATIONS,
+    INPUT_ROLES,
     N_CHANNELS,
     ORBITS,
+    ROLE_LABELS,
     S1_ROLES,
+    S2_MASK_ROLE,
     S2_ROLE,
     SOURCE_CHANNELS,
-    mode_for_sources,
-    mode_groups,
+    Combination,
+    combination_groups,
+    combination_name,
+    combination_within,
     s1_role,
 )
 from ..core.errors import Cancelled, InputError
 from ..core.features import patch_features
 from . import units
 from .align import AlignedLayer, Grid, InputLayer, guess_s2_bands, plan_grid
+from .masks import S2Mask, find_scl_band
 
 PREFETCH = 2  # batches read ahead of the one being scored
 
@@ -42,7 +48,8 @@ __all__ = ["Cancelled", "InputError", "DetectOptions", "TileRecord", "DetectResu
 
 class Scorer(Protocol):
     """What detection needs of a model: ``models.ensemble.Ensemble`` is one.  The engine
-    receives a factory ``make_scorer(mode) -> Scorer`` and never imports a model runtime."""
+    receives a factory ``make_scorer(combination name) -> Scorer`` and never imports a
+    model runtime."""
 
     mode: str
     threshold: float
@@ -50,7 +57,7 @@ class Scorer(Protocol):
     @property
     def member_names(self) -> list[str]: ...
 
-    def score_stream(self, batches: Iterator, timings: dict | None = None) -> Iterator: ...
+    def submit(self, patches, valid, feats, timings: dict | None = None) -> Callable[[], dict]: ...
 
     def close(self) -> None: ...
 
@@ -62,8 +69,9 @@ ScorerFactory = Callable[[str], Scorer]
 class DetectOptions:
     s2: InputLayer | None = None
     s1: dict = field(default_factory=dict)  # role -> InputLayer
+    s2_mask: InputLayer | None = None  # SCL or 0/1 (1 = invalid); None: an SCL band of the S2 layer, if any
     extent: tuple | None = None  # xmin, ymin, xmax, ymax, crs_wkt
-    threshold: float | None = None  # None: the package's threshold for the mode
+    threshold: float | None = None  # None: the package's threshold for each tile's combination
     min_valid_fraction: float = 0.5
     s2_scale: str = "auto"
     s2_offset: str = "auto"
@@ -80,78 +88,110 @@ class TileRecord:
     row: int
     col: int
     bounds: tuple  # xmin, ymin, xmax, ymax in the grid CRS
-    valid_frac: float
+    valid_frac: float  # valid pixels of the tile's combination (nodata tiles: of the run's)
     status: str  # ok | nodata
     prob: float | None
     flagged: bool | None
     members: dict
+    mode: str | None = None  # the combination that scored the tile; None for nodata
+    s2_valid: float | None = None  # fraction of valid (finite, unmasked) Sentinel-2 pixels; None: no S2 given
+    sar_valid: float | None = None  # fraction of valid pixels in the tile's SAR channels; None: no SAR given
 
 
 @dataclass
 class DetectResult:
     grid: Grid
-    mode: str
-    members: list
-    threshold: float
+    mode: str  # the run's combination (what the inputs give)
+    members: list  # every member that scored a tile
+    threshold: float  # the threshold of the run's combination
     records: list
     log: list
     timings: dict
     n_rows: int
     n_cols: int
+    thresholds: dict = field(default_factory=dict)  # combination -> threshold used
 
     @property
     def flagged(self) -> int:
         return sum(1 for r in self.records if r.flagged)
 
+    @property
+    def mode_counts(self) -> dict:
+        """{combination name or "nodata": tiles}, richest first."""
+        counts: dict = {}
+        for r in self.records:
+            k = r.mode if r.status == "ok" and r.mode else "nodata"
+            counts[k] = counts.get(k, 0) + 1
+        order = {c.name: i for i, c in enumerate(COMBINATIONS)}
+        return dict(sorted(counts.items(), key=lambda kv: (kv[0] == "nodata", -kv[1], order.get(kv[0], 99))))
+
     def summary(self) -> str:
         ok = sum(1 for r in self.records if r.status == "ok")
         total = self.timings.get("total", 0.0)
         rate = ok / total if total > 0 else 0.0
+        per_mode = ", ".join(f"{k} {v}" for k, v in self.mode_counts.items())
         return (f"{len(self.records)} tiles ({ok} scored, {len(self.records) - ok} nodata), "
-                f"{self.flagged} flagged at threshold {self.threshold:.2f}, mode {self.mode}, "
-                f"{total:.1f} s, {rate:.1f} patches/s")
+                f"{self.flagged} flagged at threshold {self.threshold:.2f}, mode {self.mode} "
+                f"(tiles per mode: {per_mode}), {total:.1f} s, {rate:.1f} patches/s")
+
+
+ORBIT_WORDS = {"DESC": "descending", "ASC": "ascending"}
+
+
+def resolve_combination(opts: DetectOptions, log: list) -> tuple[Combination, dict]:
+    """The run's combination and the {role: InputLayer} to read (every layer given)."""
+    states = {}
+    for orbit in ORBITS:
+        post, pre = opts.s1.get(s1_role(orbit, "POST")), opts.s1.get(s1_role(orbit, "PRE"))
+        if pre and not post:
+            raise InputError(f"The Sentinel-1 {ORBIT_WORDS[orbit]} orbit has only a pre-event layer: give its "
+                             "post-event layer too (the pre-event scene is used only for the post - pre change), "
+                             "or leave the orbit out.")
+        states[orbit] = "full" if post and pre else "post" if post else "none"
+    if opts.s2 is None and all(v == "none" for v in states.values()):
+        raise InputError("No input was given: provide a Sentinel-2 layer, or a post-event Sentinel-1 layer of at "
+                         "least one orbit (with its pre-event layer for the change channels), or both.")
+    combo = Combination(opts.s2 is not None, states["DESC"], states["ASC"])
+    layers = {role: (opts.s2 if role == S2_ROLE else opts.s1[role]) for role in combo.roles}
+    log.append(f"Inputs: combination {combo.name} ({'; '.join(ROLE_LABELS[r] for r in combo.roles)})")
+    for orbit in ORBITS:
+        if states[orbit] == "post":
+            log.append(f"Sentinel-1 {ORBIT_WORDS[orbit]}: post-event only, no pre-event layer: its change "
+                       "channels (post - pre) are absent and members that need them do not run.")
+    return combo, layers
 
 
 def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
-    """Which mode the given inputs allow; returns (mode, {role: InputLayer} to read)."""
-    sources = set()
-    if opts.s2 is not None:
-        sources.add("S2")
-    for orbit in ORBITS:
-        post, pre = opts.s1.get(s1_role(orbit, "POST")), opts.s1.get(s1_role(orbit, "PRE"))
-        if post and pre:
-            sources.add(f"S1_{orbit}")
-        elif post or pre:
-            log.append(f"Warning: the Sentinel-1 {orbit.lower()} orbit needs both a post- and a pre-event "
-                       f"layer to form the change channels; the one given is ignored.")
-    mode = mode_for_sources(sources)
-    if mode is None:
-        if opts.s2 is None and not any(opts.s1.values()):
-            raise InputError("No input was given: provide a Sentinel-2 layer, or Sentinel-1 post- and "
-                             "pre-event layers for both orbits, or both.")
-        raise InputError("The inputs are not enough for any mode: give a Sentinel-2 layer, or Sentinel-1 "
-                         "post- and pre-event layers for both the descending and the ascending orbit.")
-    if mode == "optical" and "S1_DESC" in sources or mode == "optical" and "S1_ASC" in sources:
-        log.append("Warning: SAR is used only when both orbits are complete; running optical-only.")
-    layers = {}
-    if S2_ROLE in MODE_SOURCES[mode]:
-        layers[S2_ROLE] = opts.s2
-    for orbit in ORBITS:
-        if f"S1_{orbit}" in MODE_SOURCES[mode]:
-            for when in ("POST", "PRE"):
-                layers[s1_role(orbit, when)] = opts.s1[s1_role(orbit, when)]
-    return mode, layers
+    """``resolve_combination`` by name (earlier versions' spelling)."""
+    combo, layers = resolve_combination(opts, log)
+    return combo.name, layers
+
+
+def offered_combinations(pkg, allowed_modes=None) -> list:
+    """The combinations a package (or the ``allowed_modes`` list) can score, by name."""
+    names = pkg.available_modes() if allowed_modes is None else allowed_modes
+    return [c for c in COMBINATIONS if c.name in {combination_name(m) for m in names}]
+
+
+def ranked_within(limit: Combination, offered) -> list:
+    """The offered combinations within ``limit``, richest first (most channels, then S2)."""
+    fits = [c for c in offered if combination_within(c, limit)]
+    return sorted(fits, key=lambda c: (-len(c.channels), not c.s2, COMBINATIONS.index(c)))
 
 
 class Scene:
-    """The aligned inputs of one run, read as 12-channel windows in package convention."""
+    """The aligned inputs of one run, read as 12-channel windows in package convention
+    (NaN in the channels the combination lacks, and in the optical channels where the
+    Sentinel-2 mask says invalid)."""
 
-    def __init__(self, layers: dict, grid: Grid, pkg_offset: float, opts: DetectOptions, log: list):
+    def __init__(self, layers: dict, grid: Grid, pkg_offset: float, opts: DetectOptions, log: list,
+                 mask: InputLayer | None = None):
         self.grid = grid
         self.pkg_offset = pkg_offset
         self.aligned = {role: AlignedLayer.open(lyr, grid) for role, lyr in layers.items()}
         for al in self.aligned.values():
             log.append(f"{al.layer.label}: resampling {al.resampling}")
+        self.mask = S2Mask(mask, grid, log) if mask is not None and S2_ROLE in self.aligned else None
         self.s2conv = None
         self.sarconv = {}
         try:
@@ -170,25 +210,28 @@ class Scene:
             raise InputError(str(exc)) from None
 
     def read(self, row0: int, nrows: int) -> np.ndarray:
-        """(12, nrows, width) float32, NaN where a used channel has no data."""
+        """(12, nrows, width) float32, NaN where a channel has no data or is absent."""
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
         shape = (N_CHANNELS, nrows, g.width)
-        complete = S2_ROLE in self.aligned and all(s1_role(o, "POST") in self.aligned for o in ORBITS)
+        complete = S2_ROLE in self.aligned and all(s1_role(o, "PRE") in self.aligned for o in ORBITS)
         out = np.empty(shape, dtype=np.float32) if complete else np.full(shape, np.nan, dtype=np.float32)
         # each layer is read straight into its channels and converted in place
         if S2_ROLE in self.aligned:
             c = SOURCE_CHANNELS["S2"]
-            self.s2conv.to_package(self.aligned[S2_ROLE].read(row0, nrows, out=out[c[0]:c[-1] + 1]),
-                                   self.pkg_offset, inplace=True)
+            opt = out[c[0]:c[-1] + 1]
+            self.s2conv.to_package(self.aligned[S2_ROLE].read(row0, nrows, out=opt), self.pkg_offset, inplace=True)
+            if self.mask is not None and nrows:
+                np.copyto(opt, np.float32(np.nan), where=self.mask.invalid(row0, nrows)[None])
         for orbit in ORBITS:
             post_role, pre_role = s1_role(orbit, "POST"), s1_role(orbit, "PRE")
             base = SOURCE_CHANNELS[f"S1_{orbit}"][0]  # VV, VH, dVV, dVH
             if post_role in self.aligned:
                 post, diff = out[base:base + 2], out[base + 2:base + 4]
                 self.sarconv[post_role].to_db(self.aligned[post_role].read(row0, nrows, out=post), inplace=True)
-                pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows, out=diff), inplace=True)
-                np.subtract(post, pre, out=diff)  # post - pre, dB
+                if pre_role in self.aligned:  # post only: the change channels stay NaN
+                    pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows, out=diff), inplace=True)
+                    np.subtract(post, pre, out=diff)  # post - pre, dB
         return out
 
 
@@ -210,7 +253,14 @@ def to_patches(block: np.ndarray, ps: int, n_cols: int) -> np.ndarray:
 @dataclass
 class Batch:
     """Whole patch rows of the scene: patches (n, 12, ps, ps) float32 in package
-    convention (NaN = no data), their valid-pixel masks and grid positions."""
+    convention (NaN = no data), their valid-pixel masks and grid positions.
+
+    ``valid`` / ``valid_frac``: every channel of the run's combination valid.  Per tile,
+    ``modes`` holds the combination that scores it (the richest offered one whose sources
+    are valid there; None: nothing valid) and ``groups`` {combination: (patch indices,
+    valid pixels of that combination)}; ``tile_valid`` the valid fraction of the tile's
+    combination; ``s2_valid`` / ``sar_valid`` the sources' valid fractions (None when the
+    run has no such source)."""
 
     row0: int
     patches: np.ndarray
@@ -221,43 +271,155 @@ class Batch:
     read_seconds: float
     read_cpu_seconds: float = 0.0  # the reader thread's CPU time (contention-free cost)
     prepared: object = None  # what TiledScene.prepare returned for this batch (reader thread)
+    modes: list = field(default_factory=list)
+    groups: dict = field(default_factory=dict)
+    tile_valid: np.ndarray | None = None
+    s2_valid: np.ndarray | None = None
+    sar_valid: np.ndarray | None = None
+
+
+def _orbit_sources(orbit: str) -> tuple[str, str]:
+    return f"{orbit.lower()}_post", f"{orbit.lower()}_change"
 
 
 class TiledScene:
     """The inputs of one run on their common 10 m grid, cut into patches.
 
     Shared by detection and patch export; iterating yields ``Batch`` objects while a
-    background thread reads and warps the next band of rows (GDAL releases the GIL)."""
+    background thread reads and warps the next band of rows (GDAL releases the GIL).
+    ``allowed_modes``: the combinations tiles may be scored as (default: the package's)."""
 
     def __init__(self, opts: DetectOptions, pkg, log: list, allowed_modes=None):
-        self.mode, layers = resolve_mode(opts, log)
-        if "S2" in layers and layers["S2"].bands is None:  # not given: from the band names, else 1-4
-            bands, note = guess_s2_bands(layers["S2"].path)
-            layers["S2"] = replace(layers["S2"], bands=bands)
-            log.append(note)
-        allowed = pkg.available_modes() if allowed_modes is None else allowed_modes
-        if self.mode not in allowed:
-            raise InputError(f"The model package '{pkg.name}' cannot run in {self.mode} mode "
-                             f"(it offers: {', '.join(allowed)}).")
-        ordered = [layers[r] for r in ("S2",) + S1_ROLES if r in layers]
+        self.combination, layers = resolve_combination(opts, log)
+        self.mode = self.combination.name
+        mask = opts.s2_mask
+        if "S2" in layers:
+            if layers["S2"].bands is None:  # not given: from the band names, else 1-4
+                bands, note = guess_s2_bands(layers["S2"].path)
+                layers["S2"] = replace(layers["S2"], bands=bands)
+                log.append(note)
+            if mask is None:
+                scl = find_scl_band(layers["S2"].path)
+                if scl is not None:
+                    mask = InputLayer(S2_MASK_ROLE, layers["S2"].path, [scl])
+                    log.append(f"Sentinel-2 band {scl} is described as SCL: used as the cloud mask")
+            if mask is None:
+                log.append("Warning: no Sentinel-2 cloud mask (S2_MASK) was given and the Sentinel-2 layer has no "
+                           "SCL band: clouds were not masked, and a bright cloud looks like bare soil to the models.")
+        elif mask is not None:
+            log.append("Warning: a Sentinel-2 cloud mask was given without a Sentinel-2 layer; it is not used.")
+        self.offered = offered_combinations(pkg, allowed_modes)
+        ranked = ranked_within(self.combination, self.offered)
+        if not ranked:
+            raise InputError(f"The model package '{pkg.name}' cannot score {self.mode} inputs, nor any part of them "
+                             f"(it offers: {', '.join(c.name for c in self.offered) or 'nothing'}).")
+        self.scored_as = ranked[0]
+        if self.scored_as != self.combination:
+            log.append(f"The model package has no members for {self.mode}: tiles where all of it is valid are scored "
+                       f"as {self.scored_as.name}, the richest combination it offers within the inputs.")
+        ordered = [layers[r] for r in INPUT_ROLES if r in layers]
         self.grid = plan_grid(ordered, opts.extent, pkg.manifest["pixel_size_m"])
         self.ps = ps = pkg.patch_size
         g = self.grid
         self.n_rows, self.n_cols = -(-g.height // ps), -(-g.width // ps)
         log.append(f"Grid: {g.width} x {g.height} px at {g.res:g} m, {self.n_rows} x {self.n_cols} tiles of {ps} px")
-        self.scene = Scene(layers, g, pkg.s2_offset, opts, log)
-        self.groups = mode_groups(self.mode)
-        self.channels = sorted({c for grp in self.groups for c in GROUP_CHANNELS[grp]})
+        self.scene = Scene(layers, g, pkg.s2_offset, opts, log, mask if "S2" in layers else None)
+        self.groups = combination_groups(self.combination)
+        self.channels = list(self.combination.channels)
+        self.min_valid = opts.min_valid_fraction
         self.step = max(1, opts.rows_per_batch)
+        self._ranked: dict = {}
         # optional per-batch work done in the reader thread too (detection: the features),
         # so it overlaps with the scoring of the previous batch
         self.prepare = None
+
+    @property
+    def mask(self) -> S2Mask | None:
+        return self.scene.mask
 
     def tile_bounds(self, row: int, col: int) -> tuple:
         g, ps = self.grid, self.ps
         x0 = g.x0 + col * ps * g.res
         y1 = g.y0 - row * ps * g.res
         return (x0, max(y1 - ps * g.res, g.y0 - g.height * g.res), min(x0 + ps * g.res, g.x0 + g.width * g.res), y1)
+
+    def _source_masks(self, patches: np.ndarray) -> dict:
+        """{source: (n, ps*ps) bool}: s2, desc_post, desc_change, asc_post, asc_change
+        (the sources the run has); change = post and pre valid."""
+        n = len(patches)
+        c = self.combination
+        out = {}
+        if c.s2:
+            o = SOURCE_CHANNELS["S2"]
+            out["s2"] = np.isfinite(patches[:, o[0]:o[-1] + 1]).all(axis=1).reshape(n, -1)
+        for orbit, state in (("DESC", c.desc), ("ASC", c.asc)):
+            base = SOURCE_CHANNELS[f"S1_{orbit}"][0]
+            post, change = _orbit_sources(orbit)
+            if state != "none":
+                out[post] = np.isfinite(patches[:, base:base + 2]).all(axis=1).reshape(n, -1)
+            if state == "full":  # the change is NaN wherever post or pre is
+                out[change] = np.isfinite(patches[:, base + 2:base + 4]).all(axis=1).reshape(n, -1)
+        return out
+
+    @staticmethod
+    def _joint(combo: Combination, src: dict, sel) -> np.ndarray:
+        """Pixels where every source of ``combo`` is valid, for the patches ``sel``."""
+        keys = (["s2"] if combo.s2 else []) + [
+            k for orbit, state in (("DESC", combo.desc), ("ASC", combo.asc)) if state != "none"
+            for k in _orbit_sources(orbit)[:1 if state == "post" else 2]]
+        out = src[keys[0]][sel]
+        for k in keys[1:]:
+            out = out & src[k][sel]
+        return out
+
+    def _assign(self, src: dict, n: int):
+        """Each tile's combination: per source valid fraction >= min_valid gives the
+        tile's sources; then the richest offered combination within them whose joint
+        valid fraction is >= min_valid too.  Returns (modes, groups, tile_valid)."""
+        mv, c = self.min_valid, self.combination
+        frac = {k: m.mean(axis=1) for k, m in src.items()}
+        s2_ok = frac["s2"] >= mv if c.s2 else np.zeros(n, bool)
+        ranks = []
+        for orbit, state in (("DESC", c.desc), ("ASC", c.asc)):
+            post, change = _orbit_sources(orbit)
+            r = np.zeros(n, np.int8)
+            if state != "none":
+                r[frac[post] >= mv] = 1
+            if state == "full":
+                r[(r == 1) & (frac[change] >= mv)] = 2
+            ranks.append(r)
+        key = s2_ok.astype(np.int8) * 9 + ranks[0] * 3 + ranks[1]
+        modes: list = [None] * n
+        groups: dict = {}
+        tile_valid = np.zeros(n, np.float64)
+        states = ("none", "post", "full")
+        for k in np.unique(key):
+            sel = np.flatnonzero(key == k)
+            k = int(k)
+            limit = Combination(bool(k // 9), states[(k // 3) % 3], states[k % 3])
+            if limit.name not in self._ranked:
+                self._ranked[limit.name] = ranked_within(limit, self.offered) if limit.name else []
+            for cand in self._ranked[limit.name]:
+                if not len(sel):
+                    break
+                joint = self._joint(cand, src, sel)
+                jf = joint.mean(axis=1)
+                ok = jf >= mv
+                if ok.any():
+                    idx = sel[ok]
+                    prev = groups.get(cand.name)
+                    v = joint[ok]
+                    groups[cand.name] = (idx, v) if prev is None else (
+                        np.concatenate([prev[0], idx]), np.concatenate([prev[1], v]))
+                    tile_valid[idx] = jf[ok]
+                    for j in idx:
+                        modes[j] = cand.name
+                sel = sel[~ok]
+        # patch order inside each group (the scorer returns probabilities in that order)
+        for name, (idx, v) in list(groups.items()):
+            order = np.argsort(idx, kind="stable")
+            groups[name] = (idx[order], v[order].reshape(len(idx), self.ps, self.ps))
+        return modes, groups, tile_valid
 
     def _load(self, r0: int) -> Batch:
         t0, c0 = time.perf_counter(), time.thread_time()
@@ -267,12 +429,25 @@ class TiledScene:
             pad = np.full((N_CHANNELS, k * ps - block.shape[1], self.grid.width), np.nan, np.float32)
             block = np.concatenate([block, pad], axis=1)
         patches = to_patches(block, ps, self.n_cols)
-        used = patches if len(self.channels) == N_CHANNELS else patches[:, self.channels]
-        valid = np.isfinite(used).all(axis=1)
-        idx = np.arange(len(patches))
-        batch = Batch(r0, patches, valid, valid.reshape(len(patches), -1).mean(axis=1),
+        n = len(patches)
+        src = self._source_masks(patches)
+        run_valid = self._joint(self.combination, src, slice(None))
+        modes, groups, tile_valid = self._assign(src, n)
+        c = self.combination
+        s2_valid = src["s2"].mean(axis=1) if c.s2 else None
+        sar_valid = None
+        if c.desc != "none" or c.asc != "none":
+            sar_only = Combination(False, c.desc, c.asc)
+            sar_valid = self._joint(sar_only, src, slice(None)).mean(axis=1)
+            for name, (idx, _v) in groups.items():  # the SAR channels the tile is scored with
+                g = COMBINATION_BY_NAME[name]
+                if (g.desc, g.asc) != (c.desc, c.asc) and (g.desc != "none" or g.asc != "none"):
+                    sar_valid[idx] = self._joint(Combination(False, g.desc, g.asc), src, idx).mean(axis=1)
+        idx = np.arange(n)
+        batch = Batch(r0, patches, run_valid.reshape(n, ps, ps), run_valid.mean(axis=1),
                       r0 + idx // self.n_cols, idx % self.n_cols, time.perf_counter() - t0,
-                      time.thread_time() - c0)
+                      time.thread_time() - c0, modes=modes, groups=groups, tile_valid=tile_valid,
+                      s2_valid=s2_valid, sar_valid=sar_valid)
         if self.prepare is not None:
             batch.prepared = self.prepare(batch)
         return batch
@@ -297,13 +472,40 @@ class TiledScene:
                 yield batch
 
 
+def score_groups_stream(batches, get_scorer: Callable[[str], Scorer], timings: dict | None = None, depth: int = 2):
+    """Score ``(key, [(combination, patches, valid, feats), ...])`` batches, each group by
+    its combination's scorer, with ``depth`` batches in flight (as ``Ensemble.score_stream``:
+    the lanes start on the next batch while the last slices of this one finish).  Yields
+    ``(key, {combination: probs})`` in input order.  Closing it early waits for what is queued."""
+    in_flight: deque = deque()
+    try:
+        for key, groups in batches:
+            collects = [(name, get_scorer(name).submit(p, v, f, timings)) for name, p, v, f in groups]
+            in_flight.append((key, collects))
+            while len(in_flight) >= max(1, depth):
+                key0, cs = in_flight.popleft()
+                yield key0, {name: c() for name, c in cs}
+        while in_flight:
+            key0, cs = in_flight.popleft()
+            yield key0, {name: c() for name, c in cs}
+    finally:
+        for _key, cs in in_flight:
+            for _name, c in cs:
+                try:
+                    c()
+                except Exception:  # noqa: BLE001 - the first error is already propagating
+                    pass
+
+
 def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, ensemble: Scorer | None = None,
                   make_scorer: ScorerFactory | None = None) -> DetectResult:
     """Score the inputs with a model.  ``progress(stage, fraction, msg)``.
 
-    ``pkg`` describes the model (modes, patch size, S2 convention); ``make_scorer(mode)``
-    builds its scorer (``pipeline.run_detection`` passes the package's ensemble), or
-    ``ensemble`` is one already open for the right mode."""
+    ``pkg`` describes the model (combinations, patch size, S2 convention);
+    ``make_scorer(combination)`` builds a scorer (``pipeline.run_detection`` passes the
+    package's ensemble), or ``ensemble`` is one already open for the run's combination.
+    Each tile is scored by the richest combination valid in it (see ``TiledScene``); the
+    scorers are made once per combination met."""
     if ensemble is None and make_scorer is None:
         raise TypeError("run_detection needs a scorer: pass make_scorer or ensemble (see pipeline.run_detection)")
 
@@ -314,60 +516,101 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     cancelled = is_cancelled or (lambda: False)
 
     prog("align", 0.0, "planning the 10 m grid")
-    # the members' sessions are created while the grid is planned and the units detected
-    # (both mostly wait on onnxruntime / GDAL, which release the GIL)
-    loading = None
+    # the run combination's members are loaded while the grid is planned and the units
+    # detected (both mostly wait on onnxruntime / GDAL, which release the GIL)
+    loading = pending = None
+    early = None
     if ensemble is None:
         try:
-            early_mode = resolve_mode(opts, [])[0]  # TiledScene reports any problem itself
-        except InputError:
-            early_mode = None
-        if early_mode in pkg.available_modes():
+            ranked = ranked_within(resolve_combination(opts, [])[0], offered_combinations(pkg))
+            early = ranked[0].name if ranked else None
+        except InputError:  # TiledScene reports any problem itself
+            early = None
+        if early is not None:
             loading = ThreadPoolExecutor(max_workers=1)
-            pending = loading.submit(make_scorer, early_mode)
+            pending = loading.submit(make_scorer, early)
+    scorers: dict = {}
     try:
-        tiles = TiledScene(opts, pkg, log)
-        if loading is not None:
-            ensemble = pending.result()
-    finally:
-        if loading is not None:
-            loading.shutdown(wait=True)
-    mode = tiles.mode
-    own_ensemble = ensemble is None or loading is not None
-    if ensemble is None or (loading is not None and ensemble.mode != mode):
+        try:
+            tiles = TiledScene(opts, pkg, log)
+            if pending is not None:
+                scorers[early] = pending.result()
+        finally:
+            if loading is not None:
+                loading.shutdown(wait=True)
+                if pending is not None and early not in scorers and pending.done() and not pending.exception():
+                    pending.result().close()  # TiledScene failed: nothing will use it
         if ensemble is not None:
-            ensemble.close()
-        assert make_scorer is not None
-        ensemble = make_scorer(mode)
-    threshold = ensemble.threshold if opts.threshold is None else float(opts.threshold)
-    log.append(f"Mode {mode}: members {', '.join(ensemble.member_names)}; threshold {threshold:.3f}")
+            scorers[combination_name(ensemble.mode)] = ensemble
+        return _detect(opts, tiles, scorers, make_scorer, ensemble, log, timings, prog, cancelled, t_start)
+    finally:
+        for sc in scorers.values():
+            if sc is not ensemble:
+                sc.close()
+
+
+def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, timings, prog, cancelled,
+            t_start) -> DetectResult:
+    members: list = []
+    thresholds: dict = {}
+
+    def get_scorer(name: str) -> Scorer:
+        sc = scorers.get(name)
+        if sc is None:
+            if make_scorer is None:
+                raise InputError(f"Tiles need the {name} combination but only an ensemble for "
+                                 f"{ensemble.mode} was given.")
+            sc = scorers[name] = make_scorer(name)
+        if name not in thresholds:
+            thresholds[name] = sc.threshold if opts.threshold is None else float(opts.threshold)
+            members.extend(m for m in sc.member_names if m not in members)
+            note = f"Mode {name}: members {', '.join(sc.member_names)}; threshold {thresholds[name]:.3f}"
+            skipped = getattr(sc, "skipped", [])
+            if skipped:
+                note += f"; not run (they need channels {name} lacks): {', '.join(skipped)}"
+            if not getattr(sc, "needs_pixels", True):
+                note += "; no network applies: the GBMs alone score it"
+            log.append(note)
+        return sc
+
+    get_scorer(tiles.scored_as.name)  # the run's own combination is logged first
 
     def prepare(b: Batch):
-        """Reader thread: the scored patches of a batch and their features."""
-        ok = b.valid_frac >= opts.min_valid_fraction
-        if not ok.any():
-            return ok, None, None, None, (0.0, 0.0)
+        """Reader thread: per combination met in the batch, its patches and features."""
         t0, c0 = time.perf_counter(), time.thread_time()
-        patches, valid = (b.patches, b.valid) if ok.all() else (b.patches[ok], b.valid[ok])
-        feats = patch_features(patches, valid, tiles.groups)
-        return ok, patches, valid, feats, (time.perf_counter() - t0, time.thread_time() - c0)
+        out = []
+        for name, (idx, valid) in b.groups.items():
+            patches = b.patches if len(idx) == len(b.patches) else b.patches[idx]
+            feats = patch_features(patches, valid, channels=COMBINATION_BY_NAME[name].channels)
+            out.append((name, idx, patches, valid, feats))
+        return out, (time.perf_counter() - t0, time.thread_time() - c0)
 
     tiles.prepare = prepare
     records: list = []
     timings_members: dict = {}
 
-    def finish(b: Batch, ok: np.ndarray, probs: dict, i: int) -> None:
+    def finish(b: Batch, groups: list, probs: dict, i: int) -> None:
         """Turn a batch's scores into tile records."""
-        pos = {j: n for n, j in enumerate(np.flatnonzero(ok))}
+        where = {}
+        for name, idx, *_ in groups:
+            for n, j in enumerate(idx):
+                where[int(j)] = (name, n)
         for j in range(len(b.patches)):
             row, col = int(b.rows[j]), int(b.cols[j])
-            tid, bounds, vf = row * tiles.n_cols + col, tiles.tile_bounds(row, col), float(b.valid_frac[j])
-            if j in pos:
-                p = float(probs["prob"][pos[j]])
-                records.append(TileRecord(tid, row, col, bounds, vf, "ok", p, p >= threshold,
-                                          {m: float(probs[m][pos[j]]) for m in ensemble.member_names}))
+            tid, bounds = row * tiles.n_cols + col, tiles.tile_bounds(row, col)
+            s2v = None if b.s2_valid is None else round(float(b.s2_valid[j]), 4)
+            sarv = None if b.sar_valid is None else round(float(b.sar_valid[j]), 4)
+            if j in where:
+                name, n = where[j]
+                pr = probs[name]
+                p = float(pr["prob"][n])
+                records.append(TileRecord(tid, row, col, bounds, float(b.tile_valid[j]), "ok", p,
+                                          p >= thresholds[name],
+                                          {m: float(pr[m][n]) for m in scorers[name].member_names},
+                                          name, s2v, sarv))
             else:
-                records.append(TileRecord(tid, row, col, bounds, vf, "nodata", None, None, {}))
+                records.append(TileRecord(tid, row, col, bounds, float(b.valid_frac[j]), "nodata", None, None, {},
+                                          None, s2v, sarv))
         last = min(b.row0 + tiles.step, tiles.n_rows)
         prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
 
@@ -377,34 +620,37 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
             for i, b in enumerate(batches):
                 if cancelled():
                     raise Cancelled()
-                ok, patches, valid, feats, (t_feat, c_feat) = b.prepared
+                groups, (t_feat, c_feat) = b.prepared
                 timings["read"] += b.read_seconds
                 timings["read_cpu"] += b.read_cpu_seconds
                 timings["features"] += t_feat  # in the reader thread, overlapped with scoring
                 timings["features_cpu"] += c_feat
-                yield (b, ok, i), patches, valid, feats
+                for name, *_ in groups:
+                    get_scorer(name)
+                yield (b, groups, i), [(name, p, v, f) for name, _idx, p, v, f in groups]
         finally:  # stop the reader thread now, not when a traceback lets go of this frame
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
 
-    try:
-        # two batches in flight (Ensemble.score_stream): no core idles at batch boundaries
-        with closing(scored_batches()) as source, closing(ensemble.score_stream(source, timings_members)) as scored:
-            for (b, ok, i), probs in scored:
-                if cancelled():
-                    raise Cancelled()
-                finish(b, ok, probs, i)
-    finally:
-        if own_ensemble:
-            ensemble.close()
+    # two batches in flight: no core idles at batch boundaries
+    with closing(scored_batches()) as source, \
+            closing(score_groups_stream(source, get_scorer, timings_members)) as scored:
+        for (b, groups, i), probs in scored:
+            if cancelled():
+                raise Cancelled()
+            finish(b, groups, probs, i)
+    if tiles.mask is not None:
+        log.append(f"Sentinel-2 cloud mask: {tiles.mask.masked_fraction:.1%} of the area masked")
     if not any(r.status == "ok" for r in records):
         raise InputError(
             "No tile has enough valid data "
-            f"(at least {opts.min_valid_fraction:.0%} of its pixels in every input): the area is all nodata "
-            "or the inputs barely overlap.")
+            f"(at least {opts.min_valid_fraction:.0%} of its pixels in some input the model package can score): the "
+            "area is all nodata or cloud, or the inputs barely overlap.")
     timings["read_wait"] = tiles.wait_seconds
     timings.update({f"member:{k}": v for k, v in timings_members.items()})
     timings["total"] = time.perf_counter() - t_start
-    return DetectResult(tiles.grid, mode, ensemble.member_names, threshold, records, log, timings,
-                        tiles.n_rows, tiles.n_cols)
+    result = DetectResult(tiles.grid, tiles.mode, members, thresholds[tiles.scored_as.name], records, log, timings,
+                          tiles.n_rows, tiles.n_cols, thresholds)
+    log.append("Tiles per mode: " + ", ".join(f"{k} {v}" for k, v in result.mode_counts.items()))
+    return result

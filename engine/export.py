@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from osgeo import gdal, ogr, osr
 
+from ..core.channels import CHANNEL_NAMES, COMBINATIONS, N_CHANNELS
 from ..core.errors import Cancelled, InputError
 from .detect import DetectOptions, TiledScene
 
@@ -81,10 +82,11 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
     log: list = []
     prog = progress or (lambda frac, msg="": None)
     cancelled = is_cancelled or (lambda: False)
-    tiles = TiledScene(opts, pkg, log, allowed_modes=("combined", "optical", "sar"))
-    if tiles.mode != "combined":
-        log.append(f"Warning: only {tiles.mode} inputs were given; channels of the missing modality are NaN "
-                   "in the exported patches.")
+    tiles = TiledScene(opts, pkg, log, allowed_modes=[c.name for c in COMBINATIONS])
+    if len(tiles.combination.channels) < N_CHANNELS:
+        missing = [CHANNEL_NAMES[c] for c in range(N_CHANNELS) if c not in tiles.combination.channels]
+        log.append(f"Warning: only {tiles.mode} inputs were given; the channels they lack ({', '.join(missing)}) "
+                   "are NaN in the exported patches.")
     inv_ds = inv_lyr = None
     if inventory is not None:
         inv_ds, inv_lyr = _inventory_layer(inventory, tiles.grid.crs_wkt)
@@ -96,7 +98,8 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
     vds = ogr.GetDriverByName("GPKG").CreateDataSource(str(gpkg))
     vl = vds.CreateLayer("patches", srs, ogr.wkbPolygon)
     for name, typ in (("ID", ogr.OFTString), ("row", ogr.OFTInteger), ("col", ogr.OFTInteger),
-                      ("label", ogr.OFTInteger), ("landslide_frac", ogr.OFTReal), ("valid_frac", ogr.OFTReal)):
+                      ("label", ogr.OFTInteger), ("landslide_frac", ogr.OFTReal), ("valid_frac", ogr.OFTReal),
+                      ("mode", ogr.OFTString)):
         vl.CreateField(ogr.FieldDefn(name, typ))
     from .patch_folder import write_patch_folder  # plain numpy + csv, no training deps
 
@@ -109,7 +112,9 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
                 raise Cancelled()
             frac = (_landslide_fraction(inv_lyr, tiles, b.row0, b.patches.shape[0] // tiles.n_cols * tiles.ps)
                     if inv_lyr is not None else None)
-            keep = np.flatnonzero(b.valid_frac >= opts.min_valid_fraction)
+            # a tile is kept when some combination of its sources is valid enough (the
+            # channels of the others, e.g. masked optics under a cloud, are NaN)
+            keep = np.array([j for j, m in enumerate(b.modes) if m is not None], dtype=int)
             n_skip += len(b.patches) - len(keep)
             if not len(keep):
                 continue
@@ -128,7 +133,8 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
                 f.SetField("ID", pid)
                 f.SetField("row", row)
                 f.SetField("col", col)
-                f.SetField("valid_frac", float(b.valid_frac[j]))
+                f.SetField("valid_frac", float(b.tile_valid[j]))
+                f.SetField("mode", b.modes[j])
                 x0, y0, x1, y1 = tiles.tile_bounds(row, col)
                 f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
                 vl.CreateFeature(f)

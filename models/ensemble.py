@@ -9,8 +9,8 @@ from collections import deque
 
 import numpy as np
 
-from ..core.channels import CHANNEL_NAMES
-from ..core.features import feature_matrix
+from ..core.channels import CHANNEL_NAMES, COMBINATION_BY_NAME, LEGACY_MODE_NAMES, OPTICAL
+from ..core.features import feature_channels, feature_matrix
 from ..core.indices import compute_indices
 from . import deps
 from .package import ModelPackage, PackageError
@@ -156,16 +156,64 @@ class _OnnxMember:
         return _sigmoid(acc) if self.output_is_logit else acc
 
 
+def member_channels(spec: dict) -> tuple[int, ...]:
+    """The channels of the 12-channel layout a member reads (its trained channel groups)."""
+    chans: set = set()
+    inputs = spec["inputs"]
+    if spec["kind"] == "onnx":
+        for t in inputs:
+            if "channels" in t:
+                chans |= {CHANNEL_NAMES.index(c) for c in t["channels"]}
+            else:  # optical indices
+                chans |= set(OPTICAL)
+    else:
+        for f in inputs["features"]:
+            chans |= set(feature_channels(f))
+    return tuple(sorted(chans))
+
+
+def package_mode(pkg: ModelPackage, mode: str) -> str:
+    """The package's own name for a combination or mode: a package of earlier versions
+    names "s2+desc+asc", "s2", "desc+asc" "combined", "optical", "sar"."""
+    if mode in pkg.manifest["modes"]:
+        return mode
+    for legacy, name in LEGACY_MODE_NAMES.items():
+        if name == mode and legacy in pkg.manifest["modes"]:
+            return legacy
+    return mode
+
+
+def package_combinations(pkg: ModelPackage) -> dict:
+    """{combination name: the package's mode name} for every combination it has members for."""
+    out = {}
+    for mode in pkg.available_modes():
+        name = LEGACY_MODE_NAMES.get(mode, mode)
+        if name in COMBINATION_BY_NAME:
+            out[name] = mode
+    return out
+
+
 class Ensemble:
-    """The members of ``pkg`` that run in ``mode``, ready to predict."""
+    """The members of ``pkg`` that run in ``mode`` (a combination name such as "s2+desc",
+    or a package mode name), ready to predict.  Members that read a channel the
+    combination lacks are skipped (``skipped``): no member ever sees a channel group it
+    was not trained on."""
 
     def __init__(self, pkg: ModelPackage, mode: str, threads: int | None = None, tta: bool = False,
                  only: list[str] | None = None):
-        if mode not in pkg.manifest["modes"]:
+        own = package_mode(pkg, mode)
+        if own not in pkg.manifest["modes"]:
             raise PackageError(f"the model package '{pkg.name}' has no '{mode}' mode")
-        specs = pkg.members_for(mode)
+        specs = pkg.members_for(own)
         if only:
             specs = [m for m in specs if m["name"] in only]
+        combo = COMBINATION_BY_NAME.get(LEGACY_MODE_NAMES.get(mode, mode))
+        self.skipped: list[str] = []
+        if combo is not None:
+            have = set(combo.channels)
+            self.skipped = [m["name"] for m in specs if not set(member_channels(m)) <= have]
+            specs = [m for m in specs if m["name"] not in self.skipped]
+        self.combination = combo.name if combo is not None else None
         if not specs:
             raise PackageError(f"the model package '{pkg.name}' has no members for mode '{mode}'")
         # every missing package named at once, with one command (not one per failed run)
@@ -174,7 +222,8 @@ class Ensemble:
             raise MissingDependency(deps.message(absent))
         threads = threads or max(1, os.cpu_count() or 1)
         self.pkg, self.mode, self.specs = pkg, mode, specs
-        self.threshold = pkg.threshold(mode)
+        self.package_mode = own
+        self.threshold = pkg.threshold(own)
         self.threads = threads
         self.lanes = _lanes_for(threads)
         per_member = max(1, threads // self.lanes)

@@ -354,21 +354,30 @@ def test_tiling_edges_cover_the_whole_area_and_mark_slivers_nodata(tmp_path, pac
 
 
 def test_mode_follows_the_inputs(synthetic_scene, package):
+    from sentinel_landslide.models.ensemble import package_mode
     from sentinel_landslide.pipeline import run_detection
 
     opt = run_detection(scene_options(synthetic_scene, sar=False), package)
-    assert opt.mode == "optical"
-    assert all(m in [s["name"] for s in package.members_for("optical")] for m in opt.members)
+    assert opt.mode == "s2" and {r.mode for r in opt.records if r.status == "ok"} == {"s2"}
+    assert all(m in [s["name"] for s in package.members_for(package_mode(package, "s2"))] for m in opt.members)
     sar = run_detection(scene_options(synthetic_scene, s2=False), package)
-    assert sar.mode == "sar"
+    assert sar.mode == "desc+asc"
     comb = run_detection(scene_options(synthetic_scene), package)
-    assert comb.mode == "combined" and comb.threshold == package.threshold("combined")
-    assert set(comb.members) == {m["name"] for m in package.members_for("combined")}
-    # one orbit incomplete: SAR is dropped with a warning, optical-only runs
+    own = package_mode(package, "s2+desc+asc")
+    assert comb.mode == "s2+desc+asc" and comb.threshold == package.threshold(own)
+    assert set(comb.members) == {m["name"] for m in package.members_for(own)}
+    assert all(r.s2_valid == 1.0 and r.sar_valid == 1.0 for r in comb.records if r.status == "ok")
+    # one orbit without its pre-event layer: the run's combination says so; tiles are
+    # scored by the richest combination the package offers within it
     o = scene_options(synthetic_scene)
     del o.s1["S1_ASC_PRE"]
     part = run_detection(o, package)
-    assert part.mode == "optical" and any(line.startswith("Warning") for line in part.log)
+    assert part.mode == "s2+desc+asc_post"
+    assert any("ascending: post-event only" in line for line in part.log)
+    offered = {c for c in ("s2+desc+asc_post", "s2+desc", "s2+asc_post", "s2") if package_mode(package, c) in
+               package.available_modes()}
+    best = max(offered, key=lambda c: len(c))  # every candidate here has S2; the longest name is the richest
+    assert {r.mode for r in part.records if r.status == "ok"} == {best}
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path, synthetic_scene, package):

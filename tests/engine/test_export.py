@@ -61,7 +61,7 @@ def test_export_without_inventory_writes_test_csv(tmp_path, synthetic_scene, pac
 
     res = export_patches(scene_options(synthetic_scene, sar=False), package, tmp_path / "p")
     assert (tmp_path / "p" / "Test.csv").exists() and not (tmp_path / "p" / "Train.csv").exists()
-    assert any("optical inputs" in line for line in res.log)
+    assert any("only s2 inputs" in line and "S1_ASC_DVH" in line for line in res.log)
     x = np.load(next((tmp_path / "p").glob("*.npy")))
     assert np.isnan(x[..., 4:]).all() and np.isfinite(x[..., :4]).all()
 
