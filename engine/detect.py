@@ -641,7 +641,7 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
                 raise Cancelled()
             finish(b, groups, probs, i)
     if tiles.mask is not None:
-        log.append(f"Sentinel-2 cloud mask: {tiles.mask.masked_fraction:.1%} of the area masked")
+        log.append(f"Cloud mask: {tiles.mask.masked_fraction:.1%} of the area masked (not valid Sentinel-2 pixels)")
     if not any(r.status == "ok" for r in records):
         raise InputError(
             "No tile has enough valid data "

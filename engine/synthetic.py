@@ -103,13 +103,24 @@ def _create(path, w, h, bands, dtype, wkt, gt, nodata, desc):
     return ds
 
 
+def cloud_columns(width: int, cloud: float) -> int:
+    """The synthetic cloud covers the S2 columns [0, cloud_columns) (full height)."""
+    return int(round(width * cloud))
+
+
 def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: int = 7,
-               sar: bool = True, block_rows: int = 512, sar_native: bool = False) -> dict:
+               sar: bool = True, block_rows: int = 512, sar_native: bool = False, cloud: float = 0.0) -> dict:
     """Write s2.tif (R,G,B,NIR uint16, +1000 offset), s1_{desc,asc}_{post,pre}.tif
     (VV,VH float32 dB) and scars.geojson (the planted truth, UTM) into ``folder``.
 
     ``sar_native`` writes SAR on the S2 grid (the benchmark's already-aligned case);
-    otherwise descending is EPSG:4326 and ascending 20 m UTM, to exercise alignment."""
+    otherwise descending is EPSG:4326 and ascending 20 m UTM, to exercise alignment.
+
+    ``cloud`` > 0: a SYNTHETIC cloud over that fraction of the width (left side, full
+    height; scars under it stay in the truth): bright, flat S2 pixels there, and
+    ``scl.tif``, a Sentinel-2 scene classification at 20 m in EPSG:4326 (another CRS and
+    pixel size than S2): class 9 (cloud high probability) under the cloud, 8 on a 60 m
+    fringe, 3 (cloud shadow) in a 100 m strip beside it, 4 (vegetation) elsewhere."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -138,6 +149,9 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
             if b == 3:  # steep forested slopes around scars: more NIR
                 v = v + LOOK["slope_nir"] * slope * (1 + tex)
             v = np.where(m, soil[b] * (1 + 0.06 * tex) + brng.normal(0, 120, (h, width)), v)
+            if cloud > 0:  # an opaque cloud: bright, nearly flat, NIR about the visible
+                ncol = cloud_columns(width, cloud)
+                v[:, :ncol] = (7200 + 300 * b // 3) * (1 + 0.03 * tex[:, :ncol])
             s2.GetRasterBand(b + 1).WriteArray(np.clip(v, 1, 65535).astype(np.uint16), 0, r0)
     s2 = None
 
@@ -186,6 +200,9 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                             v = v + np.where(m, change[orbit][k], 0.0)
                         ds.GetRasterBand(k + 1).WriteArray(v.astype(np.float32), 0, r0)
                 ds = None
+    if cloud > 0:
+        paths["S2_MASK"] = folder / "scl.tif"
+        _write_scl(paths["S2_MASK"], width, height, res, cloud)
     truth = {"type": "FeatureCollection", "name": "synthetic_scars",
              "crs": {"type": "name", "properties": {"name": f"urn:ogc:def:crs:EPSG::{EPSG}"}},
              "features": [{"type": "Feature", "properties": {"id": i, "synthetic": "yes"},
@@ -194,3 +211,35 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     (folder / "scars.geojson").write_text(json.dumps(truth))
     paths["truth"] = folder / "scars.geojson"
     return {k: str(v) for k, v in paths.items()}
+
+
+def _write_scl(path: Path, width: int, height: int, res: float, cloud: float) -> None:
+    """The SYNTHETIC SCL of ``make_scene``: 20 m pixels in EPSG:4326 covering the scene."""
+    utm = osr.SpatialReference()
+    utm.ImportFromEPSG(EPSG)
+    utm.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    wgs = osr.SpatialReference()
+    wgs.ImportFromEPSG(4326)
+    wgs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    b = osr.CoordinateTransformation(utm, wgs).TransformBounds(
+        ORIGIN[0] - 100, ORIGIN[1] - height * res - 100, ORIGIN[0] + width * res + 100, ORIGIN[1] + 100, 21)
+    d = 0.00018  # ~20 m
+    w, h = int(math.ceil((b[2] - b[0]) / d)), int(math.ceil((b[3] - b[1]) / d))
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, 1, gdal.GDT_Byte, options=["COMPRESS=DEFLATE"])
+    ds.SetProjection(wgs.ExportToWkt())
+    ds.SetGeoTransform((b[0], d, 0, b[3], 0, -d))
+    ds.SetMetadata({"SYNTHETIC": "yes", "DESCRIPTION": "SYNTHETIC Sentinel-2 L2A scene classification (SCL)"})
+    band = ds.GetRasterBand(1)
+    band.SetDescription("SCL")
+    xs = b[0] + (np.arange(w) + 0.5) * d
+    ys = b[3] - (np.arange(h) + 0.5) * d
+    X, Y = np.meshgrid(xs, ys)
+    pts = np.array(osr.CoordinateTransformation(wgs, utm).TransformPoints(np.c_[X.ravel(), Y.ravel()]))
+    ux = pts[:, 0].reshape(X.shape) - ORIGIN[0]  # metres east of the scene's west edge
+    edge = cloud_columns(width, cloud) * res
+    scl = np.full(X.shape, 4, np.uint8)
+    scl[(ux >= edge) & (ux < edge + 100)] = 3
+    scl[ux < edge] = 8
+    scl[ux < edge - 60] = 9
+    band.WriteArray(scl)
+    ds = None

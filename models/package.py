@@ -11,11 +11,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.channels import CHANNEL_NAMES, MODE_SOURCES
+from ..core.channels import CHANNEL_NAMES, COMBINATION_BY_NAME, MODE_SOURCES
 
 SCHEMA_VERSION = 1
 MEMBER_KINDS = ("lightgbm", "xgboost", "onnx")
-MODES = tuple(MODE_SOURCES)
+# the three modes of earlier versions, then every input combination by name
+MODES = tuple(MODE_SOURCES) + tuple(COMBINATION_BY_NAME)
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 
 
