@@ -1,7 +1,7 @@
 """Command line without QGIS (servers, clusters): the same engine as the algorithms.
 
     python -m sentinel_landslide.cli detect --s2 S2.tif [--s1-desc-post ... --s1-asc-pre ...] \\
-        --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
+        [--s2-mask SCL.tif] --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
     python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
 
 Training: python -m sentinel_landslide.training.train_gbm / train_nn (see --help).
@@ -26,6 +26,8 @@ S1_FLAGS = (("s1_desc_post", "S1_DESC_POST"), ("s1_desc_pre", "S1_DESC_PRE"),
 
 def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--s2", help="post-event Sentinel-2 raster")
+    p.add_argument("--s2-mask", help="Sentinel-2 cloud mask: L2A SCL raster or 0/1 (1 = invalid), band 1; "
+                   "default: the S2 raster's band described as SCL, if any")
     p.add_argument("--s2-bands", default=None,
                    help="band numbers of R,G,B,NIR (default: from the band names, B4/B04/Red..., else 1,2,3,4)")
     for flag, _ in S1_FLAGS:
@@ -45,6 +47,8 @@ def _options(a) -> DetectOptions:
                       min_valid_fraction=a.min_valid)
     if a.s2:
         o.s2 = InputLayer("S2", a.s2, [int(b) for b in a.s2_bands.split(",")] if a.s2_bands else None)
+    if a.s2_mask:
+        o.s2_mask = InputLayer("S2_MASK", a.s2_mask, [1])
     for flag, role in S1_FLAGS:
         if getattr(a, flag):
             o.s1[role] = InputLayer(role, getattr(a, flag), [int(b) for b in a.s1_bands.split(",")])
@@ -90,7 +94,8 @@ def main(argv=None) -> int:
             if a.raster:
                 write_probability_raster(a.raster, res, pkg.patch_size)
             print(json.dumps({"grid": a.out, "tiles": len(res.records), "flagged": res.flagged, "mode": res.mode,
-                              "threshold": res.threshold, "seconds": round(res.timings["total"], 2)}))
+                              "tiles_per_mode": res.mode_counts, "threshold": res.threshold,
+                              "seconds": round(res.timings["total"], 2)}))
         else:
             from .engine.export import Inventory, export_patches
 

@@ -67,6 +67,9 @@ def add_input_parameters(alg, advanced_cls) -> None:
         # no default: unset means "from the band names (B4, B04, Red...), else band 1-4"
         alg.addParameter(QgsProcessingParameterBand(
             name, f"{label} (empty: from the band names, else {default})", None, "S2", optional=True))
+    alg.addParameter(QgsProcessingParameterRasterLayer(
+        "S2_MASK", "Sentinel-2 cloud mask: L2A scene classification (SCL) or 0/1, 1 = invalid "
+        "(empty: the Sentinel-2 layer's SCL band, if any)", optional=True))
     for name, label in S1_PARAMS:
         alg.addParameter(QgsProcessingParameterRasterLayer(name, label, optional=True))
     for name, label, default in (("S1_VV_BAND", "Sentinel-1 VV band number", 1),
@@ -112,6 +115,9 @@ def detect_options(alg, parameters, context) -> DetectOptions:
         # none given: the engine reads them from the band names; some given: the rest default
         bands = None if all(g is None for g in given) else [g or d for g, (_, _, d) in zip(given, S2_BANDS)]
         opts.s2 = InputLayer("S2", s2, bands)
+    mask = _raster_path(alg, parameters, "S2_MASK", context, "Sentinel-2 cloud mask")
+    if mask:
+        opts.s2_mask = InputLayer("S2_MASK", mask, [1])
     vv = alg.parameterAsInt(parameters, "S1_VV_BAND", context) or 1
     vh = alg.parameterAsInt(parameters, "S1_VH_BAND", context) or 2
     for name, label in S1_PARAMS:

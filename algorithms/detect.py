@@ -20,7 +20,7 @@ from qgis.core import (
 )
 
 from ..core.errors import Cancelled, InputError
-from ..engine.outputs import field_spec, record_values, write_probability_raster
+from ..engine.outputs import field_spec, mode_counts_text, record_values, write_probability_raster
 from ..models.ensemble import MissingDependency
 from ..models.package import PackageError, load_package
 from ..pipeline import run_detection
@@ -64,13 +64,20 @@ class DetectAlgorithm(LandslideAlgorithm):
             "each before and after the event. Layers "
             "may differ in CRS, resolution and extent: they are warped onto one 10 m grid (the "
             "Sentinel-2 UTM grid) over their common area.\n\n"
-            "Mode: with Sentinel-2 and both SAR orbits (post and pre) the full ensemble runs; with "
-            "Sentinel-2 only, the optical members; with SAR only, the SAR members. The log says which "
-            "members ran.\n\n"
+            "Any combination runs: Sentinel-2 or not, and each orbit absent, post-event only (VV, VH) or "
+            "post and pre (also the change). An optional Sentinel-2 cloud mask (an L2A SCL raster, "
+            "or 0/1 with 1 = invalid; any CRS and resolution; also taken from an 'SCL' band of the "
+            "Sentinel-2 layer) removes clouds, shadows and cirrus from the optical pixels.\n\n"
+            "Per tile fallback: each tile is scored by the richest combination whose sources are valid "
+            "there (at least the minimum valid fraction each): a tile under cloud with SAR is scored by "
+            "the SAR members with that combination's threshold; a tile with nothing valid is 'nodata'. "
+            "The tile's 'mode' field names its combination (e.g. s2+desc+asc, desc+asc, s2, desc_post); "
+            "'s2_valid' and 'sar_valid' give the valid fractions. The log says which members ran for "
+            "each combination and counts tiles per mode.\n\n"
             "Output: one polygon per tile with the ensemble probability 'prob', 'flagged' (prob >= "
             "threshold), each member's probability (p_*), the valid-pixel fraction, and 'status' "
             "('nodata' tiles, with too few valid pixels, get no probability). The threshold defaults "
-            "to the model package's value for the mode.")
+            "to the model package's value for each tile's combination.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED
@@ -94,7 +101,10 @@ class DetectAlgorithm(LandslideAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("FLAGGED", self.tr("Number of flagged tiles")))
         self.addOutput(QgsProcessingOutputNumber("TILES", self.tr("Number of tiles")))
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Threshold used")))
-        self.addOutput(QgsProcessingOutputString("MODE", self.tr("Mode (combined, optical, sar)")))
+        self.addOutput(QgsProcessingOutputString("MODE", self.tr("Combination of the inputs (e.g. s2+desc+asc)")))
+        self.addOutput(QgsProcessingOutputString("TILES_PER_MODE", self.tr(
+            "Tiles per mode, e.g. 's2+desc+asc: 20; desc+asc: 16; nodata: 2'")))
+        self.addOutput(QgsProcessingOutputNumber("NODATA", self.tr("Number of nodata tiles")))
 
     def processAlgorithm(self, parameters, context, feedback):
         steps = QgsProcessingMultiStepFeedback(3, feedback)
@@ -147,7 +157,8 @@ class DetectAlgorithm(LandslideAlgorithm):
             if i % 2000 == 0:
                 steps.setProgress(100.0 * i / n)
         outputs = {self.OUTPUT: dest_id, "FLAGGED": result.flagged, "TILES": n, "MODE": result.mode,
-                   "THRESHOLD": result.threshold}
+                   "THRESHOLD": result.threshold, "TILES_PER_MODE": mode_counts_text(result),
+                   "NODATA": result.mode_counts.get("nodata", 0)}
         raster = self.parameterAsOutputLayer(parameters, self.OUTPUT_RASTER, context)
         if raster:
             write_probability_raster(raster, result, pkg.patch_size)

@@ -319,11 +319,17 @@ class ReportAlgorithm(LandslideAlgorithm):
                 c["flagged"] += 1
             if "review" in names and f["review"] in ("confirmed", "rejected", "unsure"):
                 c[f["review"]] += 1
-        for k in ("mode", "model"):
-            c[k] = ""
-            if k in names:
-                vals = {str(f[k]) for f in grid.getFeatures() if not is_null(f[k])}
-                c[k] = ", ".join(sorted(vals))
+        c["model"] = ""
+        if "model" in names:
+            c["model"] = ", ".join(sorted({str(f["model"]) for f in grid.getFeatures() if not is_null(f["model"])}))
+        # tiles per mode (each tile's combination; nodata tiles have none), most first
+        c["mode"] = ""
+        if "mode" in names:
+            per: dict = {}
+            for f in grid.getFeatures():
+                k = "nodata" if is_null(f["mode"]) or ("status" in names and f["status"] == "nodata") else str(f["mode"])
+                per[k] = per.get(k, 0) + 1
+            c["mode"] = ", ".join(f"{k} {v}" for k, v in sorted(per.items(), key=lambda kv: (kv[0] == "nodata", -kv[1])))
         return c
 
     # -- layouts -------------------------------------------------------------------------
@@ -398,7 +404,7 @@ class ReportAlgorithm(LandslideAlgorithm):
                    f"Flagged: {c['flagged']}\n"
                    f"Reviewed: {reviewed} (confirmed {c['confirmed']}, rejected {c['rejected']}, "
                    f"unsure {c['unsure']})\n"
-                   f"Mode: {c['mode'] or 'n/a'}\nModel: {c['model'] or 'n/a'}\n"
+                   f"Tiles per mode: {c['mode'] or 'n/a'}\nModel: {c['model'] or 'n/a'}\n"
                    f"Grid CRS: {grid.crs().authid() or grid.crs().description()}")
         _label(layout, summary, 196, 25, 91, 30, 9)
         self._tile_table(layout, grid, expr, ids, 196, 58, 91, 78)

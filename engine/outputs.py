@@ -16,7 +16,7 @@ ogr.UseExceptions()
 # (name, kind) in output order; member probability fields are appended as p_<member>
 BASE_FIELDS = (
     ("tile_id", "int"), ("row", "int"), ("col", "int"), ("prob", "real"), ("flagged", "bool"),
-    ("status", "str"), ("mode", "str"), ("valid_frac", "real"),
+    ("status", "str"), ("mode", "str"), ("s2_valid", "real"), ("sar_valid", "real"), ("valid_frac", "real"),
 )
 TRAILING_FIELDS = (("model", "str"), ("review", "str"), ("review_note", "str"))
 NODATA_PROB = -1.0
@@ -32,11 +32,17 @@ def field_spec(result: DetectResult):
 
 def record_values(rec, result: DetectResult, model_name: str) -> dict:
     vals = {"tile_id": rec.tile_id, "row": rec.row, "col": rec.col, "prob": rec.prob,
-            "flagged": rec.flagged, "status": rec.status, "mode": result.mode,
-            "valid_frac": round(rec.valid_frac, 4), "model": model_name, "review": None, "review_note": None}
+            "flagged": rec.flagged, "status": rec.status, "mode": rec.mode,
+            "s2_valid": rec.s2_valid, "sar_valid": rec.sar_valid, "valid_frac": round(rec.valid_frac, 4),
+            "model": model_name, "review": None, "review_note": None}
     for m in result.members:
         vals[member_field(m)] = rec.members.get(m)
     return vals
+
+
+def mode_counts_text(result: DetectResult) -> str:
+    """``s2+desc+asc: 20; desc+asc: 16; nodata: 2``: tiles per mode."""
+    return "; ".join(f"{k}: {v}" for k, v in result.mode_counts.items())
 
 
 def _driver_for(path: str) -> str:
@@ -99,7 +105,8 @@ def write_probability_raster(path: str, result: DetectResult, patch_size: int) -
     band.SetDescription("landslide probability")
     band.WriteArray(probability_array(result))
     mem.SetMetadata({"THRESHOLD": f"{result.threshold:.4f}", "MODE": result.mode,
-                     "MEMBERS": ",".join(result.members)})
+                     "MEMBERS": ",".join(result.members), "TILES_PER_MODE": mode_counts_text(result),
+                     "THRESHOLDS": ",".join(f"{k}={v:.4f}" for k, v in result.thresholds.items())})
     drv = gdal.GetDriverByName("COG") or gdal.GetDriverByName("GTiff")
     drv.CreateCopy(path, mem, options=["COMPRESS=DEFLATE"] if drv.ShortName == "COG" else ["COMPRESS=DEFLATE", "TILED=YES"])
     return path

@@ -468,6 +468,10 @@ class ReviewDock(QgsDockWidget):
         vf = finite_or_none(get("valid_frac"))
         if vf is not None:
             parts.append(f"valid {vf:.0%}")
+        for name, label in (("s2_valid", "S2 valid"), ("sar_valid", "SAR valid")):
+            v = finite_or_none(get(name))
+            if v is not None:
+                parts.append(f"{label} {v:.0%}")
         parts.append("verdict: " + (_text(get("review")) or "<i>not reviewed</i>"))
         self.info.setText(" &middot; ".join(parts))
         self.note.setText(_text(get("review_note")))

@@ -16,7 +16,7 @@ def test_provider_and_parameter_names_are_stable(provider):
     assert alg is not None and alg.displayName() == "Detect landslides (Sentinel-1/2)"
     names = {p.name() for p in alg.parameterDefinitions()}
     assert {"S2", "S2_RED", "S2_GREEN", "S2_BLUE", "S2_NIR", "S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST",
-            "S1_ASC_PRE", "MODEL", "THRESHOLD", "EXTENT", "OUTPUT", "OUTPUT_RASTER"} <= names
+            "S1_ASC_PRE", "S2_MASK", "MODEL", "THRESHOLD", "EXTENT", "OUTPUT", "OUTPUT_RASTER"} <= names
     assert alg.shortHelpString()
     # the unit enums' options map by index onto the engine's choices (saved models and batch
     # files store the index, so new options go at the end)
@@ -72,17 +72,20 @@ def test_detect_combined_writes_a_grid(provider, synthetic_scene, tmp_path, pack
 
     out = tmp_path / "grid.gpkg"
     res = processing.run("landslide:detect", scene_params(synthetic_scene, out, OUTPUT_RASTER=str(tmp_path / "p.tif")))
-    assert res["MODE"] == "combined"
+    assert res["MODE"] == "s2+desc+asc"
+    assert res["TILES_PER_MODE"] == f"s2+desc+asc: {res['TILES'] - res['NODATA']}" + (
+        f"; nodata: {res['NODATA']}" if res["NODATA"] else "")
     layer = QgsVectorLayer(res["OUTPUT"], "grid", "ogr")
     assert layer.isValid() and layer.featureCount() == res["TILES"] == 70
     fields = [f.name() for f in layer.fields()]
-    for f in ("tile_id", "row", "col", "prob", "flagged", "status", "mode", "valid_frac", "model"):
+    for f in ("tile_id", "row", "col", "prob", "flagged", "status", "mode", "s2_valid", "sar_valid", "valid_frac",
+              "model"):
         assert f in fields
     members = [m["name"] for m in package.members_for("combined")]
     assert all("p_" + m in fields for m in members)
     feats = list(layer.getFeatures())
     assert sum(1 for f in feats if f["flagged"]) == res["FLAGGED"]
-    assert all(f["mode"] == "combined" for f in feats)
+    assert all(f["mode"] == "s2+desc+asc" for f in feats if f["status"] == "ok")
     assert layer.crs().authid() == "EPSG:32646"
     assert os.path.exists(res["OUTPUT_RASTER"])
 
@@ -91,9 +94,9 @@ def test_detect_optical_only_and_sar_only(provider, synthetic_scene, tmp_path):
     import processing
 
     r1 = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "o.gpkg", sar=False))
-    assert r1["MODE"] == "optical"
+    assert r1["MODE"] == "s2"
     r2 = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "s.gpkg", s2=False))
-    assert r2["MODE"] == "sar"
+    assert r2["MODE"] == "desc+asc"
 
 
 @pytest.mark.parametrize("case, message", [
@@ -153,7 +156,7 @@ def test_real_chattogram_scene_optical_only(provider, tmp_path):
     logs = []
     fb.pushInfo = lambda m: logs.append(m)  # noqa: E731
     res = processing.run("landslide:detect", scene_params({"S2": str(scene)}, tmp_path / "ctg.gpkg", sar=False), feedback=fb)
-    assert res["MODE"] == "optical"
+    assert res["MODE"] == "s2"
     layer = QgsVectorLayer(res["OUTPUT"], "g", "ogr")
     assert layer.crs().authid() == "EPSG:32646"
     statuses = [f["status"] for f in layer.getFeatures()]
@@ -171,7 +174,7 @@ def test_qgis_process_subprocess(synthetic_scene, tmp_path):
     out = tmp_path / "cli.gpkg"
     rc, res, log = run_algorithm("landslide:detect", scene_params(synthetic_scene, out))
     assert rc == 0, log
-    assert res["results"]["MODE"] == "combined"
+    assert res["results"]["MODE"] == "s2+desc+asc"
     assert QgsVectorLayer(str(out), "g", "ogr").featureCount() == res["results"]["TILES"] == 70
 
 
@@ -254,3 +257,20 @@ def test_band_parameters_unset_read_the_band_names_and_set_ones_are_kept(provide
     auto = probs("auto")
     assert auto == probs("explicit", S2_RED=4, S2_GREEN=3, S2_BLUE=2, S2_NIR=6)
     assert auto != probs("wrong", S2_RED=1, S2_GREEN=2, S2_BLUE=3, S2_NIR=4)
+
+
+def test_cloud_mask_parameter_and_per_mode_counts(provider, tmp_path_factory, tmp_path):
+    """S2_MASK (a 20 m SCL in EPSG:4326 of a SYNTHETIC cloudy scene): the clouded tiles are
+    scored by the SAR members, and the outputs count tiles per mode."""
+    import processing
+
+    from sentinel_landslide.engine.synthetic import make_scene
+
+    scene = make_scene(tmp_path_factory.mktemp("cloudy_alg"), width=256, height=256, seed=3, cloud=0.55)
+    res = processing.run("landslide:detect", scene_params(scene, tmp_path / "c.gpkg", S2_MASK=scene["S2_MASK"]))
+    counts = dict(kv.split(": ") for kv in res["TILES_PER_MODE"].split("; "))
+    assert int(counts["desc+asc"]) >= 4 and int(counts["s2+desc+asc"]) >= 4
+    layer = QgsVectorLayer(res["OUTPUT"], "g", "ogr")
+    feats = list(layer.getFeatures())
+    assert sum(1 for f in feats if f["mode"] == "desc+asc") == int(counts["desc+asc"])
+    assert all(f["s2_valid"] < 0.5 for f in feats if f["mode"] == "desc+asc")

@@ -25,7 +25,8 @@ def test_cli_detect_and_export(tmp_path, synthetic_scene, package_dir):
     p = _run(["detect"] + args + ["--out", str(tmp_path / "g.fgb"), "--raster", str(tmp_path / "p.tif")])
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout.strip().splitlines()[-1])
-    assert out["mode"] == "combined" and out["tiles"] == 70
+    assert out["mode"] == "s2+desc+asc" and out["tiles"] == 70
+    assert sum(out["tiles_per_mode"].values()) == 70
     ds = ogr.Open(str(tmp_path / "g.fgb"))
     assert ds.GetLayer(0).GetFeatureCount() == 70
     p = _run(["export"] + args + ["--out", str(tmp_path / "patches"), "--inventory", synthetic_scene["truth"]])
