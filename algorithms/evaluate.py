@@ -109,7 +109,7 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             "least the minimum area fraction of it.\n\n"
             "Prediction: with a threshold given, a tile is predicted positive when prob >= threshold; without "
             "one, the grid's 'flagged' field is used, i.e. the threshold detect applied (the model package's "
-            "value for the mode, or the one the analyst set). Tiles with status 'nodata' (or no probability) "
+            "value for each tile's combination, or the one the analyst set). Tiles with status 'nodata' (or no probability) "
             "are excluded from every metric; the log and the report say how many.\n\n"
             "Outputs: precision, recall, F1, accuracy, ROC AUC and average precision, and the confusion counts "
             "TP/FP/TN/FN in tiles, as numbers a model can use; the grid with 'truth', 'area_frac' and "

@@ -35,7 +35,7 @@ def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monke
 
     monkeypatch.setattr(br, "CACHE", tmp_path)
     r = br.run_child("detect", tiny_scene, package_dir)
-    assert r["tiles"] == 16 and r["scored"] == 16 and r["mode"] == "combined"
+    assert r["tiles"] == 16 and r["scored"] == 16 and r["mode"] == "s2+desc+asc"
     assert r["peak_rss_bytes"] > 10e6 and r["wall_seconds"] > 0 and r["grid_bytes"] > 0
     assert set(r["member_seconds"]) == set(r["members"])
     from sentinel_landslide.models.package import load_package
@@ -84,3 +84,14 @@ def test_quiet_judged_before_the_runs_and_by_other_processes():
     assert not run_was_quiet([s("start", 1.5), s("after size 1", 2.4)])  # busy before the first run
     assert not run_was_quiet([s("start", 0.3), s("after size 1", 2.4, busy=["python3(95%)"])])
     assert not run_was_quiet([s("start", 0.3), s("end", 2.0, train=True)])
+
+
+def test_half_masked_scene_runs_with_sar_members_on_the_masked_half(tiny_scene, package_dir, tmp_path, monkeypatch):
+    """The bench's cloudy case on the tiny SYNTHETIC scene: a 20 m 0/1 mask over the west
+    half; those tiles are scored by the SAR members (no speed asserted here)."""
+    import sentinel_landslide.bench.run as br
+
+    monkeypatch.setattr(br, "CACHE", tmp_path)
+    mask = br.ensure_half_mask(tiny_scene)
+    r = br.run_child("detect", dict(tiny_scene, S2_MASK=mask), package_dir)
+    assert r["tiles"] == 16 and r["tiles_per_mode"] == {"s2+desc+asc": 8, "desc+asc": 8}
