@@ -110,7 +110,7 @@ def test_fetch_then_detect_in_one_model(provider, servers, tmp_path):
             f.addParameterSources(k, [QgsProcessingModelChildParameterSource.fromStaticValue(v)])
     d = QgsProcessingModelChildAlgorithm("landslide:detect")
     d.setChildId("detect")
-    for role in ("S2", "S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE"):
+    for role in ROLES:  # S2_MASK too: fetch's SCL band masks detect's clouds
         d.addParameterSources(role, [QgsProcessingModelChildParameterSource.fromChildOutput("fetch", role)])
     if os.environ.get("SENTINEL_LANDSLIDE_TEST_PACKAGE"):
         d.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(
@@ -135,6 +135,9 @@ def test_fetch_then_detect_in_one_model(provider, servers, tmp_path):
     assert grid.isValid() and grid.featureCount() > 0
     probs = [ft["prob"] for ft in grid.getFeatures() if ft["status"] != "nodata"]
     assert probs and all(0.0 <= p <= 1.0 for p in probs)
-    assert set(grid.fields().names()) >= {"prob", "flagged"}
+    assert set(grid.fields().names()) >= {"prob", "flagged", "s2_valid", "sar_valid"}
+    # the fetched SCL reached detect: the tiles' optical valid fractions come from it
+    s2_valid = [ft["s2_valid"] for ft in grid.getFeatures()]
+    assert min(s2_valid) < 1.0 <= max(s2_valid)  # the chosen date has a 2 % strip of cloud shadow
     fetched = [n for n in os.listdir(tmp_path / "fetched") if not n.endswith(".aux.xml")]  # GDAL statistics
     assert sorted(fetched) == sorted([f"{r}.tif" for r in ROLES] + ["items.csv"])

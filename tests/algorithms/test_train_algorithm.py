@@ -35,7 +35,7 @@ def test_export_train_detect_round_trip(provider, tmp_path, synthetic_scene, pac
         assert net["width"] == 2.0
     det = processing.run("landslide:detect", dict(S2=synthetic_scene["S2"], MODEL=res["OUTPUT"],
                                                   OUTPUT=str(tmp_path / "g.gpkg"), **s1))
-    assert det["MODE"] == "combined" and det["TILES"] == 70
+    assert det["MODE"] == "s2+desc+asc" and det["TILES"] == 70
     with pytest.raises(QgsProcessingException, match="lists no patches|no Train.csv|no labels"):
         processing.run("landslide:train", {"PATCHES": str(tmp_path), "GBM": True, "MEMBERS": "none",
                                            "FOLDS": 2, "OUTPUT": str(tmp_path / "pkg2")})

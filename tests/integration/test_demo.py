@@ -19,6 +19,6 @@ def test_demo_runs_end_to_end(tmp_path):
                         "--size", "384"], env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]  # a crash at exit fails build.sh demo
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["tiles"] == 30 and summary["mode"] == "combined"
+    assert summary["tiles"] == 30 and summary["mode"] == "s2+desc+asc"
     assert (tmp_path / "landslide_grid.gpkg").exists() and (tmp_path / "landslide_map.png").stat().st_size > 10000
     assert "tiles flagged" in p.stdout
