@@ -72,6 +72,11 @@ class DetectOptions:
     rows_per_batch: int = 2  # patch rows per read window
     threads: int | None = None
     members: list | None = None  # restrict to these member names
+    # a band of the scene: score only tile rows r0 <= row < r1 (a cluster task); None = all
+    tile_rows: tuple | None = None
+    # unit conventions decided once for the scene (role -> units.S2Convention / SarConvention,
+    # as Scene.conventions returns them), so every band converts like the whole-scene run
+    conventions: dict | None = None
 
 
 @dataclass
@@ -154,14 +159,19 @@ class Scene:
             log.append(f"{al.layer.label}: resampling {al.resampling}")
         self.s2conv = None
         self.sarconv = {}
+        given = opts.conventions or {}
+        self.conventions = {}  # role -> the convention decided from the layer (before averaging)
         try:
             if "S2" in self.aligned:
-                self.s2conv = units.decide_s2(self.aligned["S2"].sample(), opts.s2_scale, opts.s2_offset)
+                self.s2conv = given.get("S2") or units.decide_s2(self.aligned["S2"].sample(), opts.s2_scale,
+                                                                 opts.s2_offset)
+                self.conventions["S2"] = self.s2conv
                 log.append(f"Sentinel-2 convention: {self.s2conv.note}")
             for role in S1_ROLES:
                 if role in self.aligned:
                     al = self.aligned[role]
-                    conv = units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
+                    conv = given.get(role) or units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
+                    self.conventions[role] = conv
                     if al.average_linear_power(conv.scale):
                         conv = conv.averaged_as_power()
                     self.sarconv[role] = conv
@@ -249,6 +259,7 @@ class TiledScene:
         self.groups = mode_groups(self.mode)
         self.channels = sorted({c for grp in self.groups for c in GROUP_CHANNELS[grp]})
         self.step = max(1, opts.rows_per_batch)
+        self.tile_rows = opts.tile_rows
         # optional per-batch work done in the reader thread too (detection: the features),
         # so it overlaps with the scoring of the previous batch
         self.prepare = None
@@ -261,7 +272,7 @@ class TiledScene:
 
     def _load(self, r0: int) -> Batch:
         t0, c0 = time.perf_counter(), time.thread_time()
-        ps, k = self.ps, min(self.step, self.n_rows - r0)
+        ps, k = self.ps, min(self.step, self.row_range()[1] - r0)
         block = self.scene.read(r0 * ps, k * ps)
         if block.shape[1] < k * ps:  # bottom edge: pad with NaN to whole patches
             pad = np.full((N_CHANNELS, k * ps - block.shape[1], self.grid.width), np.nan, np.float32)
@@ -277,11 +288,22 @@ class TiledScene:
             batch.prepared = self.prepare(batch)
         return batch
 
+    def row_range(self) -> tuple[int, int]:
+        """The tile rows this run covers: all, or the band ``DetectOptions.tile_rows``."""
+        if self.tile_rows is None:
+            return 0, self.n_rows
+        r0, r1 = self.tile_rows
+        return max(0, min(int(r0), self.n_rows)), max(0, min(int(r1), self.n_rows))
+
+    def starts(self) -> list[int]:
+        r0, r1 = self.row_range()
+        return list(range(r0, r1, self.step))
+
     def __len__(self) -> int:
-        return -(-self.n_rows // self.step)
+        return len(self.starts())
 
     def __iter__(self):
-        starts = list(range(0, self.n_rows, self.step))
+        starts = self.starts()
         self.wait_seconds = 0.0  # time the consumer spent blocked on reads (not overlapped)
         # one reader thread (GDAL datasets are not thread-safe) working up to PREFETCH
         # batches ahead: a batch that reads slowly (it shares the cores with the scoring)
@@ -368,7 +390,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
                                           {m: float(probs[m][pos[j]]) for m in ensemble.member_names}))
             else:
                 records.append(TileRecord(tid, row, col, bounds, vf, "nodata", None, None, {}))
-        last = min(b.row0 + tiles.step, tiles.n_rows)
+        last = min(b.row0 + tiles.step, tiles.row_range()[1])
         prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
 
     def scored_batches():
@@ -398,7 +420,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     finally:
         if own_ensemble:
             ensemble.close()
-    if not any(r.status == "ok" for r in records):
+    if opts.tile_rows is None and not any(r.status == "ok" for r in records):  # a band may be all nodata
         raise InputError(
             "No tile has enough valid data "
             f"(at least {opts.min_valid_fraction:.0%} of its pixels in every input): the area is all nodata "
