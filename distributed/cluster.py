@@ -101,8 +101,6 @@ def detect_on_cluster(opts: DetectOptions, pkg, scheduler: str | None = None, pr
     try:
         _wait_any(futures, cancelled)
         plan = futures[0].result()
-        for line in plan.log:
-            prog("align", 1.0, line)
         rows = band_rows or default_band_rows(plan.n_rows, slots(client))
         bands = tasks.bands_of(plan.n_rows, rows)
         futures = [client.submit(tasks.score_band, topts, folder, digest, plan.conventions, r0, r1, pure=False)
