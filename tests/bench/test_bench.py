@@ -84,3 +84,32 @@ def test_quiet_judged_before_the_runs_and_by_other_processes():
     assert not run_was_quiet([s("start", 1.5), s("after size 1", 2.4)])  # busy before the first run
     assert not run_was_quiet([s("start", 0.3), s("after size 1", 2.4, busy=["python3(95%)"])])
     assert not run_was_quiet([s("start", 0.3), s("end", 2.0, train=True)])
+
+
+@pytest.mark.slow
+def test_scaleout_figures_on_a_tiny_scene(tiny_scene, package_dir, tmp_path, monkeypatch):
+    """bench/scaleout.py end to end on a tiny SYNTHETIC scene and a real 2-worker LocalCluster:
+    the figures are there and consistent (no speed is asserted: the lead runs the bench)."""
+    pytest.importorskip("dask")
+    import sentinel_landslide.bench.run as br
+    from sentinel_landslide.bench.scaleout import results_lines, run_scaleout
+    from sentinel_landslide.distributed import MissingDask, require_dask
+
+    try:
+        require_dask()
+    except MissingDask:
+        pytest.skip("dask[distributed] is not installed")
+    monkeypatch.setattr(br, "CACHE", tmp_path)
+    figs = run_scaleout(tiny_scene, package_dir, workers=2, small_side=128, small_scenes=3)
+    by = {f["figure"]: f for f in figs}
+    single, cluster, small, est = (by[k] for k in ("scaleout_single", "scaleout_cluster", "scaleout_small_scenes",
+                                                   "scaleout_estimate"))
+    assert cluster["patches"] == single["patches"] == 16
+    assert cluster["ratio_to_single"] == pytest.approx(cluster["value"] / single["value"])
+    assert cluster["tasks"] >= 2 and 0 < cluster["compute_seconds"] <= 2 * cluster["wall_seconds"]
+    assert small["tasks"] >= 3 * 2  # every small scene: a plan task and at least one band
+    rates = [r["patches_per_s"] for r in est["rows"]]
+    assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
+    text = "\n".join(results_lines(figs))
+    assert "## Scale-out (Dask)" in text and "Estimate for N workers" in text
+    json.dumps(figs)
