@@ -42,12 +42,11 @@ def require_dask():
     _dask_first()
     absent = [m for m in DASK_MODULES if importlib.util.find_spec(m) is None]
     if absent:
-        from ..models.deps import pip_command
+        from ..core.deps import install_message
 
-        raise MissingDask(
-            "Running on a Dask cluster needs the Python package(s) " + ", ".join(absent) +
-            " (optional: detection without a cluster does not need them). Install them with:\n    " +
-            pip_command(['"dask[distributed]"']))
+        raise MissingDask(install_message(
+            "running on a Dask cluster (" + ", ".join(absent) + "; detection without a cluster does not need them)",
+            ['"dask[distributed]"']))
     import distributed
 
     return distributed

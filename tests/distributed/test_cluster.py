@@ -173,3 +173,16 @@ def test_a_worker_killed_mid_run_changes_nothing(subprocess_cluster, scenes, ref
         assert killed["addr"] not in client.scheduler_info()["workers"]
     assert records(res) == records(reference["a"])
     assert res.log == reference["a"].log
+
+
+@pytest.mark.parametrize("absent", ["dask", "distributed"])
+def test_missing_dask_names_the_install_command(monkeypatch, absent):
+    import importlib.util
+
+    from sentinel_landslide.distributed import MissingDask, require_dask
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == absent else real(name, *a))
+    with pytest.raises(MissingDask, match=r'pip install "dask\[distributed\]"') as err:
+        require_dask()
+    assert absent in str(err.value) and "Dask cluster" in str(err.value)
