@@ -153,6 +153,7 @@ def assemble(plan: Plan, bands: list[DetectResult], seconds: float, min_valid_fr
     timings["task_seconds"] = timings.pop("total", 0.0)
     timings["total"] = seconds
     timings["bands"] = len(bands)
-    log = list(plan.log) + [line for line in first.log if line.startswith("Mode ")]
+    planned = set(plan.log)  # what a band logs beyond the plan (members, threshold) is the same for every band
+    log = list(plan.log) + [line for line in first.log if line not in planned]
     return replace(first, records=records, log=log, timings=timings, n_rows=plan.n_rows, n_cols=plan.n_cols)
 
