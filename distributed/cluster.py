@@ -31,7 +31,8 @@ def open_client(scheduler: str | None = None, workers: int | None = None, thread
         return
     n = workers or os.cpu_count() or 1
     cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
-                                       host="127.0.0.1", dashboard_address=None)
+                                       host="127.0.0.1", dashboard_address=None,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})  # no dashboard, no fixed port
     try:
         client = distributed.Client(cluster, set_as_default=False)
         try:

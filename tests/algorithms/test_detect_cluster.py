@@ -25,7 +25,8 @@ def cluster_address():
 
     distributed = require_dask() if _has_dask() else pytest.skip("dask[distributed] is not installed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+                                       dashboard_address=None,
+                                       scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})  # no dashboard, no fixed port
     try:
         yield cluster.scheduler_address
     finally:
