@@ -3,6 +3,7 @@
     python -m sentinel_landslide.cli detect --s2 S2.tif [--s1-desc-post ... --s1-asc-pre ...] \\
         [--s2-mask SCL.tif] --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
     python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
+    python -m sentinel_landslide.cli batch --scenes SCENES.csv --out DIR [--scheduler ADDRESS | --workers N]
 
 Training: python -m sentinel_landslide.training.train_gbm / train_nn (see --help).
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .core.errors import InputError
 from .engine.align import InputLayer
@@ -78,7 +80,18 @@ def main(argv=None) -> int:
     e.add_argument("--out", required=True, help="folder")
     e.add_argument("--inventory", help="landslide polygons (any OGR format) for Train.csv labels")
     e.add_argument("--min-fraction", type=float, default=0.01)
+    b = sub.add_parser("batch", help="many scenes on a Dask cluster (needs dask[distributed])")
+    b.add_argument("--scenes", required=True, help="CSV: id, s2, s2_mask, s1_desc_post, ... (see distributed/batch.py)")
+    b.add_argument("--out", required=True, help="folder: <id>.gpkg per scene, index.csv, index.json")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
+    where.add_argument("--workers", type=int, help="processes of the local cluster started here (default: the cores)")
+    b.add_argument("--band-rows", type=int, help="tile rows per task (default: about 4 tasks per worker thread)")
+    b.add_argument("--task-threads", type=int, default=1, help="threads of each task's ensemble (default 1)")
+    b.add_argument("--model", help="model package folder, on a path every worker sees (default: bundled)")
     a = ap.parse_args(argv)
+    if a.cmd == "batch":
+        return _batch(a)
     try:
         pkg = load_package(a.model)
         opts = _options(a)
@@ -114,6 +127,27 @@ def main(argv=None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _batch(a) -> int:
+    """Exit 0 when every scene is done or skipped, 1 when some failed (see the index), 2 on a
+    problem with the whole run (package, CSV, cluster)."""
+    from .distributed import MissingDask
+    from .distributed.batch import read_scenes, run_batch
+    from .distributed.cluster import open_client
+
+    try:
+        pkg = load_package(a.model)
+        scenes = read_scenes(a.scenes)
+        with open_client(a.scheduler, a.workers) as client:
+            rows = run_batch(scenes, a.out, pkg, client, band_rows=a.band_rows, task_threads=a.task_threads,
+                             log=lambda msg: print(msg, file=sys.stderr))
+    except (InputError, PackageError, MissingDependency, MissingDask, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = {k: sum(1 for r in rows if r["status"] == k) for k in ("done", "skipped", "failed")}
+    print(json.dumps(dict(counts, index=str(Path(a.out) / "index.csv"))))
+    return 1 if counts["failed"] else 0
 
 
 if __name__ == "__main__":

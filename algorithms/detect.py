@@ -16,6 +16,7 @@ from qgis.core import (
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterString,
     QgsRectangle,
 )
 
@@ -77,7 +78,10 @@ class DetectAlgorithm(LandslideAlgorithm):
             "Output: one polygon per tile with the ensemble probability 'prob', 'flagged' (prob >= "
             "threshold), each member's probability (p_*), the valid-pixel fraction, and 'status' "
             "('nodata' tiles, with too few valid pixels, get no probability). The threshold defaults "
-            "to the model package's value for each tile's combination.")
+            "to the model package's value for each tile's combination.\n\n"
+            "Dask scheduler (advanced): the address of a running Dask cluster (tcp://host:8786) scores "
+            "the scene there in bands of tile rows, with the same result; the inputs and the model package "
+            "must be on paths the workers see. Empty: in this process.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED
@@ -91,6 +95,10 @@ class DetectAlgorithm(LandslideAlgorithm):
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
         p = QgsProcessingParameterBoolean("TTA", self.tr("Flip test-time augmentation (4x slower networks)"), False)
+        p.setFlags(p.flags() | adv)
+        self.addParameter(p)
+        p = QgsProcessingParameterString(
+            "DASK_SCHEDULER", self.tr("Dask scheduler address (empty: run here)"), "", optional=True)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterFeatureSink(
@@ -126,8 +134,29 @@ class DetectAlgorithm(LandslideAlgorithm):
             if msg and stage == "align":
                 feedback.pushInfo(msg)
 
+        scheduler = (self.parameterAsString(parameters, "DASK_SCHEDULER", context) or "").strip()
         try:
-            result = run_detection(opts, pkg, progress=progress, is_cancelled=feedback.isCanceled)
+            if scheduler:  # dask is imported only on this path
+                from ..distributed import MissingDask
+                from ..distributed.cluster import detect_on_cluster
+
+                feedback.pushInfo(f"Scoring on the Dask cluster at {scheduler}")
+                try:
+                    result = detect_on_cluster(opts, pkg, scheduler, progress=progress,
+                                               is_cancelled=feedback.isCanceled)
+                except MissingDask as exc:
+                    raise QgsProcessingException(str(exc)) from None
+                except OSError as exc:
+                    raise QgsProcessingException(
+                        f"Could not use the Dask cluster at '{scheduler}': {exc}. Check the address and that "
+                        "the scheduler is running, or leave the Dask scheduler parameter empty.") from None
+                except (Cancelled, InputError, PackageError, MissingDependency):
+                    raise
+                except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: the cluster lost its workers
+                    raise QgsProcessingException(
+                        f"The run on the Dask cluster at '{scheduler}' failed: {type(exc).__name__}: {exc}") from None
+            else:
+                result = run_detection(opts, pkg, progress=progress, is_cancelled=feedback.isCanceled)
         except Cancelled:
             raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
         except (InputError, PackageError, MissingDependency) as exc:

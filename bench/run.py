@@ -504,6 +504,7 @@ def main(argv=None) -> int:
     ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many minutes for a quiet machine")
     ap.add_argument("--no-cloudy", action="store_true", help="skip the half-masked run of the largest size")
     ap.add_argument("--results", default=str(BENCH / "results.md"))
+    ap.add_argument("--skip-scaleout", action="store_true", help="no Dask scale-out figures (bench/scaleout.py)")
     # child mode (internal)
     ap.add_argument("--child", choices=("detect", "infer", "qgis"), help=argparse.SUPPRESS)
     ap.add_argument("--scene", help=argparse.SUPPRESS)
@@ -638,6 +639,14 @@ def main(argv=None) -> int:
                          wall_seconds=q["wall_seconds"], peak_rss_gb=q["peak_rss_bytes"] / 1e9,
                          patches_per_s=(q["tiles"] / q["wall_seconds"]) if q["tiles"] else None,
                          summary=q["summary"], log_tail=q["log_tail"]))
+    # scale-out on the largest scene: its median single-process run vs a local Dask cluster
+    if not a.skip_scaleout:
+        from .scaleout import run_scaleout
+
+        side, runs = runs_by_size[labels[-1]]
+        single = sorted(runs, key=lambda r: r["wall_seconds"])[len(runs) // 2]
+        figs += [dict(f, size=labels[-1]) for f in run_scaleout(ensure_scene(side), package, single=single,
+                                                                 small_scenes=8 if a.quick else 32)]
     loads.append(dict(machine_load(), when="end"))
     figs.append(emit("machine_load", samples=loads, quiet=run_was_quiet(loads)))
     write_results(Path(a.results), command, figs, runs_by_size, inf, pkg_source, loads)
@@ -814,6 +823,9 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
         L.append(f"- Through qgis_process.bin ({q['size']}): rc {q['rc']}, {q['tiles']} tiles in {q['wall_seconds']:.1f} s "
                  f"including QGIS start-up ({q['patches_per_s'] or 0:.1f} patches/s), peak RSS {q['peak_rss_gb']:.2f} GB; "
                  f"algorithm log: {q['summary']}")
+    from .scaleout import results_lines
+
+    L += results_lines(figs)
     L += ["", "## How to read this", "",
           "- End to end = a fresh process's `run_detection` (opening and planning, unit detection, reading, "
           "features, all members) plus `write_grid`, from loading the package to the written GeoPackage; "

@@ -80,6 +80,11 @@ class DetectOptions:
     rows_per_batch: int = 2  # patch rows per read window
     threads: int | None = None
     members: list | None = None  # restrict to these member names
+    # a band of the scene: score only tile rows r0 <= row < r1 (a cluster task); None = all
+    tile_rows: tuple | None = None
+    # unit conventions decided once for the scene (role -> units.S2Convention / SarConvention,
+    # as Scene.conventions returns them), so every band converts like the whole-scene run
+    conventions: dict | None = None
 
 
 @dataclass
@@ -194,14 +199,19 @@ class Scene:
         self.mask = S2Mask(mask, grid, log) if mask is not None and S2_ROLE in self.aligned else None
         self.s2conv = None
         self.sarconv = {}
+        given = opts.conventions or {}
+        self.conventions = {}  # role -> the convention decided from the layer (before averaging)
         try:
             if "S2" in self.aligned:
-                self.s2conv = units.decide_s2(self.aligned["S2"].sample(), opts.s2_scale, opts.s2_offset)
+                self.s2conv = given.get("S2") or units.decide_s2(self.aligned["S2"].sample(), opts.s2_scale,
+                                                                 opts.s2_offset)
+                self.conventions["S2"] = self.s2conv
                 log.append(f"Sentinel-2 convention: {self.s2conv.note}")
             for role in S1_ROLES:
                 if role in self.aligned:
                     al = self.aligned[role]
-                    conv = units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
+                    conv = given.get(role) or units.decide_sar(al.sample(), opts.sar_units, al.layer.label)
+                    self.conventions[role] = conv
                     if al.average_linear_power(conv.scale):
                         conv = conv.averaged_as_power()
                     self.sarconv[role] = conv
@@ -329,6 +339,7 @@ class TiledScene:
         self.min_valid = opts.min_valid_fraction
         self.step = max(1, opts.rows_per_batch)
         self._ranked: dict = {}
+        self.tile_rows = opts.tile_rows
         # optional per-batch work done in the reader thread too (detection: the features),
         # so it overlaps with the scoring of the previous batch
         self.prepare = None
@@ -423,7 +434,7 @@ class TiledScene:
 
     def _load(self, r0: int) -> Batch:
         t0, c0 = time.perf_counter(), time.thread_time()
-        ps, k = self.ps, min(self.step, self.n_rows - r0)
+        ps, k = self.ps, min(self.step, self.row_range()[1] - r0)
         block = self.scene.read(r0 * ps, k * ps)
         if block.shape[1] < k * ps:  # bottom edge: pad with NaN to whole patches
             pad = np.full((N_CHANNELS, k * ps - block.shape[1], self.grid.width), np.nan, np.float32)
@@ -452,11 +463,22 @@ class TiledScene:
             batch.prepared = self.prepare(batch)
         return batch
 
+    def row_range(self) -> tuple[int, int]:
+        """The tile rows this run covers: all, or the band ``DetectOptions.tile_rows``."""
+        if self.tile_rows is None:
+            return 0, self.n_rows
+        r0, r1 = self.tile_rows
+        return max(0, min(int(r0), self.n_rows)), max(0, min(int(r1), self.n_rows))
+
+    def starts(self) -> list[int]:
+        r0, r1 = self.row_range()
+        return list(range(r0, r1, self.step))
+
     def __len__(self) -> int:
-        return -(-self.n_rows // self.step)
+        return len(self.starts())
 
     def __iter__(self):
-        starts = list(range(0, self.n_rows, self.step))
+        starts = self.starts()
         self.wait_seconds = 0.0  # time the consumer spent blocked on reads (not overlapped)
         # one reader thread (GDAL datasets are not thread-safe) working up to PREFETCH
         # batches ahead: a batch that reads slowly (it shares the cores with the scoring)
@@ -611,7 +633,7 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
             else:
                 records.append(TileRecord(tid, row, col, bounds, float(b.valid_frac[j]), "nodata", None, None, {},
                                           None, s2v, sarv))
-        last = min(b.row0 + tiles.step, tiles.n_rows)
+        last = min(b.row0 + tiles.step, tiles.row_range()[1])
         prog("predict", (i + 1) / len(tiles), f"tile rows {b.row0 + 1}-{last} of {tiles.n_rows}")
 
     def scored_batches():
@@ -640,17 +662,30 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
             if cancelled():
                 raise Cancelled()
             finish(b, groups, probs, i)
-    if tiles.mask is not None:
-        log.append(f"Cloud mask: {tiles.mask.masked_fraction:.1%} of the area masked (not valid Sentinel-2 pixels)")
-    if not any(r.status == "ok" for r in records):
-        raise InputError(
-            "No tile has enough valid data "
-            f"(at least {opts.min_valid_fraction:.0%} of its pixels in some input the model package can score): the "
-            "area is all nodata or cloud, or the inputs barely overlap.")
+    if tiles.mask is not None:  # counts, not the fraction: bands of a cluster run add up
+        timings["mask_masked_px"], timings["mask_total_px"] = tiles.mask.masked, tiles.mask.total
+        log.append(cloud_mask_line(tiles.mask.masked, tiles.mask.total))
+    if opts.tile_rows is None and not any(r.status == "ok" for r in records):  # a band may be all nodata
+        raise no_valid_tile_error(opts.min_valid_fraction)
     timings["read_wait"] = tiles.wait_seconds
     timings.update({f"member:{k}": v for k, v in timings_members.items()})
     timings["total"] = time.perf_counter() - t_start
     result = DetectResult(tiles.grid, tiles.mode, members, thresholds[tiles.scored_as.name], records, log, timings,
                           tiles.n_rows, tiles.n_cols, thresholds)
-    log.append("Tiles per mode: " + ", ".join(f"{k} {v}" for k, v in result.mode_counts.items()))
+    log.append(tiles_per_mode_line(result))
     return result
+
+
+def no_valid_tile_error(min_valid_fraction: float) -> InputError:
+    return InputError(
+        "No tile has enough valid data "
+        f"(at least {min_valid_fraction:.0%} of its pixels in some input the model package can score): the "
+        "area is all nodata or cloud, or the inputs barely overlap.")
+
+
+def cloud_mask_line(masked: int, total: int) -> str:
+    return f"Cloud mask: {masked / total if total else 0.0:.1%} of the area masked (not valid Sentinel-2 pixels)"
+
+
+def tiles_per_mode_line(result: DetectResult) -> str:
+    return "Tiles per mode: " + ", ".join(f"{k} {v}" for k, v in result.mode_counts.items())

@@ -95,3 +95,32 @@ def test_half_masked_scene_runs_with_sar_members_on_the_masked_half(tiny_scene, 
     mask = br.ensure_half_mask(tiny_scene)
     r = br.run_child("detect", dict(tiny_scene, S2_MASK=mask), package_dir)
     assert r["tiles"] == 16 and r["tiles_per_mode"] == {"s2+desc+asc": 8, "desc+asc": 8}
+
+
+@pytest.mark.slow
+def test_scaleout_figures_on_a_tiny_scene(tiny_scene, package_dir, tmp_path, monkeypatch):
+    """bench/scaleout.py end to end on a tiny SYNTHETIC scene and a real 2-worker LocalCluster:
+    the figures are there and consistent (no speed is asserted: the lead runs the bench)."""
+    pytest.importorskip("dask")
+    import sentinel_landslide.bench.run as br
+    from sentinel_landslide.bench.scaleout import results_lines, run_scaleout
+    from sentinel_landslide.distributed import MissingDask, require_dask
+
+    try:
+        require_dask()
+    except MissingDask:
+        pytest.skip("dask[distributed] is not installed")
+    monkeypatch.setattr(br, "CACHE", tmp_path)
+    figs = run_scaleout(tiny_scene, package_dir, workers=2, small_side=128, small_scenes=3)
+    by = {f["figure"]: f for f in figs}
+    single, cluster, small, est = (by[k] for k in ("scaleout_single", "scaleout_cluster", "scaleout_small_scenes",
+                                                   "scaleout_estimate"))
+    assert cluster["patches"] == single["patches"] == 16
+    assert cluster["ratio_to_single"] == pytest.approx(cluster["value"] / single["value"])
+    assert cluster["tasks"] >= 2 and 0 < cluster["compute_seconds"] <= 2 * cluster["wall_seconds"]
+    assert small["tasks"] >= 3 * 2  # every small scene: a plan task and at least one band
+    rates = [r["patches_per_s"] for r in est["rows"]]
+    assert rates == sorted(rates) and rates[1] == pytest.approx(2 * rates[0])
+    text = "\n".join(results_lines(figs))
+    assert "## Scale-out (Dask)" in text and "Estimate for N workers" in text
+    json.dumps(figs)
