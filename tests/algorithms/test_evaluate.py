@@ -1,5 +1,5 @@
-"""landslide:evaluate: the maths against scikit-learn, the area fractions against hand
-computations, and the algorithm on a real detect output of the SYNTHETIC scene with its
+"""landslide:evaluate: the maths against scikit-learn (area fractions: tests/engine/test_truth.py),
+and the algorithm on a real detect output of the SYNTHETIC scene with its
 planted scars (scars.geojson) as the inventory."""
 from __future__ import annotations
 
@@ -29,23 +29,6 @@ def square(x0, y0, x1, y1) -> bytes:
 
 
 # -- the QGIS-free maths -----------------------------------------------------------------
-def test_area_fractions_by_hand():
-    from sentinel_landslide.engine.evaluation import area_fractions
-
-    tiles = [square(0, 0, 10, 10), square(10, 0, 20, 10), square(20, 0, 30, 10), square(30, 0, 40, 10)]
-    inventory = [
-        square(-5, -5, 12, 15),  # tile 0 wholly inside, and 2 x 10 of tile 1
-        square(15, 0, 20, 10), square(14, 0, 18, 10),  # overlapping: tile 1 covered 12..20 once, not twice
-        ogr.CreateGeometryFromWkt("POLYGON((21 1,29 9,29 1,21 9,21 1))").ExportToWkb(),  # bow-tie (invalid)
-        square(100, 100, 110, 110),  # far away
-    ]
-    frac = area_fractions(tiles, inventory)
-    assert frac[0] == pytest.approx(1.0)
-    assert frac[1] == pytest.approx(0.8)  # 10..12 from the first, 14..20 from the union of the others
-    assert frac[2] == pytest.approx(0.32)  # two triangles of 4 x 8 / 2 = 16 each, after MakeValid
-    assert frac[3] == 0.0
-
-
 def test_metrics_and_curves_match_scikit_learn():
     from sklearn import metrics as skm
 
