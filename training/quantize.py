@@ -44,18 +44,11 @@ from pathlib import Path
 import numpy as np
 
 from ..models.package import BUNDLED, load_package, write_manifest
-from .train_nn import (
-    DEFAULT_CKPT,
-    DEFAULT_GBM_OOF,
-    FP16_TOL,
-    binary_metrics,
-    ensemble_oof,
-    folds_for,
-    load_folder_data,
-    load_proxy_data,
-    predict_onnx,
-    sigmoid,
-)
+from .metrics import binary_metrics, sigmoid
+from .nn_data import load_folder_data, load_proxy_data
+from .nn_export import FP16_TOL, ensemble_oof
+from .nn_loop import folds_for, predict_onnx
+from .train_nn import DEFAULT_CKPT, DEFAULT_GBM_OOF
 
 INT8_TOL = dict(FP16_TOL)
 PRECISION = "int8 MatMul weights (onnxruntime dynamic quantisation{rr}); other weights fp32"
