@@ -54,10 +54,15 @@ def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monke
     figs.append(br.emit("pure_inference_patches_per_s", size="tiny", patches=16, batch_patches=16, median=16.0,
                         min=16.0, max=16.0, n=1))
     out = tmp_path / "results.md"
-    br.write_results(out, "python -m sentinel_landslide.bench.run --quick", figs, {"tiny": (256, [r, r])}, [inf],
-                     "test", [dict(br.machine_load(), when="start")])
+    from sentinel_landslide.bench.results import write_results
+
+    write_results(out, "python -m sentinel_landslide.bench.run --quick", figs, {"tiny": (256, [r, r])}, [inf],
+                  "test", [dict(br.machine_load(), when="start")], quiet=False)
     text = out.read_text()
     assert "| tiny | 256 x 256 | 16 |" in text and "--quick" in text
+    assert "LOADED (figures contaminated)" in text  # quiet=False is said, not hidden
+    rss = r["peak_rss_bytes"] / 1e9
+    assert f"| peak RSS < 2 GB | {rss:.2f} GB (worst run, any size) | {'**met**' if rss < 2 else '**not met**'} |" in text
     reader = next(f for f in figs if f["figure"] == "reader_cpu_ms_per_patch")
     assert f"| {reader['median']:.2f} (" in text  # the reader CPU column
 
