@@ -32,6 +32,13 @@ class InputLayer:
     def label(self) -> str:
         return ROLE_LABELS.get(self.role, self.role)
 
+    @property
+    def band_list(self) -> list[int]:
+        """The bands once chosen (detect guesses unset S2 bands before opening anything)."""
+        if self.bands is None:
+            raise InputError(f"The {self.label} layer's bands were not chosen.")
+        return self.bands
+
 
 @dataclass
 class Grid:
@@ -98,7 +105,7 @@ def source_nodata(layer: InputLayer, src: gdal.Dataset):
     """The nodata value in force: the analyst's override, else the file's (first band)."""
     if layer.nodata is not None:
         return layer.nodata
-    return src.GetRasterBand(layer.bands[0]).GetNoDataValue()
+    return src.GetRasterBand(layer.band_list[0]).GetNoDataValue()
 
 
 def open_layer(layer: InputLayer) -> gdal.Dataset:
@@ -110,7 +117,7 @@ def open_layer(layer: InputLayer) -> gdal.Dataset:
         raise InputError(f"The {layer.label} layer cannot be opened: {layer.path}")
     if not ds.GetProjection():
         raise InputError(f"The {layer.label} layer has no coordinate reference system.")
-    for b in layer.bands:
+    for b in layer.band_list:
         if b < 1 or b > ds.RasterCount:
             raise InputError(
                 f"The {layer.label} layer has {ds.RasterCount} band(s); band {b} does not exist."
@@ -185,6 +192,8 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
         if nb[0] >= nb[2] or nb[1] >= nb[3]:
             raise InputError(f"The {layer.label} layer does not overlap the {ref.label} layer.")
         box = nb
+    if box is None:
+        raise InputError("No input layer was given.")
     if extent is not None:
         e = transform_bounds(extent[:4], extent[4], crs) if extent[4] else tuple(extent[:4])
         nb = [max(box[0], e[0]), max(box[1], e[1]), min(box[2], e[2]), min(box[3], e[3])]
@@ -236,7 +245,7 @@ def _power_vrt(layer: InputLayer, src: gdal.Dataset, scale: str, nodata) -> gdal
         f"<PixelFunctionType>{func}</PixelFunctionType><SourceTransferType>Float32</SourceTransferType>"
         f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(layer.path)}</SourceFilename>'
         f"<SourceBand>{b}</SourceBand>{nd}</ComplexSource></VRTRasterBand>"
-        for i, b in enumerate(layer.bands))
+        for i, b in enumerate(layer.band_list))
     xml = (f'<VRTDataset rasterXSize="{src.RasterXSize}" rasterYSize="{src.RasterYSize}">'
            f"<SRS>{escape(src.GetProjection())}</SRS><GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"
            f"{bands}</VRTDataset>")
@@ -281,7 +290,7 @@ class AlignedLayer:
         """``resampling`` overrides the choice by pixel size (a class raster: "near")."""
         src = open_layer(layer)
         nodata = source_nodata(layer, src)
-        sel = gdal.Translate("", src, format="VRT", bandList=layer.bands, outputType=gdal.GDT_Float32,
+        sel = gdal.Translate("", src, format="VRT", bandList=layer.band_list, outputType=gdal.GDT_Float32,
                              noData="none" if nodata is None else nodata)
         gt = src.GetGeoTransform()
         same = (_srs(src.GetProjection()).IsSame(_srs(grid.crs_wkt)) and gt[2] == 0 and gt[4] == 0
@@ -289,7 +298,7 @@ class AlignedLayer:
         if same:
             fx, fy = (grid.x0 - gt[0]) / grid.res, (gt[3] - grid.y0) / grid.res
             if abs(fx - round(fx)) < 1e-6 and abs(fy - round(fy)) < 1e-6:
-                block_h = max(src.GetRasterBand(b).GetBlockSize()[1] for b in layer.bands)
+                block_h = max(src.GetRasterBand(b).GetBlockSize()[1] for b in layer.band_list)
                 return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)",
                            src, block_h)
         rs = resampling or _resampling(src, grid)
@@ -304,7 +313,7 @@ class AlignedLayer:
         if self.direct or self.resampling != "average" or scale not in _TO_POWER:
             return False
         src = open_layer(self.layer)
-        if src.GetRasterBand(self.layer.bands[0]).GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
+        if src.GetRasterBand(self.layer.band_list[0]).GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
             return False  # an internal mask or alpha band: the derived bands would lose it
         self._power_src = _power_vrt(self.layer, src, scale, source_nodata(self.layer, src))
         self._ds = _warp(self._power_src, self.grid, "average", float("nan"))
@@ -318,7 +327,7 @@ class AlignedLayer:
         array of that shape to fill instead of a new one (saves a copy per band)."""
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
-        shape = (len(self.layer.bands), nrows, g.width)
+        shape = (len(self.layer.band_list), nrows, g.width)
         if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
             raise ValueError(f"out must be C-contiguous float32 {shape}")
         if nrows == 0:
@@ -344,14 +353,14 @@ class AlignedLayer:
                 out.fill(np.nan)
             if cx1 > cx0 and cy1 > cy0:
                 if self._src is not None and inside:
-                    self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_obj=out, band_list=list(self.layer.bands))
+                    self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_obj=out, band_list=list(self.layer.band_list))
                 elif self._src is not None:
-                    arr = self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=list(self.layer.bands),
+                    arr = self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=list(self.layer.band_list),
                                                 buf_type=gdal.GDT_Float32)
-                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.band_list), cy1 - cy0, cx1 - cx0)
                 else:
                     arr = ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
-                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.band_list), cy1 - cy0, cx1 - cx0)
                 # reads ending on a block boundary leave no cached block that a later
                 # (lower) window needs; elsewhere GDAL's LRU cache does the bounding
                 if self._src is not None and self._block_h and (cy1 % self._block_h == 0 or cy1 == ds.RasterYSize):
@@ -376,7 +385,7 @@ class AlignedLayer:
         are that large, with about as many pixels."""
         src = open_layer(self.layer)
         w, h = src.RasterXSize, src.RasterYSize
-        band0 = src.GetRasterBand(self.layer.bands[0])
+        band0 = src.GetRasterBand(self.layer.band_list[0])
         bw, bh = band0.GetBlockSize()
         n_blocks = math.ceil(w / max(1, bw)) * math.ceil(h / max(1, bh))
         # k x k windows of win x win px, about max_size^2 px in all, touching at most about a
@@ -384,14 +393,14 @@ class AlignedLayer:
         k = min(16, math.isqrt(n_blocks // 4))
         win = max(1, max_size // max(k, 1))
         if band0.GetOverviewCount() == 0 and k >= 3 and min(w, h) >= 4 * k * win:
-            arr = np.empty((len(self.layer.bands), k * win, k * win), dtype=np.float32)
+            arr = np.empty((len(self.layer.band_list), k * win, k * win), dtype=np.float32)
             xs, ys = self._window_starts(w, bw, k, win), self._window_starts(h, bh, k, win)
             for i, y in enumerate(ys):
                 for j, x in enumerate(xs):
                     arr[:, i * win:(i + 1) * win, j * win:(j + 1) * win] = src.ReadAsArray(
-                        int(x), int(y), win, win, band_list=list(self.layer.bands),
-                        buf_type=gdal.GDT_Float32).reshape(len(self.layer.bands), win, win)
-            for i, b in enumerate(self.layer.bands):
+                        int(x), int(y), win, win, band_list=list(self.layer.band_list),
+                        buf_type=gdal.GDT_Float32).reshape(len(self.layer.band_list), win, win)
+            for i, b in enumerate(self.layer.band_list):
                 nd = self.layer.nodata if self.layer.nodata is not None else src.GetRasterBand(b).GetNoDataValue()
                 if nd is not None and not math.isnan(nd):
                     arr[i][arr[i] == np.float32(nd)] = np.nan
@@ -399,7 +408,7 @@ class AlignedLayer:
         scale = max(1, math.ceil(max(w, h) / max_size))
         bx, by = max(1, w // scale), max(1, h // scale)
         arrs = []
-        for b in self.layer.bands:
+        for b in self.layer.band_list:
             band = src.GetRasterBand(b)
             a = band.ReadAsArray(buf_xsize=bx, buf_ysize=by, resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float32)
             nd = self.layer.nodata if self.layer.nodata is not None else band.GetNoDataValue()

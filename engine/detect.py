@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
@@ -192,7 +192,7 @@ class Scene:
         for al in self.aligned.values():
             log.append(f"{al.layer.label}: resampling {al.resampling}")
         self.mask = S2Mask(mask, grid, log) if mask is not None and S2_ROLE in self.aligned else None
-        self.s2conv = None
+        self.s2conv: Optional[units.S2Convention] = None
         self.sarconv = {}
         try:
             if "S2" in self.aligned:
@@ -220,6 +220,7 @@ class Scene:
         if S2_ROLE in self.aligned:
             c = SOURCE_CHANNELS["S2"]
             opt = out[c[0]:c[-1] + 1]
+            assert self.s2conv is not None, "decided when the S2 layer was opened"
             self.s2conv.to_package(self.aligned[S2_ROLE].read(row0, nrows, out=opt), self.pkg_offset, inplace=True)
             if self.mask is not None and nrows:
                 np.copyto(opt, np.float32(np.nan), where=self.mask.invalid(row0, nrows)[None])
@@ -331,7 +332,7 @@ class TiledScene:
         self._ranked: dict = {}
         # optional per-batch work done in the reader thread too (detection: the features),
         # so it overlaps with the scoring of the previous batch
-        self.prepare = None
+        self.prepare: Optional[Callable[[Batch], Any]] = None  # run_detection: the reader thread's work
 
     @property
     def mask(self) -> S2Mask | None:
@@ -521,6 +522,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     loading = pending = None
     early = None
     if ensemble is None:
+        assert make_scorer is not None  # checked on entry
         try:
             ranked = ranked_within(resolve_combination(opts, [])[0], offered_combinations(pkg))
             early = ranked[0].name if ranked else None
@@ -591,6 +593,7 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
 
     def finish(b: Batch, groups: list, probs: dict, i: int) -> None:
         """Turn a batch's scores into tile records."""
+        assert b.tile_valid is not None  # set by TiledScene._load
         where = {}
         for name, idx, *_ in groups:
             for n, j in enumerate(idx):

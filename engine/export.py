@@ -99,7 +99,7 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
             for k, (j, pid) in enumerate(zip(keep, ids)):
                 row, col = int(b.rows[j]), int(b.cols[j])
                 f = ogr.Feature(vl.GetLayerDefn())
-                if labels is not None:
+                if labels is not None and frac is not None:
                     f.SetField("label", int(labels[k]))
                     f.SetField("landslide_frac", float(frac[k]))
                 f.SetField("ID", pid)
