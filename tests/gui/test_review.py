@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import QEvent, Qt
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QImage
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QDockWidget
 
@@ -269,7 +270,22 @@ def test_screenshot_of_the_dock(plugin, qgis_iface, grid_copy, synthetic_scene):
     path = SCREENSHOTS / "review_dock.png"
     assert dock.grab().save(str(path))
     assert win.grab().save(str(SCREENSHOTS / "review_window.png"))  # canvas with the tile + the dock
-    assert path.stat().st_size > 10_000
+    # the file is the dock as shown: its size, and each chip's pixels where its label sits
+    shot = QImage(str(path)).convertToFormat(QImage.Format.Format_RGB32)
+    assert (shot.width(), shot.height()) == (dock.width(), dock.height())
+    shown = 0
+    for key, lbl in dock.chip_labels.items():
+        pm = lbl.pixmap()
+        if pm is None or pm.isNull():
+            continue
+        chip = pm.toImage().convertToFormat(QImage.Format.Format_RGB32)
+        at = lbl.mapTo(dock, QPoint(0, 0))
+        seen = lbl.visibleRegion()  # the part of the label not scrolled away or covered
+        pts = [(x, y) for x in range(2, chip.width(), 23) for y in range(2, chip.height(), 23)
+               if seen.contains(QPoint(x, y))]
+        assert all(shot.pixel(at.x() + x, at.y() + y) == chip.pixel(x, y) for x, y in pts), key
+        shown += len(pts) > 20
+    assert shown >= 3  # S2 true colour, NDVI and at least one SAR change chip
 
 
 def test_missing_packages_are_announced_in_the_message_bar(plugin, qgis_iface, monkeypatch):

@@ -18,6 +18,7 @@ SHARED_CSV = ROOT.parent / "shared" / "data" / "zindi" / "train_features_7147.cs
 Q50 = np.array([1511, 1656, 1560, 2975, -10.2, -16.6, -0.28, -0.08, -11.5, -17.8, 0.39, -0.06], np.float32)
 SCALE = np.array([300, 300, 300, 500, 3, 3, 2, 2, 3, 3, 2, 2], np.float32)
 QUICK_MEMBERS = ("nn_vit2_z", "nn_opt_vit_convnext")
+pytestmark = pytest.mark.slow  # torch training, ONNX export
 
 
 def _synthetic(n=24, seed=0):
