@@ -344,7 +344,7 @@ def _picture_source(pic, chip_dir: Path, key: str) -> None:
         pic.setMode(RASTER_PICTURE)
     pic.setResizeMode(QgsLayoutItemPicture.ResizeMode.Zoom)
     pic.dataDefinedProperties().setProperty(
-        QgsLayoutObject.PictureSource,
+        QgsLayoutObject.DataDefinedProperty.PictureSource,
         QgsProperty.fromExpression(f"'{folder}/' || to_string(@atlas_featureid) || '_{key}.png'"))
 
 
