@@ -162,9 +162,31 @@ def _is_metric_projected(wkt: str) -> bool:
     return bool(s.IsProjected()) and abs(s.GetLinearUnits() - 1.0) < 1e-9
 
 
+def _intersect(a, b):
+    return [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])]
+
+
+def _processing_area_lonlat(layers: list, dss: list, extent=None) -> tuple:
+    """(lon0, lat0, lon1, lat1) of the area detection will cover: the layers' common
+    extent clipped to ``extent``.  Falls back to the reference layer's bounds where that
+    area is empty (plan_grid then says which layer does not overlap)."""
+    wgs84 = osr.SRS_WKT_WGS84_LAT_LONG
+    ref_box = list(transform_bounds(native_bounds(dss[0]), dss[0].GetProjection(), wgs84))
+    box = ref_box
+    try:
+        for ds in dss[1:]:
+            box = _intersect(box, transform_bounds(native_bounds(ds), ds.GetProjection(), wgs84))
+        if extent is not None and extent[4]:  # an extent without a CRS is in the grid's, not yet known
+            box = _intersect(box, transform_bounds(extent[:4], extent[4], wgs84))
+    except RuntimeError:
+        return tuple(ref_box)
+    return tuple(box) if box[0] < box[2] and box[1] < box[3] else tuple(ref_box)
+
+
 def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) -> Grid:
     """The target grid: the reference layer's metric CRS (S2 if given, else the first
-    SAR layer) or the UTM zone of its centre when it is geographic; the common extent
+    SAR layer) or, when it is geographic, the UTM zone of the centre of the area
+    processed (common extent clipped to ``extent``), not of the whole raster; the common extent
     of all layers, clipped to ``extent`` = (xmin, ymin, xmax, ymax, crs_wkt) if given;
     pixel edges snapped to the reference raster's own 10 m lattice where it has one."""
     if not layers:
@@ -174,10 +196,9 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
     ref_wkt = ref_ds.GetProjection()
     if _is_metric_projected(ref_wkt):
         crs = _srs(ref_wkt).ExportToWkt()
-    else:
-        b = native_bounds(ref_ds)
-        lonlat = transform_bounds(b, ref_wkt, osr.SRS_WKT_WGS84_LAT_LONG)
-        crs = utm_wkt_for((lonlat[0] + lonlat[2]) / 2, (lonlat[1] + lonlat[3]) / 2)
+    else:  # the UTM zone of the area processed, not of the whole (maybe continental) raster
+        lon0, lat0, lon1, lat1 = _processing_area_lonlat(layers, dss, extent)
+        crs = utm_wkt_for((lon0 + lon1) / 2, (lat0 + lat1) / 2)
 
     box = None
     for layer, ds in zip(layers, dss):
