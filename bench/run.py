@@ -214,6 +214,33 @@ def ensure_half_mask(paths: dict) -> str:
     return str(path)
 
 
+# off-grid homes for the SAR of the warped case: both 20 m, as S1 GRD often comes
+WARPED_SAR = {"DESC": ("EPSG:4326", 0.0002), "ASC": ("EPSG:32645", 20.0)}
+
+
+def ensure_warped_scene(side: int, seed: int = SEED, cache: Path = CACHE) -> dict:
+    """``ensure_scene(side)`` with its SAR moved off the S2 grid (descending to EPSG:4326,
+    ascending to the neighbouring UTM zone 45N, both ~20 m), so detection warps every S1
+    layer: the peak RSS of warped reads against the on-grid bound."""
+    from osgeo import gdal
+
+    base = ensure_scene(side, seed, cache)
+    folder = cache / f"scene_{side}x{side}_seed{seed}_sar_warped"
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = dict(base)
+    for role in S1_ROLES:
+        crs, res = WARPED_SAR[role.split("_")[1]]
+        dst = folder / Path(base[role]).name
+        if not dst.exists():
+            log(f"warping {Path(base[role]).name} to {crs} for the warped case in {folder}")
+            tmp = dst.with_suffix(".part.tif")
+            gdal.Warp(str(tmp), base[role], dstSRS=crs, xRes=res, yRes=res, resampleAlg="average",
+                      outputType=gdal.GDT_Float32, creationOptions=["TILED=YES", "BIGTIFF=IF_SAFER"])
+            tmp.rename(dst)
+        paths[role] = str(dst)
+    return paths
+
+
 def scene_options(paths: dict, **kw):
     from ..engine.align import InputLayer
     from ..engine.detect import DetectOptions
@@ -494,6 +521,8 @@ def main(argv=None) -> int:
     ap.add_argument("--paper-folds", type=int, default=5, help="fold passes actually run (scaled to 5)")
     ap.add_argument("--no-qgis", action="store_true")
     ap.add_argument("--qgis-size", default="1/16")
+    ap.add_argument("--warped-size", default="1",
+                    help="size of the case whose S1 layers are warped (peak RSS); 'none' to skip")
     ap.add_argument("--wait-quiet", type=float, default=0.0, help="wait up to this many minutes for a quiet machine")
     ap.add_argument("--no-cloudy", action="store_true", help="skip the half-masked run of the largest size")
     ap.add_argument("--results", default=str(BENCH / "results.md"))
@@ -565,6 +594,20 @@ def main(argv=None) -> int:
         half = median_min_max([r["wall_seconds"] for r in cloudy])
         figs.append(emit("cloudy_half_masked_seconds", size=label, unit="s", tiles_per_mode=cloudy[0]["tiles_per_mode"],
                          clear_median=clear, slowdown=half["median"] / clear - 1.0, **half))
+
+    # the same detection with every S1 layer off the S2 grid: warping must keep the memory bound
+    if a.warped_size != "none":
+        wlabel = "quick" if a.quick else a.warped_size
+        wpaths = ensure_warped_scene(640 if a.quick else side_for(parse_size(a.warped_size)))
+        wruns = []
+        for i in range(max(1, min(a.repeats, 2))):
+            log(f"size {wlabel}, S1 warped, run {i + 1}")
+            wruns.append(run_child("detect", wpaths, package))
+            log(f"  {wruns[-1]['wall_seconds']:.1f} s, peak RSS {wruns[-1]['peak_rss_bytes'] / 1e9:.2f} GB")
+        figs.append(emit("peak_rss", size=f"{wlabel} (S1 warped)", unit="GB",
+                         **median_min_max([r["peak_rss_bytes"] / 1e9 for r in wruns])))
+        figs.append(emit("end_to_end_seconds_warped", size=wlabel, unit="s",
+                         **median_min_max([r["wall_seconds"] for r in wruns])))
 
     # linearity: seconds per patch relative to the smallest size
     labels = list(runs_by_size)

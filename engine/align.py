@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +19,30 @@ from ..core.channels import PIXEL_SIZE_M, ROLE_LABELS
 from ..core.errors import InputError
 
 gdal.UseExceptions()
+
+# GDAL's block cache (default 5 % of RAM) fills with source blocks when inputs are warped,
+# so a run bounds it: memory then stays near the on-grid inputs' whatever the warping
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
+_cache_lock = threading.Lock()
+_cache_users = [0, 0]  # runs inside bounded_gdal_cache, the cache max to restore
+
+
+@contextmanager
+def bounded_gdal_cache(nbytes: int = GDAL_CACHE_BYTES):
+    """GDAL's block cache at most ``nbytes`` while inside; the previous maximum comes back
+    when the last concurrent run leaves (the cache is process-wide)."""
+    with _cache_lock:
+        if _cache_users[0] == 0:
+            _cache_users[1] = gdal.GetCacheMax()
+            gdal.SetCacheMax(min(int(nbytes), _cache_users[1]))
+        _cache_users[0] += 1
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            _cache_users[0] -= 1
+            if _cache_users[0] == 0:
+                gdal.SetCacheMax(_cache_users[1])
 osr.UseExceptions()
 
 

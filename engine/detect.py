@@ -37,7 +37,7 @@ from ..core.channels import (
 from ..core.errors import Cancelled, InputError
 from ..core.features import patch_features
 from . import units
-from .align import AlignedLayer, Grid, InputLayer, guess_s2_bands, plan_grid
+from .align import AlignedLayer, Grid, InputLayer, bounded_gdal_cache, guess_s2_bands, plan_grid
 from .masks import S2Mask, find_scl_band
 
 PREFETCH = 2  # batches read ahead of the one being scored
@@ -506,10 +506,16 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     ``make_scorer(combination)`` builds a scorer (``pipeline.run_detection`` passes the
     package's ensemble), or ``ensemble`` is one already open for the run's combination.
     Each tile is scored by the richest combination valid in it (see ``TiledScene``); the
-    scorers are made once per combination met."""
+    scorers are made once per combination met.  GDAL's block cache is bounded for the run
+    (align.bounded_gdal_cache)."""
     if ensemble is None and make_scorer is None:
         raise TypeError("run_detection needs a scorer: pass make_scorer or ensemble (see pipeline.run_detection)")
+    with bounded_gdal_cache():
+        return _run_detection(opts, pkg, progress, is_cancelled, ensemble, make_scorer)
 
+
+def _run_detection(opts: DetectOptions, pkg, progress, is_cancelled, ensemble: Scorer | None,
+                   make_scorer: ScorerFactory | None) -> DetectResult:
     t_start = time.perf_counter()
     log: list = []
     timings = {"read": 0.0, "features": 0.0, "read_cpu": 0.0, "features_cpu": 0.0}

@@ -17,6 +17,7 @@ from osgeo import gdal, ogr, osr
 
 from ..core.channels import CHANNEL_NAMES, COMBINATIONS, N_CHANNELS
 from ..core.errors import Cancelled, InputError
+from .align import bounded_gdal_cache
 from .detect import DetectOptions, TiledScene
 from .truth import Truth, is_landslide, reproject_wkts
 
@@ -50,6 +51,13 @@ def _landslide_fraction(truth: Truth, tiles: TiledScene, rows, cols) -> np.ndarr
 def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inventory | None = None,
                    min_landslide_fraction: float = 0.01, prefix: str = "ID", progress=None,
                    is_cancelled=None) -> ExportResult:
+    """The patches of a scene (and their labels, given an inventory) in the competition
+    layout; GDAL's block cache bounded for the run as in detection."""
+    with bounded_gdal_cache():
+        return _export_patches(opts, pkg, folder, inventory, min_landslide_fraction, prefix, progress, is_cancelled)
+
+
+def _export_patches(opts, pkg, folder, inventory, min_landslide_fraction, prefix, progress, is_cancelled):
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log: list = []

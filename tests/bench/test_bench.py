@@ -4,6 +4,7 @@ timed or asserts a speed: timing targets live in bench/results.md."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,7 +72,8 @@ def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monke
     assert "| tiny | 256 x 256 | 16 |" in text and "--quick" in text
     assert "LOADED (figures contaminated)" in text  # quiet=False is said, not hidden
     rss = r["peak_rss_bytes"] / 1e9
-    assert f"| peak RSS < 2 GB | {rss:.2f} GB (worst run, any size) | {'**met**' if rss < 2 else '**not met**'} |" in text
+    verdict = "**met**" if rss < 2 else "**not met**"
+    assert f"| peak RSS < 2 GB | {rss:.2f} GB (worst run, any size, S1 warped or not) | {verdict} |" in text
     reader = next(f for f in figs if f["figure"] == "reader_cpu_ms_per_patch")
     assert f"| {reader['median']:.2f} (" in text  # the reader CPU column
 
@@ -89,6 +91,31 @@ def test_paper_recipe_runs_on_a_patch():
     assert list(r["per_member_seconds_per_patch"]) == ["2x_vit_pwee_v2_z"]  # only the member asked for
     # FLOPs count all 5 folds x 4 flips, whatever was run: 2 ViT-pwee at 256 x 256 are > 5 GFLOP a pass
     assert r["flops_per_patch"] > 20 * 5e9
+
+
+def test_warped_case_moves_the_sar_off_the_s2_grid(tiny_scene, tmp_path, package):
+    """The bench's warped case: same S2, SAR in EPSG:4326 and UTM 45N, and detection warps it
+    to the same grid with every tile scored."""
+    from osgeo import gdal, osr
+
+    from sentinel_landslide.bench.run import ensure_scene, ensure_warped_scene, scene_options
+    from sentinel_landslide.pipeline import run_detection
+
+    cache = Path(tiny_scene["S2"]).parent.parent
+    paths = ensure_warped_scene(256, cache=cache)
+    assert paths["S2"] == ensure_scene(256, cache=cache)["S2"]
+
+    def epsg(path):
+        s = osr.SpatialReference(wkt=gdal.Open(path).GetProjection())
+        s.AutoIdentifyEPSG()
+        return int(s.GetAuthorityCode(None))
+
+    assert [epsg(paths[r]) for r in ("S1_DESC_POST", "S1_DESC_PRE", "S1_ASC_POST", "S1_ASC_PRE")] == [4326, 4326,
+                                                                                                   32645, 32645]
+    on_grid = run_detection(scene_options(tiny_scene), package)
+    warped = run_detection(scene_options(paths), package)
+    assert (warped.grid.x0, warped.grid.y0, warped.grid.width) == (on_grid.grid.x0, on_grid.grid.y0, on_grid.grid.width)
+    assert [r.status for r in warped.records] == ["ok"] * 16
 
 
 def test_quiet_judged_before_the_runs_and_by_other_processes():

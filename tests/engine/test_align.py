@@ -75,3 +75,28 @@ def test_processing_area_follows_the_extent_not_the_raster(geographic_s2):
     east = plan_grid([layer], extent=(gt[0] + 6.9, y0, gt[0] + 6.92, gt[3], osr.SRS_WKT_WGS84_LAT_LONG))
     assert (_epsg(west.crs_wkt), _epsg(east.crs_wkt)) == (32645, 32646)
     assert abs(west.width - east.width) <= 2  # the same ~2 km in both zones
+
+
+def test_gdal_cache_is_bounded_during_a_run_and_restored_after(synthetic_scene, package):
+    """The SYNTHETIC scene's SAR is warped (EPSG:4326, 20 m UTM): during the run GDAL's
+    block cache is held at the bound, afterwards (and after a cancelled run) it is back."""
+    from sentinel_landslide.core.errors import Cancelled
+    from sentinel_landslide.engine.align import GDAL_CACHE_BYTES
+    from sentinel_landslide.pipeline import run_detection
+
+    before = gdal.GetCacheMax()
+    try:
+        gdal.SetCacheMax(512 * 1024 * 1024)
+        seen = []
+        run_detection(scene_options(synthetic_scene), package, progress=lambda *a: seen.append(gdal.GetCacheMax()))
+        assert seen and set(seen) == {GDAL_CACHE_BYTES}
+        assert gdal.GetCacheMax() == 512 * 1024 * 1024
+        with pytest.raises(Cancelled):
+            run_detection(scene_options(synthetic_scene), package, is_cancelled=lambda: True)
+        assert gdal.GetCacheMax() == 512 * 1024 * 1024
+        gdal.SetCacheMax(16 * 1024 * 1024)  # an analyst's smaller cache is kept
+        seen.clear()
+        run_detection(scene_options(synthetic_scene, sar=False), package, progress=lambda *a: seen.append(gdal.GetCacheMax()))
+        assert set(seen) == {16 * 1024 * 1024} and gdal.GetCacheMax() == 16 * 1024 * 1024
+    finally:
+        gdal.SetCacheMax(before)
