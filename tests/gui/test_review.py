@@ -171,6 +171,30 @@ def test_chips_render_for_a_tile(plugin, qgis_iface, grid_copy, synthetic_scene)
     assert dock.rubber_band is not None and dock.rubber_band.numberOfVertices() >= 4
 
 
+def test_chips_take_s2_bands_from_their_names(plugin, qgis_iface, grid_copy, synthetic_scene, tmp_path):
+    """An S2 layer with R, G, B, NIR at bands 4, 3, 2, 6 of a named 6-band stack (B1...B8):
+    the dock finds them by name, as detect does, and draws the very chips of the 4-band file."""
+    import numpy as np
+
+    from ..engine.test_detect import rgbn_stack
+
+    add_grid(grid_copy)
+    add_sources(synthetic_scene)
+    dock = open_dock(plugin, qgis_iface)
+    plain = {c.key: c.rgb.copy() for c in dock.last_chips if c.key in ("s2_rgb", "ndvi")}
+    stack = QgsRasterLayer(rgbn_stack(synthetic_scene["S2"], tmp_path / "stack.tif"), "s2 stack")
+    assert stack.isValid()
+    QgsProject.instance().addMapLayer(stack)
+    dock.source_combos["S2"].setLayer(stack)
+    QgsApplication.processEvents()
+    assert dock.renderer.sources.s2 == stack.source()
+    assert dock.renderer.sources.rgbn_bands() == [4, 3, 2, 6]
+    dock.select_index(0)
+    chips = {c.key: c for c in dock.last_chips}
+    for key, rgb in plain.items():
+        assert chips[key].ok and np.array_equal(chips[key].rgb, rgb), key
+
+
 def test_chips_say_which_layer_is_missing(plugin, qgis_iface, grid_copy):
     add_grid(grid_copy)  # no source rasters in the project
     dock = open_dock(plugin, qgis_iface)
