@@ -57,7 +57,8 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
         return _export_patches(opts, pkg, folder, inventory, min_landslide_fraction, prefix, progress, is_cancelled)
 
 
-def _export_patches(opts, pkg, folder, inventory, min_landslide_fraction, prefix, progress, is_cancelled):
+def _export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inventory | None,
+                    min_landslide_fraction: float, prefix: str, progress, is_cancelled) -> ExportResult:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log: list = []
