@@ -3,7 +3,7 @@
 # (idempotent), so a fresh Debian machine needs nothing but this repository.
 #   ./build.sh demo      synthetic S1+S2 scene -> landslide:detect via qgis_process -> grid + PNG map
 #   ./build.sh test      the test suite (headless)
-#   ./build.sh lint      ruff (pyflakes, pycodestyle, bugbear, import order); run by ./build.sh test
+#   ./build.sh lint      ruff (pyflakes, pycodestyle, bugbear, import order) + mypy (core, engine, models, pipeline); run by ./build.sh test
 #   ./build.sh package   dist/sentinel_landslide.zip for "Install from ZIP"
 #   ./build.sh train     regenerate the bundled model package from ../shared/data
 #   ./build.sh bench     benchmarks (bench/), writes bench/results.md
@@ -77,6 +77,10 @@ case "${1:-}" in
   lint)
     setup dev
     "$VENV/bin/ruff" check .
+    # mypy on the QGIS-free runtime; from the plugins folder, where the symlink gives the
+    # package its import name (the checkout's folder name is not one)
+    (cd "$PLUGINS" && "$VENV/bin/mypy" --config-file "$ROOT/pyproject.toml" --cache-dir "$ROOT/.build/mypy_cache" \
+      -p sentinel_landslide.core -p sentinel_landslide.engine -p sentinel_landslide.models -m sentinel_landslide.pipeline)
     ;;
   package)
     setup runtime
@@ -85,7 +89,7 @@ case "${1:-}" in
   train)
     setup train
     "$PY" -m sentinel_landslide.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
-    # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in train_nn.py
+    # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in training/nn_export.py
     "$PY" -m sentinel_landslide.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
     ;;
   bench)

@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 from string import Template
 
-import numpy as np
 from qgis.core import (
     QgsCategorizedSymbolRenderer,
     QgsFeature,
@@ -36,14 +35,8 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QBuffer, QByteArray, QIODevice, QSize
 from qgis.PyQt.QtGui import QColor, QImage, QPainter
 
-from ..engine.evaluation import (
-    Cancelled,
-    area_fractions,
-    compute_metrics,
-    outcomes,
-    pr_curve,
-    roc_curve,
-)
+from ..core.errors import Cancelled, InputError
+from ..engine.evaluation import evaluate_tiles, pr_curve, roc_curve
 from ..rendering import RESOURCES, render
 from ..rendering.compat import BOOL, DOUBLE, NUMBER_DOUBLE, STRING, VECTOR_POLYGON, is_null
 from .common import LandslideAlgorithm
@@ -179,8 +172,6 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             inv_wkb.append(bytes(g.asWkb()))
         if skipped:
             feedback.pushWarning(f"{skipped} inventory feature(s) without geometry were ignored.")
-        if not inv_wkb:
-            raise QgsProcessingException("The landslide inventory has no polygons.")
 
         # the grid
         feats, tiles_wkb = [], []
@@ -192,36 +183,23 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             tiles_wkb.append(bytes(f.geometry().asWkb()) if f.hasGeometry() else b"")
             if n_total > 0 and i % 1000 == 0:
                 steps.setProgress(100.0 * i / n_total)
-        if not feats:
-            raise QgsProcessingException("The grid has no tiles.")
-        if any(not w for w in tiles_wkb):
-            raise QgsProcessingException("Some grid tiles have no geometry: is this the output of detect?")
+        probs = [math.nan if is_null(f["prob"]) else float(f["prob"]) for f in feats]
+        status = [None if "status" not in names or is_null(f["status"]) else str(f["status"]) for f in feats]
+        flagged = ([not is_null(f["flagged"]) and bool(f["flagged"]) for f in feats]
+                   if threshold is None else None)
 
         steps.setCurrentStep(1)
         try:
-            frac = area_fractions(tiles_wkb, inv_wkb, progress=lambda x: steps.setProgress(100.0 * x),
-                                  is_cancelled=feedback.isCanceled)
+            ev = evaluate_tiles(tiles_wkb, inv_wkb, probs, status, flagged, threshold, min_frac,
+                                progress=lambda x: steps.setProgress(100.0 * x), is_cancelled=feedback.isCanceled)
         except Cancelled:
             raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
-        if not np.any(frac > 0):
-            feedback.pushWarning("No inventory polygon overlaps the grid: every tile is negative. "
-                                 "Is it the inventory of this area (its CRS is read from the layer)?")
-
-        probs = np.array([np.nan if is_null(f["prob"]) else float(f["prob"]) for f in feats], dtype=np.float64)
-        status = [("ok" if np.isfinite(p) else "nodata") if "status" not in names or is_null(f["status"])
-                  else str(f["status"]) for f, p in zip(feats, probs)]
-        evaluated = np.array([s == "ok" for s in status]) & np.isfinite(probs)
-        truth = (frac >= min_frac) & (frac > 0)
-        if threshold is not None:
-            predicted = np.where(np.isfinite(probs), probs, -1.0) >= threshold
-        else:
-            predicted = np.array([not is_null(f["flagged"]) and bool(f["flagged"]) for f in feats])
-        n_nodata = int((~evaluated).sum())
-        if not evaluated.any():
-            raise QgsProcessingException("Every tile of the grid is 'nodata': there is nothing to evaluate.")
-        y, yhat, score = truth[evaluated], predicted[evaluated], probs[evaluated]
-        m = compute_metrics(y, yhat, score)
-        outcome = outcomes(truth, predicted, evaluated)
+        except InputError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        for w in ev.warnings:
+            feedback.pushWarning(w)
+        m, n_nodata, truth, frac, outcome = ev.metrics, ev.n_nodata, ev.truth, ev.frac, ev.outcome
+        y, score = ev.y, ev.score
         feedback.pushInfo(f"{m.n} tiles evaluated, {n_nodata} nodata tile(s) excluded; "
                           f"{m.positives} positive in the inventory.")
         feedback.pushInfo(f"TP {m.tp}, FP {m.fp}, TN {m.tn}, FN {m.fn}; precision {m.precision:.3f}, "

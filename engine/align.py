@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +19,30 @@ from ..core.channels import PIXEL_SIZE_M, ROLE_LABELS
 from ..core.errors import InputError
 
 gdal.UseExceptions()
+
+# GDAL's block cache (default 5 % of RAM) fills with source blocks when inputs are warped,
+# so a run bounds it: memory then stays near the on-grid inputs' whatever the warping
+GDAL_CACHE_BYTES = 64 * 1024 * 1024
+_cache_lock = threading.Lock()
+_cache_users = [0, 0]  # runs inside bounded_gdal_cache, the cache max to restore
+
+
+@contextmanager
+def bounded_gdal_cache(nbytes: int = GDAL_CACHE_BYTES):
+    """GDAL's block cache at most ``nbytes`` while inside; the previous maximum comes back
+    when the last concurrent run leaves (the cache is process-wide)."""
+    with _cache_lock:
+        if _cache_users[0] == 0:
+            _cache_users[1] = gdal.GetCacheMax()
+            gdal.SetCacheMax(min(int(nbytes), _cache_users[1]))
+        _cache_users[0] += 1
+    try:
+        yield
+    finally:
+        with _cache_lock:
+            _cache_users[0] -= 1
+            if _cache_users[0] == 0:
+                gdal.SetCacheMax(_cache_users[1])
 osr.UseExceptions()
 
 
@@ -31,6 +57,13 @@ class InputLayer:
     @property
     def label(self) -> str:
         return ROLE_LABELS.get(self.role, self.role)
+
+    @property
+    def band_list(self) -> list[int]:
+        """The bands once chosen (detect guesses unset S2 bands before opening anything)."""
+        if self.bands is None:
+            raise InputError(f"The {self.label} layer's bands were not chosen.")
+        return self.bands
 
 
 @dataclass
@@ -98,7 +131,7 @@ def source_nodata(layer: InputLayer, src: gdal.Dataset):
     """The nodata value in force: the analyst's override, else the file's (first band)."""
     if layer.nodata is not None:
         return layer.nodata
-    return src.GetRasterBand(layer.bands[0]).GetNoDataValue()
+    return src.GetRasterBand(layer.band_list[0]).GetNoDataValue()
 
 
 def open_layer(layer: InputLayer) -> gdal.Dataset:
@@ -110,7 +143,7 @@ def open_layer(layer: InputLayer) -> gdal.Dataset:
         raise InputError(f"The {layer.label} layer cannot be opened: {layer.path}")
     if not ds.GetProjection():
         raise InputError(f"The {layer.label} layer has no coordinate reference system.")
-    for b in layer.bands:
+    for b in layer.band_list:
         if b < 1 or b > ds.RasterCount:
             raise InputError(
                 f"The {layer.label} layer has {ds.RasterCount} band(s); band {b} does not exist."
@@ -155,9 +188,31 @@ def _is_metric_projected(wkt: str) -> bool:
     return bool(s.IsProjected()) and abs(s.GetLinearUnits() - 1.0) < 1e-9
 
 
+def _intersect(a, b):
+    return [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])]
+
+
+def _processing_area_lonlat(layers: list, dss: list, extent=None) -> tuple:
+    """(lon0, lat0, lon1, lat1) of the area detection will cover: the layers' common
+    extent clipped to ``extent``.  Falls back to the reference layer's bounds where that
+    area is empty (plan_grid then says which layer does not overlap)."""
+    wgs84 = osr.SRS_WKT_WGS84_LAT_LONG
+    ref_box = list(transform_bounds(native_bounds(dss[0]), dss[0].GetProjection(), wgs84))
+    box = ref_box
+    try:
+        for ds in dss[1:]:
+            box = _intersect(box, transform_bounds(native_bounds(ds), ds.GetProjection(), wgs84))
+        if extent is not None and extent[4]:  # an extent without a CRS is in the grid's, not yet known
+            box = _intersect(box, transform_bounds(extent[:4], extent[4], wgs84))
+    except RuntimeError:
+        return tuple(ref_box)
+    return tuple(box) if box[0] < box[2] and box[1] < box[3] else tuple(ref_box)
+
+
 def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) -> Grid:
     """The target grid: the reference layer's metric CRS (S2 if given, else the first
-    SAR layer) or the UTM zone of its centre when it is geographic; the common extent
+    SAR layer) or, when it is geographic, the UTM zone of the centre of the area
+    processed (common extent clipped to ``extent``), not of the whole raster; the common extent
     of all layers, clipped to ``extent`` = (xmin, ymin, xmax, ymax, crs_wkt) if given;
     pixel edges snapped to the reference raster's own 10 m lattice where it has one."""
     if not layers:
@@ -167,10 +222,9 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
     ref_wkt = ref_ds.GetProjection()
     if _is_metric_projected(ref_wkt):
         crs = _srs(ref_wkt).ExportToWkt()
-    else:
-        b = native_bounds(ref_ds)
-        lonlat = transform_bounds(b, ref_wkt, osr.SRS_WKT_WGS84_LAT_LONG)
-        crs = utm_wkt_for((lonlat[0] + lonlat[2]) / 2, (lonlat[1] + lonlat[3]) / 2)
+    else:  # the UTM zone of the area processed, not of the whole (maybe continental) raster
+        lon0, lat0, lon1, lat1 = _processing_area_lonlat(layers, dss, extent)
+        crs = utm_wkt_for((lon0 + lon1) / 2, (lat0 + lat1) / 2)
 
     box = None
     for layer, ds in zip(layers, dss):
@@ -185,6 +239,8 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
         if nb[0] >= nb[2] or nb[1] >= nb[3]:
             raise InputError(f"The {layer.label} layer does not overlap the {ref.label} layer.")
         box = nb
+    if box is None:
+        raise InputError("No input layer was given.")
     if extent is not None:
         e = transform_bounds(extent[:4], extent[4], crs) if extent[4] else tuple(extent[:4])
         nb = [max(box[0], e[0]), max(box[1], e[1]), min(box[2], e[2]), min(box[3], e[3])]
@@ -236,7 +292,7 @@ def _power_vrt(layer: InputLayer, src: gdal.Dataset, scale: str, nodata) -> gdal
         f"<PixelFunctionType>{func}</PixelFunctionType><SourceTransferType>Float32</SourceTransferType>"
         f'<ComplexSource><SourceFilename relativeToVRT="0">{escape(layer.path)}</SourceFilename>'
         f"<SourceBand>{b}</SourceBand>{nd}</ComplexSource></VRTRasterBand>"
-        for i, b in enumerate(layer.bands))
+        for i, b in enumerate(layer.band_list))
     xml = (f'<VRTDataset rasterXSize="{src.RasterXSize}" rasterYSize="{src.RasterYSize}">'
            f"<SRS>{escape(src.GetProjection())}</SRS><GeoTransform>{', '.join(repr(v) for v in gt)}</GeoTransform>"
            f"{bands}</VRTDataset>")
@@ -281,7 +337,7 @@ class AlignedLayer:
         """``resampling`` overrides the choice by pixel size (a class raster: "near")."""
         src = open_layer(layer)
         nodata = source_nodata(layer, src)
-        sel = gdal.Translate("", src, format="VRT", bandList=layer.bands, outputType=gdal.GDT_Float32,
+        sel = gdal.Translate("", src, format="VRT", bandList=layer.band_list, outputType=gdal.GDT_Float32,
                              noData="none" if nodata is None else nodata)
         gt = src.GetGeoTransform()
         same = (_srs(src.GetProjection()).IsSame(_srs(grid.crs_wkt)) and gt[2] == 0 and gt[4] == 0
@@ -289,7 +345,7 @@ class AlignedLayer:
         if same:
             fx, fy = (grid.x0 - gt[0]) / grid.res, (gt[3] - grid.y0) / grid.res
             if abs(fx - round(fx)) < 1e-6 and abs(fy - round(fy)) < 1e-6:
-                block_h = max(src.GetRasterBand(b).GetBlockSize()[1] for b in layer.bands)
+                block_h = max(src.GetRasterBand(b).GetBlockSize()[1] for b in layer.band_list)
                 return cls(layer, grid, sel, True, int(round(fx)), int(round(fy)), "none (already on grid)",
                            src, block_h)
         rs = resampling or _resampling(src, grid)
@@ -304,7 +360,7 @@ class AlignedLayer:
         if self.direct or self.resampling != "average" or scale not in _TO_POWER:
             return False
         src = open_layer(self.layer)
-        if src.GetRasterBand(self.layer.bands[0]).GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
+        if src.GetRasterBand(self.layer.band_list[0]).GetMaskFlags() & (gdal.GMF_PER_DATASET | gdal.GMF_ALPHA):
             return False  # an internal mask or alpha band: the derived bands would lose it
         self._power_src = _power_vrt(self.layer, src, scale, source_nodata(self.layer, src))
         self._ds = _warp(self._power_src, self.grid, "average", float("nan"))
@@ -318,7 +374,7 @@ class AlignedLayer:
         array of that shape to fill instead of a new one (saves a copy per band)."""
         g = self.grid
         nrows = max(0, min(nrows, g.height - row0))
-        shape = (len(self.layer.bands), nrows, g.width)
+        shape = (len(self.layer.band_list), nrows, g.width)
         if out is not None and (out.shape != shape or out.dtype != np.float32 or not out.flags.c_contiguous):
             raise ValueError(f"out must be C-contiguous float32 {shape}")
         if nrows == 0:
@@ -344,14 +400,14 @@ class AlignedLayer:
                 out.fill(np.nan)
             if cx1 > cx0 and cy1 > cy0:
                 if self._src is not None and inside:
-                    self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_obj=out, band_list=list(self.layer.bands))
+                    self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_obj=out, band_list=list(self.layer.band_list))
                 elif self._src is not None:
-                    arr = self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=list(self.layer.bands),
+                    arr = self._src.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, band_list=list(self.layer.band_list),
                                                 buf_type=gdal.GDT_Float32)
-                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.band_list), cy1 - cy0, cx1 - cx0)
                 else:
                     arr = ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0)
-                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.bands), cy1 - cy0, cx1 - cx0)
+                    out[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] = arr.reshape(len(self.layer.band_list), cy1 - cy0, cx1 - cx0)
                 # reads ending on a block boundary leave no cached block that a later
                 # (lower) window needs; elsewhere GDAL's LRU cache does the bounding
                 if self._src is not None and self._block_h and (cy1 % self._block_h == 0 or cy1 == ds.RasterYSize):
@@ -376,7 +432,7 @@ class AlignedLayer:
         are that large, with about as many pixels."""
         src = open_layer(self.layer)
         w, h = src.RasterXSize, src.RasterYSize
-        band0 = src.GetRasterBand(self.layer.bands[0])
+        band0 = src.GetRasterBand(self.layer.band_list[0])
         bw, bh = band0.GetBlockSize()
         n_blocks = math.ceil(w / max(1, bw)) * math.ceil(h / max(1, bh))
         # k x k windows of win x win px, about max_size^2 px in all, touching at most about a
@@ -384,14 +440,14 @@ class AlignedLayer:
         k = min(16, math.isqrt(n_blocks // 4))
         win = max(1, max_size // max(k, 1))
         if band0.GetOverviewCount() == 0 and k >= 3 and min(w, h) >= 4 * k * win:
-            arr = np.empty((len(self.layer.bands), k * win, k * win), dtype=np.float32)
+            arr = np.empty((len(self.layer.band_list), k * win, k * win), dtype=np.float32)
             xs, ys = self._window_starts(w, bw, k, win), self._window_starts(h, bh, k, win)
             for i, y in enumerate(ys):
                 for j, x in enumerate(xs):
                     arr[:, i * win:(i + 1) * win, j * win:(j + 1) * win] = src.ReadAsArray(
-                        int(x), int(y), win, win, band_list=list(self.layer.bands),
-                        buf_type=gdal.GDT_Float32).reshape(len(self.layer.bands), win, win)
-            for i, b in enumerate(self.layer.bands):
+                        int(x), int(y), win, win, band_list=list(self.layer.band_list),
+                        buf_type=gdal.GDT_Float32).reshape(len(self.layer.band_list), win, win)
+            for i, b in enumerate(self.layer.band_list):
                 nd = self.layer.nodata if self.layer.nodata is not None else src.GetRasterBand(b).GetNoDataValue()
                 if nd is not None and not math.isnan(nd):
                     arr[i][arr[i] == np.float32(nd)] = np.nan
@@ -399,7 +455,7 @@ class AlignedLayer:
         scale = max(1, math.ceil(max(w, h) / max_size))
         bx, by = max(1, w // scale), max(1, h // scale)
         arrs = []
-        for b in self.layer.bands:
+        for b in self.layer.band_list:
             band = src.GetRasterBand(b)
             a = band.ReadAsArray(buf_xsize=bx, buf_ysize=by, resample_alg=gdal.GRIORA_NearestNeighbour).astype(np.float32)
             nd = self.layer.nodata if self.layer.nodata is not None else band.GetNoDataValue()

@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol
+from typing import Any, Callable, Optional, Protocol
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from ..core.channels import (
 from ..core.errors import Cancelled, InputError
 from ..core.features import patch_features
 from . import units
-from .align import AlignedLayer, Grid, InputLayer, guess_s2_bands, plan_grid
+from .align import AlignedLayer, Grid, InputLayer, bounded_gdal_cache, guess_s2_bands, plan_grid
 from .masks import S2Mask, find_scl_band
 
 PREFETCH = 2  # batches read ahead of the one being scored
@@ -197,7 +197,7 @@ class Scene:
         for al in self.aligned.values():
             log.append(f"{al.layer.label}: resampling {al.resampling}")
         self.mask = S2Mask(mask, grid, log) if mask is not None and S2_ROLE in self.aligned else None
-        self.s2conv = None
+        self.s2conv: Optional[units.S2Convention] = None
         self.sarconv = {}
         given = opts.conventions or {}
         self.conventions = {}  # role -> the convention decided from the layer (before averaging)
@@ -230,6 +230,7 @@ class Scene:
         if S2_ROLE in self.aligned:
             c = SOURCE_CHANNELS["S2"]
             opt = out[c[0]:c[-1] + 1]
+            assert self.s2conv is not None, "decided when the S2 layer was opened"
             self.s2conv.to_package(self.aligned[S2_ROLE].read(row0, nrows, out=opt), self.pkg_offset, inplace=True)
             if self.mask is not None and nrows:
                 np.copyto(opt, np.float32(np.nan), where=self.mask.invalid(row0, nrows)[None])
@@ -342,7 +343,7 @@ class TiledScene:
         self.tile_rows = opts.tile_rows
         # optional per-batch work done in the reader thread too (detection: the features),
         # so it overlaps with the scoring of the previous batch
-        self.prepare = None
+        self.prepare: Optional[Callable[[Batch], Any]] = None  # run_detection: the reader thread's work
 
     @property
     def mask(self) -> S2Mask | None:
@@ -527,10 +528,16 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     ``make_scorer(combination)`` builds a scorer (``pipeline.run_detection`` passes the
     package's ensemble), or ``ensemble`` is one already open for the run's combination.
     Each tile is scored by the richest combination valid in it (see ``TiledScene``); the
-    scorers are made once per combination met."""
+    scorers are made once per combination met.  GDAL's block cache is bounded for the run
+    (align.bounded_gdal_cache)."""
     if ensemble is None and make_scorer is None:
         raise TypeError("run_detection needs a scorer: pass make_scorer or ensemble (see pipeline.run_detection)")
+    with bounded_gdal_cache():
+        return _run_detection(opts, pkg, progress, is_cancelled, ensemble, make_scorer)
 
+
+def _run_detection(opts: DetectOptions, pkg, progress, is_cancelled, ensemble: Scorer | None,
+                   make_scorer: ScorerFactory | None) -> DetectResult:
     t_start = time.perf_counter()
     log: list = []
     timings = {"read": 0.0, "features": 0.0, "read_cpu": 0.0, "features_cpu": 0.0}
@@ -543,6 +550,7 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     loading = pending = None
     early = None
     if ensemble is None:
+        assert make_scorer is not None  # checked on entry
         try:
             ranked = ranked_within(resolve_combination(opts, [])[0], offered_combinations(pkg))
             early = ranked[0].name if ranked else None
@@ -613,6 +621,7 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
 
     def finish(b: Batch, groups: list, probs: dict, i: int) -> None:
         """Turn a batch's scores into tile records."""
+        assert b.tile_valid is not None  # set by TiledScene._load
         where = {}
         for name, idx, *_ in groups:
             for n, j in enumerate(idx):

@@ -1,5 +1,5 @@
-"""Evaluate a tile grid against a landslide inventory: ground truth per tile, confusion
-counts, precision/recall/F1, ROC and precision-recall curves.
+"""Evaluate a tile grid against a landslide inventory: ground truth per tile (engine.truth),
+confusion counts, precision/recall/F1, ROC and precision-recall curves.
 
 QGIS-free (numpy + OGR), so the maths is tested directly and matches scikit-learn's
 conventions: ``roc_curve``/``roc_auc_score`` (ties share one threshold), ``precision_recall_curve``
@@ -13,80 +13,12 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from osgeo import ogr
 
-from ..core.errors import Cancelled
-
-ogr.UseExceptions()
+from ..core.errors import InputError
+from .truth import is_landslide, tile_landslide_fractions
 
 OUTCOMES = ("TP", "FP", "FN", "TN")
 NODATA_OUTCOME = "nodata"
-
-
-def _valid(geom: ogr.Geometry) -> ogr.Geometry:
-    if geom is None or geom.IsEmpty() or geom.IsValid():
-        return geom
-    try:
-        fixed = geom.MakeValid()
-    except (AttributeError, RuntimeError):
-        fixed = None
-    if fixed is None or fixed.IsEmpty():
-        fixed = geom.Buffer(0)
-    return fixed
-
-
-def _polygonal(geom: ogr.Geometry) -> list[ogr.Geometry]:
-    """Polygon parts of any geometry (MakeValid may return a collection with lines)."""
-    if geom is None or geom.IsEmpty():
-        return []
-    flat = ogr.GT_Flatten(geom.GetGeometryType())
-    if flat == ogr.wkbPolygon:
-        return [geom]
-    if flat in (ogr.wkbMultiPolygon, ogr.wkbGeometryCollection):
-        out = []
-        for i in range(geom.GetGeometryCount()):
-            out.extend(_polygonal(geom.GetGeometryRef(i).Clone()))
-        return out
-    return []
-
-
-def area_fractions(tiles_wkb: list[bytes], inventory_wkb: list[bytes], progress=None,
-                   is_cancelled=None) -> np.ndarray:
-    """Fraction of each tile's area covered by the inventory polygons (their union, so
-    overlapping inventory polygons are not counted twice).  Both lists must share one
-    CRS.  Returns float64 (n_tiles,) in [0, 1].  ``progress(fraction)`` is called as the
-    inventory parts are processed; ``is_cancelled()`` True raises ``Cancelled``."""
-    n = len(tiles_wkb)
-    covered = np.zeros(n, dtype=np.float64)
-    if n == 0:
-        return covered
-    tiles = [ogr.CreateGeometryFromWkb(bytes(w)) for w in tiles_wkb]
-    area = np.array([t.GetArea() if t is not None else 0.0 for t in tiles])
-    env = np.array([t.GetEnvelope() if t is not None else (np.inf, -np.inf, np.inf, -np.inf) for t in tiles])
-    parts: list[ogr.Geometry] = []
-    for w in inventory_wkb:
-        g = _valid(ogr.CreateGeometryFromWkb(bytes(w)))
-        parts.extend(_polygonal(g))
-    if parts:
-        union = ogr.Geometry(ogr.wkbMultiPolygon)
-        for p in parts:
-            union.AddGeometry(p)
-        # the union makes the parts disjoint, so their intersection areas simply add up
-        parts = _polygonal(union.UnionCascaded())
-    for k, part in enumerate(parts):
-        if is_cancelled is not None and is_cancelled():
-            raise Cancelled()
-        if progress is not None and k % 50 == 0:
-            progress(k / len(parts))
-        px0, px1, py0, py1 = part.GetEnvelope()
-        hit = np.nonzero((env[:, 0] < px1) & (env[:, 1] > px0) & (env[:, 2] < py1) & (env[:, 3] > py0))[0]
-        for i in hit:
-            inter = tiles[i].Intersection(part)
-            if inter is not None and not inter.IsEmpty():
-                covered[i] += inter.GetArea()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frac = np.where(area > 0, covered / area, 0.0)
-    return np.clip(frac, 0.0, 1.0)
 
 
 def roc_curve(truth, score):
@@ -191,3 +123,66 @@ def outcomes(truth, predicted, evaluated) -> list[str]:
         else:
             out.append(("T" if bool(t) == bool(p) else "F") + ("P" if p else "N"))
     return out
+
+
+@dataclass
+class Evaluation:
+    """Everything landslide:evaluate writes, per tile (all tiles) and over evaluated tiles."""
+
+    frac: np.ndarray  # landslide area fraction per tile
+    probs: np.ndarray  # NaN where detect gave none
+    truth: np.ndarray  # is_landslide(frac, min_fraction)
+    predicted: np.ndarray
+    evaluated: np.ndarray  # status 'ok' and a finite probability
+    outcome: list
+    metrics: Metrics
+    n_nodata: int
+    warnings: list
+
+    @property
+    def y(self):
+        return self.truth[self.evaluated]
+
+    @property
+    def score(self):
+        return self.probs[self.evaluated]
+
+
+def evaluate_tiles(tiles_wkb: list, inventory_wkb: list, probs, status=None, flagged=None,
+                   threshold: float | None = None, min_fraction: float = 0.01, progress=None,
+                   is_cancelled=None) -> Evaluation:
+    """Truth, predictions and metrics of a detect grid against an inventory (same CRS).
+
+    probs: probability per tile (NaN for none); status: detect's status per tile (None, or
+    None entries: 'ok' where the probability is finite); flagged: detect's decision per tile, used when
+    ``threshold`` is None (else ``prob >= threshold``).  Raises InputError when nothing
+    can be evaluated, Cancelled when ``is_cancelled()`` turns True."""
+    if not inventory_wkb:
+        raise InputError("The landslide inventory has no polygons.")
+    if not len(tiles_wkb):
+        raise InputError("The grid has no tiles.")
+    if any(not w for w in tiles_wkb):
+        raise InputError("Some grid tiles have no geometry: is this the output of detect?")
+    warnings = []
+    frac = tile_landslide_fractions(tiles_wkb, inventory_wkb, progress=progress, is_cancelled=is_cancelled)
+    if not np.any(frac > 0):
+        warnings.append("No inventory polygon overlaps the grid: every tile is negative. "
+                        "Is it the inventory of this area (its CRS is read from the layer)?")
+    probs = np.asarray(probs, dtype=np.float64)
+    finite = np.isfinite(probs)
+    if status is None:
+        status = [None] * len(probs)
+    # a tile without a status (not detect's output) counts where it has a probability
+    evaluated = np.array([s is None or s == "ok" for s in status], dtype=bool) & finite
+    truth = is_landslide(frac, min_fraction)
+    if threshold is not None:
+        predicted = np.where(finite, probs, -1.0) >= threshold
+    elif flagged is None:
+        raise InputError("Give a probability threshold or the grid's 'flagged' decisions.")
+    else:
+        predicted = np.asarray(flagged, dtype=bool)
+    if not evaluated.any():
+        raise InputError("Every tile of the grid is 'nodata': there is nothing to evaluate.")
+    m = compute_metrics(truth[evaluated], predicted[evaluated], probs[evaluated])
+    return Evaluation(frac, probs, truth, predicted, evaluated, outcomes(truth, predicted, evaluated), m,
+                      int((~evaluated).sum()), warnings)

@@ -3,7 +3,8 @@
 Writes ``<folder>/<ID>.npy`` (64, 64, 12) float32 channels-last in the package
 convention, ``Train.csv`` (ID,label) when an inventory is given (else ``Test.csv`` with
 IDs only), and ``patches.gpkg`` with each patch footprint, its ID, label and landslide
-area fraction.  The same layout the competition used, so training reads both.
+area fraction (engine.truth: the rule landslide:evaluate applies too).  The same
+layout the competition used, so training reads both.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from osgeo import gdal, ogr, osr
 
 from ..core.channels import CHANNEL_NAMES, COMBINATIONS, N_CHANNELS
 from ..core.errors import Cancelled, InputError
+from .align import bounded_gdal_cache
 from .detect import DetectOptions, TiledScene
+from .truth import Truth, is_landslide, reproject_wkts
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -39,44 +42,23 @@ class ExportResult:
     log: list
 
 
-def _inventory_layer(inv: Inventory, grid_wkt: str):
-    """An in-memory OGR layer of the inventory reprojected to the grid CRS."""
-    src, dst = osr.SpatialReference(), osr.SpatialReference()
-    src.ImportFromWkt(inv.crs_wkt)
-    dst.ImportFromWkt(grid_wkt)
-    for s in (src, dst):
-        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    ct = None if src.IsSame(dst) else osr.CoordinateTransformation(src, dst)
-    ds = ogr.GetDriverByName("Memory").CreateDataSource("inv")
-    lyr = ds.CreateLayer("inv", dst, ogr.wkbMultiPolygon)
-    for w in inv.wkts:
-        g = ogr.CreateGeometryFromWkt(w)
-        if g is None or g.IsEmpty():
-            continue
-        if ct is not None:
-            g.Transform(ct)
-        f = ogr.Feature(lyr.GetLayerDefn())
-        f.SetGeometry(g)
-        lyr.CreateFeature(f)
-    return ds, lyr
-
-
-def _landslide_fraction(lyr, tiles: TiledScene, row0: int, nrows_px: int) -> np.ndarray:
-    """Fraction of each patch of this band covered by inventory polygons (10 m raster)."""
-    g = tiles.grid
-    w = tiles.n_cols * tiles.ps
-    mem = gdal.GetDriverByName("MEM").Create("", w, nrows_px, 1, gdal.GDT_Byte)
-    mem.SetProjection(g.crs_wkt)
-    mem.SetGeoTransform((g.x0, g.res, 0, g.y0 - row0 * tiles.ps * g.res, 0, -g.res))
-    gdal.RasterizeLayer(mem, [1], lyr, burn_values=[1])
-    m = mem.ReadAsArray().astype(np.float32)
-    k, ps = nrows_px // tiles.ps, tiles.ps
-    return m.reshape(k, ps, tiles.n_cols, ps).mean(axis=(1, 3)).reshape(-1)
+def _landslide_fraction(truth: Truth, tiles: TiledScene, rows, cols) -> np.ndarray:
+    """Landslide fraction of each patch of this band: exact intersection with the
+    inventory over the tile footprint written to patches.gpkg (and to detect's grid)."""
+    return truth.box_fractions([tiles.tile_bounds(int(r), int(c)) for r, c in zip(rows, cols)])
 
 
 def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inventory | None = None,
                    min_landslide_fraction: float = 0.01, prefix: str = "ID", progress=None,
                    is_cancelled=None) -> ExportResult:
+    """The patches of a scene (and their labels, given an inventory) in the competition
+    layout; GDAL's block cache bounded for the run as in detection."""
+    with bounded_gdal_cache():
+        return _export_patches(opts, pkg, folder, inventory, min_landslide_fraction, prefix, progress, is_cancelled)
+
+
+def _export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inventory | None,
+                    min_landslide_fraction: float, prefix: str, progress, is_cancelled) -> ExportResult:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     log: list = []
@@ -87,9 +69,9 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
         missing = [CHANNEL_NAMES[c] for c in range(N_CHANNELS) if c not in tiles.combination.channels]
         log.append(f"Warning: only {tiles.mode} inputs were given; the channels they lack ({', '.join(missing)}) "
                    "are NaN in the exported patches.")
-    inv_ds = inv_lyr = None
+    truth = None
     if inventory is not None:
-        inv_ds, inv_lyr = _inventory_layer(inventory, tiles.grid.crs_wkt)
+        truth = Truth(reproject_wkts(inventory.wkts, inventory.crs_wkt, tiles.grid.crs_wkt))
     srs = osr.SpatialReference()
     srs.ImportFromWkt(tiles.grid.crs_wkt)
     gpkg = folder / "patches.gpkg"
@@ -110,16 +92,15 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
         for i, b in enumerate(tiles):
             if cancelled():
                 raise Cancelled()
-            frac = (_landslide_fraction(inv_lyr, tiles, b.row0, b.patches.shape[0] // tiles.n_cols * tiles.ps)
-                    if inv_lyr is not None else None)
             # a tile is kept when some combination of its sources is valid enough (the
             # channels of the others, e.g. masked optics under a cloud, are NaN)
             keep = np.array([j for j, m in enumerate(b.modes) if m is not None], dtype=int)
             n_skip += len(b.patches) - len(keep)
             if not len(keep):
                 continue
+            frac = _landslide_fraction(truth, tiles, b.rows[keep], b.cols[keep]) if truth is not None else None
             ids = [f"{prefix}_r{int(b.rows[j]):04d}_c{int(b.cols[j]):04d}" for j in keep]
-            labels = None if frac is None else (frac[keep] >= min_landslide_fraction).astype(int)
+            labels = None if frac is None else is_landslide(frac, min_landslide_fraction).astype(int)
             try:  # the .npy files, and the rows of Train.csv / Test.csv, batch by batch
                 write_patch_folder(folder, ids, b.patches[keep], labels, append=n_rows > 0)
             except ValueError as exc:
@@ -127,9 +108,9 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
             for k, (j, pid) in enumerate(zip(keep, ids)):
                 row, col = int(b.rows[j]), int(b.cols[j])
                 f = ogr.Feature(vl.GetLayerDefn())
-                if labels is not None:
+                if labels is not None and frac is not None:
                     f.SetField("label", int(labels[k]))
-                    f.SetField("landslide_frac", float(frac[j]))
+                    f.SetField("landslide_frac", float(frac[k]))
                 f.SetField("ID", pid)
                 f.SetField("row", row)
                 f.SetField("col", col)

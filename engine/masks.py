@@ -54,9 +54,10 @@ class S2Mask:
             raise InputError(f"The {layer.label} holds no valid value: expected {EXPECTED}.")
         if lo < 0 or hi > 11:
             raise InputError(f"The {layer.label} holds values from {lo:g} to {hi:g}: expected {EXPECTED}.")
-        desc = (src.GetRasterBand(layer.bands[0]).GetDescription() or "").strip().upper()
+        desc = (src.GetRasterBand(layer.band_list[0]).GetDescription() or "").strip().upper()
         self.kind = "scl" if desc == "SCL" or hi > 1 else "binary"
         self.aligned = AlignedLayer.open(layer, grid, resampling="near")
+        self.lut: np.ndarray | None = None  # SCL class -> masked
         if self.kind == "scl":
             self.lut = np.zeros(256, dtype=bool)
             self.lut[list(SCL_INVALID)] = True
@@ -64,7 +65,6 @@ class S2Mask:
                        + ", ".join(f"{c} ({SCL_CLASSES[c]})" for c in SCL_INVALID)
                        + f"; warped with nearest neighbour ({self.aligned.resampling})")
         else:
-            self.lut = None
             log.append(f"{layer.label}: read as a 0/1 mask, 1 = masked; warped with nearest neighbour "
                        f"({self.aligned.resampling})")
         self.masked = 0
@@ -73,7 +73,7 @@ class S2Mask:
     def _range(self, src: gdal.Dataset, layer: InputLayer) -> tuple[float, float]:
         """Minimum and maximum over the whole band (its nodata left out), and a check on a
         decimated sample that the values are whole numbers."""
-        band = src.GetRasterBand(layer.bands[0])
+        band = src.GetRasterBand(layer.band_list[0])
         try:
             lo, hi = band.ComputeRasterMinMax(False)
         except RuntimeError:  # every pixel is nodata

@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from osgeo import gdal, osr
@@ -68,7 +69,7 @@ def _smooth_noise(rng, h, w, cell=16):
 # steeper terrain: brighter SAR (desc VV mean -7.4 vs -10.0 dB) and higher, more varied
 # NIR than landslide-free tiles; scars themselves are bright bare soil with a post-event
 # backscatter change.  The hillslope term reproduces that context around each scar.
-LOOK = {
+LOOK: dict[str, Any] = {  # mixed tuples and numbers
     "veg": (1450, 1650, 1580, 3050), "soil": (2700, 2650, 2450, 2900),
     "amp": (0.07, 0.07, 0.07, 0.16), "slope_nir": 700.0, "slope_db": 6.0, "slope_radius_m": 450.0,
     "terrain_db": 6.0, "change_desc": (3.5, 3.0), "change_asc": (0.5, 0.5), "looks": 3.0,

@@ -124,6 +124,7 @@ class _OnnxMember:
         """The network inputs; ``cache`` shares identical inputs between members of a batch."""
         out = {}
         for t in self.inputs:
+            key: tuple
             if "channels" in t:
                 idx, c, s = self.norm[t["name"]]
                 key = ("ch", tuple(idx), t.get("norm", "none"))
@@ -148,7 +149,7 @@ class _OnnxMember:
         views = [lambda a: a]
         if self.tta:
             views += [lambda a: a[..., ::-1], lambda a: a[..., ::-1, :], lambda a: a[..., ::-1, ::-1]]
-        acc = 0.0
+        acc = np.zeros(len(patches), dtype=np.float64)
         for v in views:
             out = self.session.run(None, {k: np.ascontiguousarray(v(a)) for k, a in feeds.items()})[0]
             acc = acc + np.asarray(out, dtype=np.float64).reshape(len(patches))
@@ -269,7 +270,8 @@ class Ensemble:
     def _predict_slice(self, px: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None) -> dict:
         import time
 
-        out, cache = {}, {}
+        out: dict = {}
+        cache: dict = {}
         for name, member in self.members.items():
             t0 = time.perf_counter()
             if isinstance(member, _OnnxMember):
@@ -296,7 +298,7 @@ class Ensemble:
         n_sub = lanes * max(1, round(n / (lanes * _SUB_BATCH)))  # a multiple of the lanes
         cuts = np.linspace(0, n, n_sub + 1).astype(int)
         slices = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
-        sub_t = [{} for _ in slices]
+        sub_t: list[dict] = [{} for _ in slices]
 
         def run(k):
             sl = slices[k]

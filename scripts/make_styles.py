@@ -37,9 +37,9 @@ def grid_style(path: Path) -> None:
         sym.setOpacity(0.55)
         sl = sym.symbolLayer(0)
         # flagged tiles: a thick dark-red outline drawn on top of the fill
-        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeColor,
+        sl.setDataDefinedProperty(QgsSymbolLayer.Property.PropertyStrokeColor,
                                   QgsProperty.fromExpression("if(\"flagged\", '#b2000c', '#40ffffff')"))
-        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeWidth,
+        sl.setDataDefinedProperty(QgsSymbolLayer.Property.PropertyStrokeWidth,
                                   QgsProperty.fromExpression("if(\"flagged\", 0.8, 0.1)"))
         ranges.append(QgsRendererRange(QgsClassificationRange(label, lo, hi), sym))
     r = QgsGraduatedSymbolRenderer("prob", ranges)
@@ -57,7 +57,7 @@ def raster_style(path: Path) -> None:
     ds = None
     layer = QgsRasterLayer(tmp, "p", "gdal")
     shader_fn = QgsColorRampShader(0.0, 1.0)
-    shader_fn.setColorRampType(QgsColorRampShader.Interpolated)
+    shader_fn.setColorRampType(QgsColorRampShader.Type.Interpolated)
     shader_fn.setColorRampItemList([QgsColorRampShader.ColorRampItem(lo, QColor(c), lab)
                                     for lo, _, c, lab in CLASSES]
                                    + [QgsColorRampShader.ColorRampItem(1.0, QColor("#a50026"), "1.0")])

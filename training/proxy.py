@@ -45,17 +45,8 @@ The generator (``GENERATOR_VERSION`` below), per row and channel c:
    std and, more weakly, skew.  Blue uses (rho_R + rho_G)/2.  The index statistics are
    matched only as far as the fixed marginals allow (see ``proxy_fidelity``).
 
-Values are float32.  Reached on all 7147 real rows x 12 channels (``proxy_fidelity``,
-generator v1, seed 42): mean, std, min, max exact to float32 (max error 2e-7 std);
-skew within |d| <= 0.05 + 0.05|skew| for 95.4 % of pairs (98.2 % within twice that) and
-kurtosis within |d| <= 0.1 + 0.1|kurt| for 96.5 % (98.7 % within twice); the misses are
-rows outside both shape families (e.g. a long tail against a near bound).  ndvi / ndwi:
-mean and std within a median 0.1 % / 1 % of the row's index std (correlation with the
-real values 0.99999 / 0.998); their min, max, skew and kurtosis only follow loosely
-(correlation 0.78-0.99), since the band marginals are fixed first.  Generating all 7147
-takes ~3 min with 2 worker processes on the shared 2-core machine (6.5 min in one
-process under a load of ~8); it runs once: the result is cached in ``build/proxy/``
-(1.4 GB, memory-mapped for training).
+Values are float32.  How closely the proxy matches the real rows, and what generating it
+costs: README, "Proxy fidelity".  The result is cached in ``build/proxy/`` (memory-mapped).
 """
 from __future__ import annotations
 

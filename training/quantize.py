@@ -23,11 +23,8 @@ the whole-ensemble OOF metrics and per-mode thresholds are recomputed, and the m
 records the rule, every member's before/after and the command.  Retraining
 (``train_nn``) writes fp16/fp32 files again; run this after it.
 
-Why the bundled package stays fp16/fp32: dynamic quantisation takes each MatMul input's
-int8 scale from the whole batch, so a patch's score depends (by ~1e-4 in a member's
-probability here) on which patches share its batch, i.e. on the processing extent; fp32
-scores move by ~1e-7.  The same tile should get the same score whatever area an analyst
-runs, so int8 is an opt-in for one's own packages (``--apply``), not the default.
+Why the bundled package stays fp16/fp32 (int8 scores depend on the batch, so on the
+processing extent): README, "Speed and memory".
 """
 from __future__ import annotations
 
@@ -44,18 +41,11 @@ from pathlib import Path
 import numpy as np
 
 from ..models.package import BUNDLED, load_package, write_manifest
-from .train_nn import (
-    DEFAULT_CKPT,
-    DEFAULT_GBM_OOF,
-    FP16_TOL,
-    binary_metrics,
-    ensemble_oof,
-    folds_for,
-    load_folder_data,
-    load_proxy_data,
-    predict_onnx,
-    sigmoid,
-)
+from .metrics import binary_metrics, sigmoid
+from .nn_data import load_folder_data, load_proxy_data
+from .nn_export import FP16_TOL, ensemble_oof
+from .nn_loop import folds_for, predict_onnx
+from .train_nn import DEFAULT_CKPT, DEFAULT_GBM_OOF
 
 INT8_TOL = dict(FP16_TOL)
 PRECISION = "int8 MatMul weights (onnxruntime dynamic quantisation{rr}); other weights fp32"

@@ -34,6 +34,7 @@ import numpy as np
 from ..core.features import feature_matrix, feature_names
 from ..models.package import load_package, new_manifest, write_manifest
 from .feature_table import load_feature_table
+from .metrics import auc_score, prf
 
 MODES = ("combined", "optical", "sar")
 THRESHOLD_SOURCE = "OOF F1-optimal of the averaged GBM pair on the real features (train_gbm.py)"
@@ -85,31 +86,7 @@ def log(msg: str) -> None:
     print(f"[train_gbm {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-# ---------------------------------------------------------------- metrics (no sklearn)
-def auc_score(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC by the rank-sum formula (ties get mid-ranks)."""
-    from scipy.stats import rankdata
-
-    y = np.asarray(y).astype(bool)
-    n1, n0 = int(y.sum()), int((~y).sum())
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    r = rankdata(p)
-    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
-def prf(y: np.ndarray, p: np.ndarray, t: float) -> tuple[float, float, float]:
-    y = np.asarray(y).astype(bool)
-    pred = np.asarray(p) >= t
-    tp = float(np.sum(pred & y))
-    fp = float(np.sum(pred & ~y))
-    fn = float(np.sum(~pred & y))
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-    return f1, prec, rec
-
-
+# ---------------------------------------------------------------- metrics (training/metrics.py)
 def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The threshold in 0.05..0.95 (step 0.01) maximising F1 (the lowest one on ties)."""
     f1s = [prf(y, p, t)[0] for t in THRESHOLDS]

@@ -44,27 +44,65 @@ def test_sar_units_parameter_reaches_the_engine(provider, synthetic_scene, tmp_p
     assert len(probs[0]) == len(probs[1]) and probs[0] != probs[1]
 
 
-# Spellings that only Qt5 builds of QGIS accept: QGIS 4 (Qt6) has scoped enums only, and
-# QgsField takes a QMetaType there.  rendering/compat.py resolves each for the running QGIS.
-QT5_ONLY = ("QVariant.", "QgsProcessingParameterNumber.Double", "QgsProcessingParameterNumber.Integer",
-            "QgsProcessingParameterDefinition.FlagAdvanced", "QgsProcessing.TypeVector",
-            "QgsProcessingParameterFile.Folder", "QgsWkbTypes.Polygon", "QgsFeatureSink.FastInsert",
-            "QgsProcessingAlgorithm.FlagNoThreading")
+def test_qt5_scanner_catches_each_qt5_only_spelling():
+    """The scanner's self-test: every rule fires on its Qt5 form and not on the Qt6-safe one."""
+    from sentinel_landslide.scripts.qt5_scan import scan_text
+
+    qt5 = {
+        "unscoped enum": ["lbl.setAlignment(Qt.AlignLeft)", "t = QgsWkbTypes.PolygonGeometry",
+                          "img = QImage(s, QImage.Format_ARGB32)", "sink.addFeature(f, QgsFeatureSink.FastInsert)"],
+        "exec_()": ["dialog.exec_()"],
+        "QRegExp": ["rx = QRegExp('a+')"],
+        "QVariant type enum": ["QgsField('n', QVariant.Double)"],
+        "PyQt5 import": ["from PyQt5.QtCore import Qt"],
+        "QAction from QtWidgets without a QtGui fallback": ["from qgis.PyQt.QtWidgets import QAction, QMenu"],
+    }
+    for rule, lines in qt5.items():
+        for line in lines:
+            assert [r for _, r, _ in scan_text(line)] == [rule], line
+    safe = ["lbl.setAlignment(Qt.AlignmentFlag.AlignLeft)", "t = Qgis.GeometryType.Polygon",
+            "img = QImage(s, QImage.Format.Format_ARGB32)", "dialog.exec()", "p = QgsProject.instance()",
+            "out = QgsProcessing.TEMPORARY_OUTPUT", "x = 1  # Qt.AlignLeft in a comment",
+            "from qgis.PyQt.QtWidgets import QMenu",
+            "try:\n    from qgis.PyQt.QtGui import QAction\nexcept ImportError:\n"
+            "    from qgis.PyQt.QtWidgets import QAction"]
+    for line in safe:
+        assert scan_text(line) == [], line
 
 
-def test_qgis_facing_code_uses_no_qt5_only_enum_spellings():
-    from pathlib import Path
+def test_qgis_facing_code_uses_no_qt5_only_spellings():
+    """All shell code (plugin.py, algorithms/, gui/, rendering/, scripts/) keeps to spellings
+    QGIS 4 (Qt6) accepts; rendering/compat.py alone holds the Qt5 fallbacks."""
+    from sentinel_landslide.scripts.qt5_scan import ROOT, scan_tree, shell_files
 
-    root = Path(__file__).resolve().parents[2]
-    files = [root / "plugin.py", *sorted((root / "algorithms").glob("*.py")),
-             *sorted(p for p in (root / "gui").glob("*.py") if p.name != "compat.py")]
-    found = [f"{p.relative_to(root)}: {s}" for p in files for s in QT5_ONLY if s in p.read_text(encoding="utf-8")]
-    assert not found, found
-    # and the names compat gives resolve in this QGIS
+    scanned = {p.relative_to(ROOT).as_posix() for p in shell_files()}
+    assert {"plugin.py", "algorithms/detect.py", "gui/review_dock.py", "rendering/chips.py",
+            "scripts/render.py"} <= scanned and "rendering/compat.py" not in scanned
+    assert scan_tree() == []
+    # and what compat gives works in this QGIS: parameters built with it keep their types
+    from qgis.core import QgsProcessingParameterFile, QgsProcessingParameterNumber
+
     from sentinel_landslide.rendering import compat
 
-    for name in ("FILE_FOLDER", "WKB_POLYGON", "NUMBER_DOUBLE", "NUMBER_INTEGER", "FLAG_ADVANCED", "VECTOR_POLYGON"):
-        assert getattr(compat, name) is not None
+    assert QgsProcessingParameterNumber("x", "x", compat.NUMBER_DOUBLE).dataType() == compat.NUMBER_DOUBLE
+    assert QgsProcessingParameterNumber("n", "n", compat.NUMBER_INTEGER).dataType() == compat.NUMBER_INTEGER
+    assert compat.NUMBER_DOUBLE != compat.NUMBER_INTEGER
+    assert QgsProcessingParameterFile("f", "f", compat.FILE_FOLDER).behavior() == compat.FILE_FOLDER
+
+
+def test_metadata_lists_the_plugin_for_qgis_4():
+    """plugins.qgis.org decides QGIS 4 compatibility from qgisMaximumVersion (>= 4.0)."""
+    import configparser
+
+    from sentinel_landslide.scripts.qt5_scan import ROOT
+
+    meta = configparser.ConfigParser()
+    meta.read(ROOT / "metadata.txt", encoding="utf-8")
+    general = meta["general"]
+    major = int(general["qgisMaximumVersion"].split(".")[0])
+    assert major >= 4
+    assert general["supportsQt6"] == "True"
+    assert tuple(map(int, general["qgisMinimumVersion"].split("."))) <= (3, 22)
 
 
 def test_detect_combined_writes_a_grid(provider, synthetic_scene, tmp_path, package):

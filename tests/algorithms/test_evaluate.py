@@ -1,10 +1,9 @@
-"""landslide:evaluate: the maths against scikit-learn, the area fractions against hand
-computations, and the algorithm on a real detect output of the SYNTHETIC scene with its
+"""landslide:evaluate (the maths: tests/engine/test_evaluation.py and test_truth.py): the
+algorithm on a real detect output of the SYNTHETIC scene with its
 planted scars (scars.geojson) as the inventory."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -29,58 +28,6 @@ def square(x0, y0, x1, y1) -> bytes:
 
 
 # -- the QGIS-free maths -----------------------------------------------------------------
-def test_area_fractions_by_hand():
-    from sentinel_landslide.engine.evaluation import area_fractions
-
-    tiles = [square(0, 0, 10, 10), square(10, 0, 20, 10), square(20, 0, 30, 10), square(30, 0, 40, 10)]
-    inventory = [
-        square(-5, -5, 12, 15),  # tile 0 wholly inside, and 2 x 10 of tile 1
-        square(15, 0, 20, 10), square(14, 0, 18, 10),  # overlapping: tile 1 covered 12..20 once, not twice
-        ogr.CreateGeometryFromWkt("POLYGON((21 1,29 9,29 1,21 9,21 1))").ExportToWkb(),  # bow-tie (invalid)
-        square(100, 100, 110, 110),  # far away
-    ]
-    frac = area_fractions(tiles, inventory)
-    assert frac[0] == pytest.approx(1.0)
-    assert frac[1] == pytest.approx(0.8)  # 10..12 from the first, 14..20 from the union of the others
-    assert frac[2] == pytest.approx(0.32)  # two triangles of 4 x 8 / 2 = 16 each, after MakeValid
-    assert frac[3] == 0.0
-
-
-def test_metrics_and_curves_match_scikit_learn():
-    from sklearn import metrics as skm
-
-    from sentinel_landslide.engine import evaluation as ev
-
-    rng = np.random.default_rng(4)
-    for _ in range(100):
-        n = int(rng.integers(2, 80))
-        y = rng.random(n) < rng.uniform(0.1, 0.9)
-        s = np.round(rng.random(n), int(rng.integers(1, 4)))  # with ties
-        pred = s >= 0.5
-        m = ev.compute_metrics(y, pred, s)
-        tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[False, True]).ravel()
-        assert (m.tp, m.fp, m.tn, m.fn) == (tp, fp, tn, fn)
-        p, r, f, _ = skm.precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
-        assert (m.precision, m.recall, m.f1) == pytest.approx((p, r, f))
-        if y.all() or not y.any():
-            assert math.isnan(m.auc)
-            continue
-        assert m.auc == pytest.approx(skm.roc_auc_score(y, s))
-        assert m.average_precision == pytest.approx(skm.average_precision_score(y, s))
-        fpr, tpr, _ = ev.roc_curve(y, s)
-        f2, t2, _ = skm.roc_curve(y, s, drop_intermediate=False)
-        assert np.allclose(fpr, f2) and np.allclose(tpr, t2)
-        pr, rc, _ = ev.pr_curve(y, s)
-        p2, r2, _ = skm.precision_recall_curve(y, s)
-        assert np.allclose(pr, p2) and np.allclose(rc, r2)
-
-
-def test_outcomes():
-    from sentinel_landslide.engine.evaluation import outcomes
-
-    assert outcomes([1, 0, 1, 0, 1], [1, 1, 0, 0, 1], [1, 1, 1, 1, 0]) == ["TP", "FP", "FN", "TN", "nodata"]
-
-
 # -- the algorithm -------------------------------------------------------------------------
 def _features(path):
     layer = QgsVectorLayer(str(path), "g", "ogr")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.mark.slow
 def test_export_train_detect_round_trip(provider, tmp_path, synthetic_scene, package):
     """The analyst's own-data loop on a SYNTHETIC scene: exportpatches -> train -> detect."""
     import processing

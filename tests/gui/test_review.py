@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer
-from qgis.PyQt.QtCore import QEvent, Qt
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QImage
 from qgis.PyQt.QtTest import QTest
 from qgis.PyQt.QtWidgets import QDockWidget
 
@@ -170,6 +171,30 @@ def test_chips_render_for_a_tile(plugin, qgis_iface, grid_copy, synthetic_scene)
     assert dock.rubber_band is not None and dock.rubber_band.numberOfVertices() >= 4
 
 
+def test_chips_take_s2_bands_from_their_names(plugin, qgis_iface, grid_copy, synthetic_scene, tmp_path):
+    """An S2 layer with R, G, B, NIR at bands 4, 3, 2, 6 of a named 6-band stack (B1...B8):
+    the dock finds them by name, as detect does, and draws the very chips of the 4-band file."""
+    import numpy as np
+
+    from ..engine.test_detect import rgbn_stack
+
+    add_grid(grid_copy)
+    add_sources(synthetic_scene)
+    dock = open_dock(plugin, qgis_iface)
+    plain = {c.key: c.rgb.copy() for c in dock.last_chips if c.key in ("s2_rgb", "ndvi")}
+    stack = QgsRasterLayer(rgbn_stack(synthetic_scene["S2"], tmp_path / "stack.tif"), "s2 stack")
+    assert stack.isValid()
+    QgsProject.instance().addMapLayer(stack)
+    dock.source_combos["S2"].setLayer(stack)
+    QgsApplication.processEvents()
+    assert dock.renderer.sources.s2 == stack.source()
+    assert dock.renderer.sources.rgbn_bands() == [4, 3, 2, 6]
+    dock.select_index(0)
+    chips = {c.key: c for c in dock.last_chips}
+    for key, rgb in plain.items():
+        assert chips[key].ok and np.array_equal(chips[key].rgb, rgb), key
+
+
 def test_chips_say_which_layer_is_missing(plugin, qgis_iface, grid_copy):
     add_grid(grid_copy)  # no source rasters in the project
     dock = open_dock(plugin, qgis_iface)
@@ -269,7 +294,22 @@ def test_screenshot_of_the_dock(plugin, qgis_iface, grid_copy, synthetic_scene):
     path = SCREENSHOTS / "review_dock.png"
     assert dock.grab().save(str(path))
     assert win.grab().save(str(SCREENSHOTS / "review_window.png"))  # canvas with the tile + the dock
-    assert path.stat().st_size > 10_000
+    # the file is the dock as shown: its size, and each chip's pixels where its label sits
+    shot = QImage(str(path)).convertToFormat(QImage.Format.Format_RGB32)
+    assert (shot.width(), shot.height()) == (dock.width(), dock.height())
+    shown = 0
+    for key, lbl in dock.chip_labels.items():
+        pm = lbl.pixmap()
+        if pm is None or pm.isNull():
+            continue
+        chip = pm.toImage().convertToFormat(QImage.Format.Format_RGB32)
+        at = lbl.mapTo(dock, QPoint(0, 0))
+        seen = lbl.visibleRegion()  # the part of the label not scrolled away or covered
+        pts = [(x, y) for x in range(2, chip.width(), 23) for y in range(2, chip.height(), 23)
+               if seen.contains(QPoint(x, y))]
+        assert all(shot.pixel(at.x() + x, at.y() + y) == chip.pixel(x, y) for x, y in pts), key
+        shown += len(pts) > 20
+    assert shown >= 3  # S2 true colour, NDVI and at least one SAR change chip
 
 
 def test_missing_packages_are_announced_in_the_message_bar(plugin, qgis_iface, monkeypatch):

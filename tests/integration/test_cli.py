@@ -7,7 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # fresh Python processes
 
 
 def _run(args):
@@ -31,7 +34,10 @@ def test_cli_detect_and_export(tmp_path, synthetic_scene, package_dir):
     assert ds.GetLayer(0).GetFeatureCount() == 70
     p = _run(["export"] + args + ["--out", str(tmp_path / "patches"), "--inventory", synthetic_scene["truth"]])
     assert p.returncode == 0, p.stderr
-    assert json.loads(p.stdout.strip().splitlines()[-1])["patches"] > 0
+    n = json.loads(p.stdout.strip().splitlines()[-1])["patches"]
+    assert n == len(list((tmp_path / "patches").glob("*.npy"))) > 0
+    rows = (tmp_path / "patches" / "Train.csv").read_text().splitlines()
+    assert rows[0] == "ID,label" and len(rows) - 1 == n  # the inventory gave labels
     assert (tmp_path / "patches" / "Train.csv").exists()
 
 

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT.parent / "shared" / "data" / "zindi" / "train_features_7147.csv.gz"
 PAPER_LGBM_OOF_F1 = 0.874
 MODES = ("combined", "optical", "sar")
+pytestmark = pytest.mark.slow  # GBM training on the real feature table
 
 pytest.importorskip("lightgbm")
 pytest.importorskip("xgboost")

@@ -18,6 +18,7 @@ SHARED_CSV = ROOT.parent / "shared" / "data" / "zindi" / "train_features_7147.cs
 Q50 = np.array([1511, 1656, 1560, 2975, -10.2, -16.6, -0.28, -0.08, -11.5, -17.8, 0.39, -0.06], np.float32)
 SCALE = np.array([300, 300, 300, 500, 3, 3, 2, 2, 3, 3, 2, 2], np.float32)
 QUICK_MEMBERS = ("nn_vit2_z", "nn_opt_vit_convnext")
+pytestmark = pytest.mark.slow  # torch training, ONNX export
 
 
 def _synthetic(n=24, seed=0):
@@ -105,7 +106,7 @@ def quick_package(tmp_path_factory):
     pytest.importorskip("timm")
     pytest.importorskip("onnxruntime")
     from sentinel_landslide.engine.patch_folder import write_patch_folder
-    from sentinel_landslide.training import train_nn
+    from sentinel_landslide.training import nn_data, nn_loop, train_nn  # noqa: F401
 
     tmp = tmp_path_factory.mktemp("nn")
     ids, p, labels = _synthetic(24)
@@ -144,7 +145,7 @@ def test_merge_keeps_gbm_members_and_their_metrics(quick_package, tmp_path):
     import shutil
 
     from sentinel_landslide.models.package import load_package, write_manifest
-    from sentinel_landslide.training import train_nn
+    from sentinel_landslide.training import nn_data, nn_loop, train_nn  # noqa: F401
 
     tmp, p = quick_package
     pkg_dir = tmp_path / "pkg"
@@ -176,7 +177,7 @@ def test_onnx_matches_torch_and_runtime_preprocessing(quick_package):
 
     from sentinel_landslide.models.ensemble import _OnnxMember
     from sentinel_landslide.models.package import load_package
-    from sentinel_landslide.training import train_nn
+    from sentinel_landslide.training import nn_data, nn_loop, train_nn  # noqa: F401
     from sentinel_landslide.training.nets import MEMBER_BY_NAME, build_member
 
     tmp, p = quick_package
@@ -186,7 +187,7 @@ def test_onnx_matches_torch_and_runtime_preprocessing(quick_package):
         cfg = MEMBER_BY_NAME[spec["name"]]
         # training preprocessing == runtime preprocessing, bit for bit
         rt = _OnnxMember(pkg, spec, threads=1, tta=False)
-        mine = train_nn.member_feeds(p[:6], spec["inputs"], man["normalisation"], pkg.s2_offset)
+        mine = nn_data.member_feeds(p[:6], spec["inputs"], man["normalisation"], pkg.s2_offset)
         theirs = rt.feeds(p[:6])
         assert list(mine) == list(theirs)
         for k in mine:
@@ -284,7 +285,7 @@ def test_training_resumes_from_its_checkpoint_bit_identically(quick_package, tmp
     import torch
 
     from sentinel_landslide.models.package import new_manifest
-    from sentinel_landslide.training import train_nn
+    from sentinel_landslide.training import nn_data, nn_loop, train_nn  # noqa: F401
     from sentinel_landslide.training.nets import MemberConfig
 
     tmp, _ = quick_package
@@ -293,13 +294,13 @@ def test_training_resumes_from_its_checkpoint_bit_identically(quick_package, tmp
     recipe = train_nn.default_recipe(epochs=2, batch=8, threads=1)
     man = new_manifest("t", "0", "")
     idx = np.arange(len(data))
-    ref = train_nn.train_model(cfg, data, idx, recipe, tmp_path / "a.pt", man, train_nn._Progress(1), "x", log=None)
+    ref = nn_loop.train_model(cfg, data, idx, recipe, tmp_path / "a.pt", man, nn_loop._Progress(1), "x", log=None)
     ck = tmp_path / "b.pt"
-    stop = train_nn._Progress(1, is_cancelled=lambda: ck.is_file())  # killed right after epoch 1
-    with pytest.raises(train_nn.TrainingCancelled):
-        train_nn.train_model(cfg, data, idx, recipe, ck, man, stop, "x", log=None)
+    stop = nn_loop._Progress(1, is_cancelled=lambda: ck.is_file())  # killed right after epoch 1
+    with pytest.raises(nn_data.TrainingCancelled):
+        nn_loop.train_model(cfg, data, idx, recipe, ck, man, stop, "x", log=None)
     assert torch.load(ck, weights_only=False)["epoch"] == 0
-    again = train_nn.train_model(cfg, data, idx, recipe, ck, man, train_nn._Progress(1), "x", log=None)
+    again = nn_loop.train_model(cfg, data, idx, recipe, ck, man, nn_loop._Progress(1), "x", log=None)
     for (k, a), b in zip(ref.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
 
@@ -324,7 +325,7 @@ def test_training_wider_members_records_the_width(quick_package, tmp_path):
     from sentinel_landslide.engine.patch_folder import write_patch_folder
     from sentinel_landslide.models.ensemble import Ensemble
     from sentinel_landslide.models.package import load_package
-    from sentinel_landslide.training import train_nn
+    from sentinel_landslide.training import nn_data, nn_loop, train_nn  # noqa: F401
 
     base = {m["name"]: m for m in load_package(quick_package[0] / "pkg").manifest["members"]}
     ids, p, labels = _synthetic(24)
