@@ -217,13 +217,6 @@ def validate_manifest(man: dict) -> None:
                         raise PackageError(f"manifest.json: {where} has unknown normalisation {t.get('norm')}")
                 elif "indices" not in t:
                     raise PackageError(f"manifest.json: {where} input '{t['name']}' has neither channels nor indices")
-        used = member_channels(m)
-        # a member never sees a channel its combination lacks (it was not trained on it)
-        for mode in modes:
-            lacking = sorted(used - set(COMBINATION_BY_NAME[mode].channels))
-            if lacking:
-                raise PackageError(f"manifest.json: {where} runs in mode '{mode}' but needs channels "
-                                   f"{', '.join(CHANNEL_NAMES[c] for c in lacking)} which that combination lacks")
 
 
 def load_package(folder: str | Path | None = None, verify: bool = True) -> ModelPackage:

@@ -211,11 +211,14 @@ def test_post_only_orbits_have_no_change_channel_features():
     assert len(feature_names("s2+desc+asc")) == 122 and feature_names("combined") == feature_names("s2+desc+asc")
 
 
-def test_package_refuses_a_member_in_a_combination_that_lacks_its_channels(quick_run, tmp_path):
+def test_a_member_listed_where_its_channels_are_missing_is_skipped(quick_run, tmp_path):
+    """train_gbm never lists a member where a channel it reads is missing; a hand-edited
+    package that does still never feeds it: the ensemble skips it."""
     import json
     import shutil
 
-    from sentinel_landslide.models.package import PackageError, load_package
+    from sentinel_landslide.models.ensemble import Ensemble
+    from sentinel_landslide.models.package import load_package
 
     out, _oof, _ = quick_run
     pkg_dir = tmp_path / "pkg"
@@ -225,8 +228,9 @@ def test_package_refuses_a_member_in_a_combination_that_lacks_its_channels(quick
     (m,) = [m for m in man["members"] if m["name"] == "lgbm_s2+desc"]
     m["modes"] = ["s2+desc", "s2+desc_post"]  # desc_post has no change channels
     p.write_text(json.dumps(man))
-    with pytest.raises(PackageError, match="S1_DESC_DVV, S1_DESC_DVH which that combination lacks"):
-        load_package(pkg_dir)
+    ens = Ensemble(load_package(pkg_dir), "s2+desc_post", threads=1)
+    assert ens.skipped == ["lgbm_s2+desc"]
+    assert ens.member_names == ["lgbm_s2+desc_post", "xgb_s2+desc_post"]
 
 
 def test_legacy_manifest_loads_with_combination_names(quick_run, tmp_path):
