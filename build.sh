@@ -91,6 +91,8 @@ case "${1:-}" in
     "$PY" -m sentinel_landslide.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
     # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in training/nn_export.py
     "$PY" -m sentinel_landslide.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
+    # README's per-combination table (OOF F1, precision, recall, AUC, threshold, members) from the manifest
+    "$PY" -m sentinel_landslide.training.combo_table --readme README.md
     ;;
   bench)
     setup train

@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..models.package import BUNDLED, load_package, new_manifest, write_manifest
+from ..models.package import BUNDLED, MODES, load_package, new_manifest, write_manifest
 
 FEATURE_TABLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "zindi" / "train_features_7147.csv.gz"
 
@@ -72,7 +72,7 @@ def build_standin_package(folder: str | Path, seed: int = 0, log=print) -> Path:
     man = new_manifest("sentinel-landslide STAND-IN (random NN weights, timing only)", "0",
                        "Benchmark stand-in: nets.MEMBERS architectures with random weights; "
                        "predictions are meaningless.")
-    man["modes"] = {"combined": {"threshold": 0.5}, "optical": {"threshold": 0.5}, "sar": {"threshold": 0.5}}
+    man["modes"] = {name: {"threshold": 0.5} for name in MODES}  # every input combination
     torch.manual_seed(seed)
     for cfg in nets.MEMBERS:
         model = nets.build_member(cfg)
@@ -89,7 +89,7 @@ def build_standin_package(folder: str | Path, seed: int = 0, log=print) -> Path:
     except Exception:  # noqa: BLE001 - absent or mid-rebuild: train our own
         pass
     gbms = [m for m in (bundled.manifest["members"] if bundled else []) if m["kind"] != "onnx"]
-    if any("combined" in m["modes"] for m in gbms):
+    if any("s2+desc+asc" in m["modes"] for m in gbms):
         for m in gbms:
             shutil.copy2(bundled.path(m), tmp / m["file"])
             man["members"].append({k: v for k, v in m.items() if k != "sha256"})

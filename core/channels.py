@@ -184,3 +184,10 @@ def combination_name(mode: str) -> str:
 def combination_groups(c: Combination) -> tuple[str, ...]:
     """The feature groups a combination has channels of ("optical", "sar")."""
     return (("optical",) if c.s2 else ()) + (("sar",) if c.desc != "none" or c.asc != "none" else ())
+
+
+def combinations_having(channels) -> tuple[str, ...]:
+    """Names of the combinations that have every one of ``channels`` (12-channel indices),
+    in the order of COMBINATIONS: where a member built on those channels can run."""
+    need = set(channels)
+    return tuple(c.name for c in COMBINATIONS if need <= set(c.channels))

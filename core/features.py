@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .channels import BLUE, GREEN, N_CHANNELS, NIR, OPTICAL, RED, SAR
+from .channels import BLUE, COMBINATION_BY_NAME, GREEN, N_CHANNELS, NIR, OPTICAL, RED, SAR, combination_name
 
 STATS = ("mean", "std", "min", "max", "kurt", "skew")
 BAND_NAMES = tuple(f"band{i + 1}" for i in range(N_CHANNELS))
@@ -96,14 +96,15 @@ DERIVED_FEATURES = tuple(_DERIVED)
 
 
 def feature_names(mode: str) -> tuple[str, ...]:
-    """Feature columns a GBM member of this mode consumes, in order."""
-    if mode == "combined":
-        return BASE_FEATURES + DERIVED_FEATURES
-    if mode == "optical":
-        return OPTICAL_BASE + tuple(n for n, (g, _) in _DERIVED.items() if g == "optical")
-    if mode == "sar":
-        return SAR_BASE + tuple(n for n, (g, _) in _DERIVED.items() if g == "sar")
-    raise ValueError(f"unknown mode {mode!r}")
+    """Feature columns a GBM member of this combination consumes, in order: every base and
+    derived feature whose channels the combination has (a post-event-only orbit has its VV,
+    VH statistics, no change-channel ones).  Legacy mode names map to their combination
+    ("combined" -> "s2+desc+asc": all features; "optical" -> "s2"; "sar" -> "desc+asc")."""
+    name = combination_name(mode)
+    if name not in COMBINATION_BY_NAME:
+        raise ValueError(f"unknown mode {mode!r}")
+    have = set(COMBINATION_BY_NAME[name].channels)
+    return tuple(n for n in BASE_FEATURES + DERIVED_FEATURES if FEATURE_CHANNELS[n] <= have)
 
 
 def add_derived(feats: dict) -> dict:
@@ -288,3 +289,7 @@ def feature_channels(name: str) -> tuple[int, ...]:
     if head in INDEX_NAMES or name == "cloud_score_brightness" or head == "opt":
         return tuple(OPTICAL)
     raise ValueError(f"unknown feature {name!r}")
+
+
+# feature name -> the channels (12-channel layout) its value depends on
+FEATURE_CHANNELS: dict = {n: frozenset(feature_channels(n)) for n in BASE_FEATURES + DERIVED_FEATURES}

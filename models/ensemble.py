@@ -178,6 +178,8 @@ def package_mode(pkg: ModelPackage, mode: str) -> str:
     names "s2+desc+asc", "s2", "desc+asc" "combined", "optical", "sar"."""
     if mode in pkg.manifest["modes"]:
         return mode
+    if LEGACY_MODE_NAMES.get(mode) in pkg.manifest["modes"]:  # "combined" asked of a package by combination
+        return LEGACY_MODE_NAMES[mode]
     for legacy, name in LEGACY_MODE_NAMES.items():
         if name == mode and legacy in pkg.manifest["modes"]:
             return legacy

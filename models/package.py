@@ -11,12 +11,16 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..core.channels import CHANNEL_NAMES, COMBINATION_BY_NAME, MODE_SOURCES
+from ..core.channels import CHANNEL_NAMES, COMBINATION_BY_NAME, LEGACY_MODE_NAMES, OPTICAL, combination_name
+from ..core.features import FEATURE_CHANNELS
 
-SCHEMA_VERSION = 1
+# 2: a package's modes are combination names ("s2", "s2+desc", "desc_post", ...; see
+# core/channels.py COMBINATIONS).  1: the three legacy modes "combined", "optical", "sar",
+# read transparently (``migrate_manifest``).
+SCHEMA_VERSION = 2
+SUPPORTED_SCHEMAS = (1, 2)
 MEMBER_KINDS = ("lightgbm", "xgboost", "onnx")
-# the three modes of earlier versions, then every input combination by name
-MODES = tuple(MODE_SOURCES) + tuple(COMBINATION_BY_NAME)
+MODES = tuple(COMBINATION_BY_NAME)
 BUNDLED = Path(__file__).resolve().parent / "bundled"
 
 
@@ -53,17 +57,34 @@ class ModelPackage:
     def s2_scale(self) -> float:
         return float(self.manifest["s2_convention"]["scale"])
 
+    def has_mode(self, mode: str) -> bool:
+        """Whether the package defines this combination (a legacy mode name counts as its combination)."""
+        return combination_name(mode) in self.manifest["modes"]
+
     def threshold(self, mode: str) -> float:
-        return float(self.manifest["modes"][mode]["threshold"])
+        return float(self.manifest["modes"][combination_name(mode)]["threshold"])
 
     def members_for(self, mode: str) -> list[dict]:
-        return [m for m in self.manifest["members"] if mode in m["modes"]]
+        name = combination_name(mode)
+        return [m for m in self.manifest["members"] if name in m["modes"]]
 
     def available_modes(self) -> list[str]:
+        """The combinations the package scores, in the order of COMBINATIONS."""
         return [m for m in MODES if m in self.manifest["modes"] and self.members_for(m)]
 
     def path(self, member: dict) -> Path:
         return self.folder / member["file"]
+
+
+def member_channels(member: dict) -> set:
+    """The channels of the 12-channel layout a (validated) member reads: its GBM features'
+    channels (core/features.py FEATURE_CHANNELS), or its network inputs' channels (the
+    optical indices: the four optical bands)."""
+    inputs = member["inputs"]
+    if member["kind"] in ("lightgbm", "xgboost"):
+        return set().union(*(FEATURE_CHANNELS[f] for f in inputs["features"]))
+    used = {CHANNEL_NAMES.index(c) for t in inputs for c in t.get("channels", [])}
+    return used | (set(OPTICAL) if any("indices" in t for t in inputs) else set())
 
 
 def _req(d: dict, key: str, where: str, typ=None):
@@ -74,16 +95,60 @@ def _req(d: dict, key: str, where: str, typ=None):
     return d[key]
 
 
+def _rename_keys(d: dict) -> dict:
+    return {LEGACY_MODE_NAMES.get(k, k): v for k, v in d.items()}
+
+
+def migrate_manifest(man: dict) -> dict:
+    """A schema-1 manifest (modes "combined", "optical", "sar") as schema 2: the mode names
+    become combination names in ``modes``, every member's ``modes`` and the per-mode
+    records of ``metrics`` (``*.ensembles``, ``*.total_flops_per_patch``).  A legacy name
+    in a schema-2 manifest is mapped the same way (they are unambiguous).  Returns the
+    manifest itself when there is nothing to map, else a migrated copy."""
+    if not isinstance(man, dict) or man.get("schema_version") not in SUPPORTED_SCHEMAS:
+        return man
+    if man.get("schema_version") == SCHEMA_VERSION and not _has_legacy_names(man):
+        return man
+    was = man.get("schema_version")
+    man = json.loads(json.dumps(man))
+    if isinstance(man.get("modes"), dict):
+        man["modes"] = _rename_keys(man["modes"])
+    for m in man.get("members", []) if isinstance(man.get("members"), list) else []:
+        if isinstance(m, dict) and isinstance(m.get("modes"), list):
+            m["modes"] = [LEGACY_MODE_NAMES.get(x, x) for x in m["modes"]]
+    for rec in (man.get("metrics") or {}).values() if isinstance(man.get("metrics"), dict) else []:
+        if not isinstance(rec, dict):
+            continue
+        for key in ("ensembles", "total_flops_per_patch"):
+            if isinstance(rec.get(key), dict):
+                rec[key] = _rename_keys(rec[key])
+        for e in (rec.get("ensembles") or {}).values():
+            if isinstance(e, dict) and isinstance(e.get("mode"), str):
+                e["mode"] = LEGACY_MODE_NAMES.get(e["mode"], e["mode"])
+    man["schema_version"] = SCHEMA_VERSION
+    if was == 1:
+        man["migrated_from_schema"] = 1
+    return man
+
+
+def _has_legacy_names(man: dict) -> bool:
+    text = json.dumps([man.get("modes"), [m.get("modes") for m in man.get("members", []) if isinstance(m, dict)],
+                       man.get("metrics")])
+    return any(f'"{old}"' in text for old in LEGACY_MODE_NAMES)
+
+
 def validate_manifest(man: dict) -> None:
-    """Raise PackageError describing the first problem found."""
+    """Raise PackageError describing the first problem found (a schema-1 manifest is
+    validated as its schema-2 migration)."""
     if not isinstance(man, dict):
         raise PackageError("manifest.json is not a JSON object")
     ver = _req(man, "schema_version", "manifest", int)
-    if ver != SCHEMA_VERSION:
+    if ver not in SUPPORTED_SCHEMAS:
         raise PackageError(
             f"model package schema version {ver} is not supported by this plugin "
-            f"(supports {SCHEMA_VERSION}); update the plugin or use a matching package"
+            f"(supports {', '.join(map(str, SUPPORTED_SCHEMAS))}); update the plugin or use a matching package"
         )
+    man = migrate_manifest(man)
     for key, typ in (("name", str), ("version", str), ("patch_size", int), ("pixel_size_m", (int, float)),
                      ("channels", list), ("s2_convention", dict), ("sar_units", str),
                      ("normalisation", dict), ("modes", dict), ("members", list), ("metrics", dict)):
@@ -100,7 +165,8 @@ def validate_manifest(man: dict) -> None:
         _req(man["s2_convention"], k, "s2_convention", (int, float))
     for mode, spec in man["modes"].items():
         if mode not in MODES:
-            raise PackageError(f"manifest.json: unknown mode '{mode}' (known: {', '.join(MODES)})")
+            raise PackageError(f"manifest.json: unknown mode '{mode}' (known: the combinations "
+                               f"{', '.join(MODES)})")
         t = _req(spec, "threshold", f"modes.{mode}", (int, float))
         if not 0.0 < t < 1.0:
             raise PackageError(f"manifest.json: modes.{mode}.threshold must lie in (0, 1)")
@@ -135,6 +201,9 @@ def validate_manifest(man: dict) -> None:
             feats = _req(inputs, "features", f"{where}.inputs", list)
             if not feats:
                 raise PackageError(f"manifest.json: {where} declares no features")
+            unknown = [f for f in feats if f not in FEATURE_CHANNELS]
+            if unknown:
+                raise PackageError(f"manifest.json: {where} uses features this plugin does not compute: {unknown[:5]}")
         else:
             if not isinstance(inputs, list) or not inputs:
                 raise PackageError(f"manifest.json: {where}.inputs must list the network's input tensors")
@@ -163,6 +232,7 @@ def load_package(folder: str | Path | None = None, verify: bool = True) -> Model
     except (ValueError, UnicodeDecodeError) as exc:
         raise PackageError(f"manifest.json in '{folder}' is not valid JSON ({exc})") from None
     validate_manifest(man)
+    man = migrate_manifest(man)
     pkg = ModelPackage(folder, man)
     if verify:
         for m in man["members"]:
@@ -179,8 +249,13 @@ def load_package(folder: str | Path | None = None, verify: bool = True) -> Model
 
 
 def write_manifest(folder: str | Path, manifest: dict) -> Path:
-    """Fill in member checksums, validate, and write ``manifest.json``."""
+    """Fill in member checksums, validate, and write ``manifest.json`` (always the current
+    schema: a schema-1 manifest is migrated in place)."""
     folder = Path(folder)
+    migrated = migrate_manifest(manifest)
+    if migrated is not manifest:
+        manifest.clear()
+        manifest.update(migrated)
     for m in manifest["members"]:
         m["sha256"] = sha256_file(folder / m["file"])
     validate_manifest(manifest)

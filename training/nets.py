@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..core.channels import CHANNEL_NAMES, PATCH_SIZE
+from ..core.channels import CHANNEL_NAMES, OPTICAL, PATCH_SIZE, combinations_having
 from ..core.indices import INDEX_DEFS
 
 GROUPS: dict[str, dict] = {
@@ -38,8 +38,12 @@ GROUPS: dict[str, dict] = {
     "sar_diff": {"channels": [CHANNEL_NAMES[i] for i in (6, 7, 10, 11)]},
     "indices": {"indices": list(INDEX_DEFS)},
 }
-# which detection modes a group's data exist in
-GROUP_SOURCE = {"optical": "optical", "indices": "optical", "sar_post": "sar", "sar_diff": "sar"}
+
+
+def group_channel_indices(group: str) -> frozenset:
+    """The channels of the 12-channel layout an input group is made of (indices: the optical bands)."""
+    g = GROUPS[group]
+    return frozenset(CHANNEL_NAMES.index(c) for c in g["channels"]) if "channels" in g else frozenset(OPTICAL)
 
 
 def group_channels(group: str) -> int:
@@ -199,12 +203,12 @@ HEADS = {"v2": HeadV2, "v3": HeadV3, "v3c": HeadV3c}
 
 @dataclass(frozen=True)
 class MemberConfig:
-    """One neural ensemble member: (group, encoder) pairs, head, modes, normalisation."""
+    """One neural ensemble member: (group, encoder) pairs, head, normalisation.  It runs
+    in every combination that has all its groups' channels (``modes``)."""
 
     name: str
     encoders: tuple  # ((group, encoder key), ...)
     head: str
-    modes: tuple
     norm: str = "zscore"  # normalisation of channel inputs: zscore | robust
     dim: int = 64
     description: str = ""
@@ -212,6 +216,16 @@ class MemberConfig:
     @property
     def groups(self) -> list[str]:
         return [g for g, _ in self.encoders]
+
+    @property
+    def channels(self) -> frozenset:
+        return frozenset().union(*(group_channel_indices(g) for g in self.groups))
+
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The combinations it runs in: optical members in every one with Sentinel-2, members
+        on SAR post + change channels only with both orbits post and pre, and so on."""
+        return combinations_having(self.channels)
 
     def inputs_manifest(self) -> list[dict]:
         """The manifest ``inputs`` list the runtime feeds (order = ONNX input order)."""
@@ -230,35 +244,35 @@ class MemberConfig:
 
 MEMBERS: tuple[MemberConfig, ...] = (
     MemberConfig("nn_opt_vit_convnext", (("optical", "vit_pico"), ("indices", "convnext_pico")), "v2",
-                 ("optical", "combined"),
                  description="optical-only: ViT on RGBN + ConvNeXt on the six indices, V2 head, z-score"),
     MemberConfig("nn_sar_vit_caformer", (("sar_post", "vit_pico"), ("sar_diff", "caformer_pico")), "v2",
-                 ("sar", "combined"),
                  description="SAR-only: ViT on SAR post VV/VH + CAFormer on SAR diffs, V2 head, z-score"),
-    MemberConfig("nn_vit2_z", (("optical", "vit_pico"), ("sar_diff", "vit_pico")), "v2", ("combined",),
+    MemberConfig("nn_vit2_z", (("optical", "vit_pico"), ("sar_diff", "vit_pico")), "v2",
                  description="2 x ViT (RGBN / SAR diffs), V2 head, z-score (paper: 2 x ViT-pwee V2 z-score)"),
     MemberConfig("nn_convnext2_r", (("optical", "convnext_pico"), ("sar_diff", "convnext_pico")), "v2",
-                 ("combined",), norm="robust",
+                 norm="robust",
                  description="2 x ConvNeXt (RGBN / SAR diffs), V2 head, robust scaling (paper: V2 robust)"),
     MemberConfig("nn_vit3", (("optical", "vit_pico"), ("sar_diff", "vit_pico"), ("indices", "vit_pico")), "v3",
-                 ("combined",), description="3 x ViT (RGBN / SAR diffs / indices), V3 head (paper: 3 x ViT-pwee V3)"),
+                 description="3 x ViT (RGBN / SAR diffs / indices), V3 head (paper: 3 x ViT-pwee V3)"),
     MemberConfig("nn_caformer3", (("optical", "caformer_pico"), ("sar_diff", "caformer_pico"),
-                                  ("indices", "caformer_pico")), "v3", ("combined",),
+                                  ("indices", "caformer_pico")), "v3",
                  description="3 x CAFormer (RGBN / SAR diffs / indices), V3 head (paper: 3 x CAFormer-S18 V3)"),
     MemberConfig("nn_rope3_v3c", (("optical", "vit_rope_pico"), ("sar_post", "vit_rope_pico"),
-                                  ("sar_diff", "vit_rope_pico")), "v3c", ("combined",),
+                                  ("sar_diff", "vit_rope_pico")), "v3c",
                  description="3 x ViT-RoPE (RGBN / SAR VV,VH / SAR diffs), V3c head (paper: 3 x ViT-medium-RoPE V3c)"),
 )
 MEMBER_BY_NAME = {m.name: m for m in MEMBERS}
 
 
 def check_member(cfg: MemberConfig) -> None:
-    """A member may only run in modes whose data its groups need."""
-    need = {GROUP_SOURCE[g] for g in cfg.groups}
+    """A member must run somewhere, and only in combinations that have its channels."""
+    if not cfg.modes:
+        raise ValueError(f"member {cfg.name}: no combination has all of its input groups {cfg.groups}")
+    from ..core.channels import COMBINATION_BY_NAME
+
     for mode in cfg.modes:
-        have = {"combined": {"optical", "sar"}, "optical": {"optical"}, "sar": {"sar"}}[mode]
-        if not need <= have:
-            raise ValueError(f"member {cfg.name} cannot run in mode {mode}: needs {sorted(need)}")
+        if not cfg.channels <= set(COMBINATION_BY_NAME[mode].channels):
+            raise ValueError(f"member {cfg.name} cannot run in {mode}: needs channels {sorted(cfg.channels)}")
 
 
 class FusionNet(nn.Module):

@@ -1,15 +1,19 @@
-"""Train the gradient-boosting members (LightGBM + XGBoost per detection mode) on the
+"""Train the gradient-boosting members (LightGBM + XGBoost per input combination) on the
 REAL per-patch feature table and write them into a model package.
 
     python -m sentinel_landslide.training.train_gbm \
         --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
 
-For each mode (combined, optical, sar): K-fold StratifiedKFold (shuffled, seeded)
-out-of-fold (OOF) probabilities for both models, metrics per member and for the
-averaged pair at the threshold that maximises the pair's OOF F1, then both models
+For each of the 17 input combinations (core/channels.py COMBINATIONS: "s2", "s2+desc",
+"desc_post", ...; the legacy names "combined", "optical", "sar" are accepted for
+"s2+desc+asc", "s2", "desc+asc"): the features whose channels the combination has
+(core/features.py feature_names), K-fold StratifiedKFold (shuffled, seeded) out-of-fold
+(OOF) probabilities for both models, metrics per member and for the averaged pair at
+the threshold that maximises the pair's OOF F1 (sklearn.metrics), then both models
 refitted on all rows and saved as LightGBM text / XGBoost JSON (never pickles).  The
 manifest's GBM members and ``metrics["gbm_real_features"]`` are replaced; every other
-member (the neural ones) and metric is kept.  OOF probabilities go to a CSV so a later
+member (the neural ones) and metric is kept, and each network's ``modes`` become every
+combination that has all its input channels.  OOF probabilities go to a CSV so a later
 script can choose the whole-ensemble threshold.
 
 Hyper-parameters start from the paper's (../shared/method.md, GBM section) with the
@@ -31,12 +35,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.channels import COMBINATION_BY_NAME, LEGACY_MODE_NAMES, combination_name, combinations_having
 from ..core.features import feature_matrix, feature_names
-from ..models.package import load_package, new_manifest, write_manifest
+from ..models.package import load_package, member_channels, migrate_manifest, new_manifest, write_manifest
 from .feature_table import load_feature_table
 from .metrics import auc_score, prf
 
-MODES = ("combined", "optical", "sar")
+MODES = tuple(COMBINATION_BY_NAME)  # the 17 input combinations
 THRESHOLD_SOURCE = "OOF F1-optimal of the averaged GBM pair on the real features (train_gbm.py)"
 DEFAULT_OOF = Path(__file__).resolve().parents[2] / "build" / "oof" / "gbm_oof.csv"
 THRESHOLDS = np.round(np.arange(0.05, 0.9501, 0.01), 2)
@@ -74,9 +79,17 @@ XGB_PARAMS = {
     "scale_pos_weight": 1.5,
     "lambda": 1.2,
 }
-# number of boosting rounds per mode (combined gets most of the size budget)
-LGB_ROUNDS = {"combined": 600, "optical": 300, "sar": 250}
-XGB_ROUNDS = {"combined": 900, "optical": 450, "sar": 400}
+# number of boosting rounds per combination: the three of earlier versions keep the
+# counts chosen for them by CV ("s2+desc+asc" gets most of the size budget); the other
+# fourteen get fixed, smaller counts by the size budget of the plugin zip (not tuned per
+# combination): 400 / 600 with Sentinel-2 and SAR, 200 / 300 SAR alone
+LGB_ROUNDS = {"s2+desc+asc": 600, "s2": 300, "desc+asc": 250}
+XGB_ROUNDS = {"s2+desc+asc": 900, "s2": 450, "desc+asc": 400}
+for _c in COMBINATION_BY_NAME.values():
+    LGB_ROUNDS.setdefault(_c.name, 400 if _c.s2 else 200)
+    XGB_ROUNDS.setdefault(_c.name, 600 if _c.s2 else 300)
+for _old, _new in LEGACY_MODE_NAMES.items():  # older callers (bench/standin.py) use the old names
+    LGB_ROUNDS[_old], XGB_ROUNDS[_old] = LGB_ROUNDS[_new], XGB_ROUNDS[_new]
 # --quick (tests): few, bigger steps
 QUICK_ROUNDS = 30
 QUICK_LR = {"lightgbm": 0.1, "xgboost": 0.15}
@@ -89,7 +102,10 @@ def log(msg: str) -> None:
 # ---------------------------------------------------------------- metrics (training/metrics.py)
 def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
     """The threshold in 0.05..0.95 (step 0.01) maximising F1 (the lowest one on ties)."""
-    f1s = [prf(y, p, t)[0] for t in THRESHOLDS]
+    y = np.asarray(y).astype(bool)
+    pred = np.asarray(p)[None, :] >= THRESHOLDS[:, None]  # the same F1 as prf, all thresholds at once
+    tp = (pred & y).sum(axis=1)
+    f1s = 2 * tp / np.maximum(pred.sum(axis=1) + y.sum(), 1)
     return float(THRESHOLDS[int(np.argmax(f1s))])
 
 
@@ -155,10 +171,26 @@ def stratified_subsample(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- manifest
+GBM_KINDS = ("lightgbm", "xgboost")
+SAME_PAIR_KEYS = ("oof_f1", "oof_precision", "oof_recall", "oof_auc", "threshold")
+
+
+def _member_mode(key: str) -> str:
+    """"lgbm_s2+desc" -> "s2+desc"; legacy "xgb_combined" -> "s2+desc+asc"."""
+    return combination_name(key.split("_", 1)[1]) if "_" in key else key
+
+
 def merge_manifest(out: Path, members: list[dict], thresholds: dict, metrics: dict) -> dict:
+    """The package's manifest (migrated to combination names) with our GBM members in
+    place of the ones of the combinations trained.
+
+    A threshold another script set (the whole-ensemble one of train_nn / quantize) is kept
+    only if this run reproduced the GBM pair's OOF record it was computed with; the GBM
+    members in that script's ensemble record are then renamed to ours.  Networks run in
+    every combination the package defines that has all their input channels."""
     mpath = out / "manifest.json"
     if mpath.exists():
-        man = json.loads(mpath.read_text(encoding="utf-8"))
+        man = migrate_manifest(json.loads(mpath.read_text(encoding="utf-8")))
     else:
         man = new_manifest(
             "sentinel-landslide-default", "0.1.0",
@@ -166,23 +198,51 @@ def merge_manifest(out: Path, members: list[dict], thresholds: dict, metrics: di
             "statistics, plus multi-encoder vision-transformer members where present; trained "
             "on the Zindi/ITU landslide patches.")
     trained = set(thresholds)
-    man["members"] = [m for m in man.get("members", [])
-                      if m.get("kind") not in ("lightgbm", "xgboost") or not trained & set(m.get("modes", []))]
-    man["members"].extend(members)
+    removed = [m for m in man.get("members", []) if m.get("kind") in GBM_KINDS and trained & set(m.get("modes", []))]
+    man["members"] = [m for m in man.get("members", []) if m not in removed] + members
+    rename = {o["name"]: n["name"] for o in removed for n in members
+              if n["kind"] == o["kind"] and n["modes"] == o["modes"] and n["name"] != o["name"]}
+    stale = {o["file"] for o in removed} - {m["file"] for m in man["members"]}
+    for f in sorted(stale):  # files of GBM members we no longer ship
+        p = out / f
+        if p.is_file() and p.suffix in (".txt", ".json") and p.name != "manifest.json":
+            p.unlink()
+            log(f"removed {f} (replaced)")
     man.setdefault("modes", {})
+    man.setdefault("metrics", {})
+    old = man["metrics"].get("gbm_real_features")
+    old_ens = old.get("ensembles", {}) if isinstance(old, dict) else {}
+    proxy = man["metrics"].get("nn_proxy") if isinstance(man["metrics"].get("nn_proxy"), dict) else None
     for mode, t in thresholds.items():
         spec = man["modes"].get(mode)
-        if spec is None or "threshold" not in spec or "train_gbm" in str(spec.get("threshold_source", "")):
-            man["modes"][mode] = {"threshold": t, "threshold_source": THRESHOLD_SOURCE}
-        else:
-            log(f"mode {mode}: keeping threshold {spec['threshold']} ({spec.get('threshold_source', '?')})")
-    old = man.setdefault("metrics", {}).get("gbm_real_features")
+        if spec is not None and "threshold" in spec and "train_gbm" not in str(spec.get("threshold_source", "")):
+            before, now = old_ens.get(mode, {}), metrics["ensembles"][mode]
+            if all(before.get(k) == now.get(k) for k in SAME_PAIR_KEYS):
+                log(f"mode {mode}: GBM pair OOF reproduced; keeping threshold {spec['threshold']} "
+                    f"({spec.get('threshold_source', '?')})")
+                rec = (proxy or {}).get("ensembles", {}).get(mode)
+                if isinstance(rec, dict) and isinstance(rec.get("members"), list):
+                    rec["members"] = [rename.get(n, n) for n in rec["members"]]
+                continue
+            log(f"mode {mode}: the GBM pair changed, so the threshold {spec['threshold']} (set with the old pair) "
+                f"is replaced by the pair's own")
+            rec = (proxy or {}).get("ensembles", {}).pop(mode, None)
+            if rec is not None:
+                proxy.setdefault("stale_ensembles", {})[mode] = dict(
+                    rec, stale="computed with GBM members since retrained (train_gbm.py); rerun train_nn or quantize")
+        man["modes"][mode] = {"threshold": t, "threshold_source": THRESHOLD_SOURCE}
+    for m in man["members"]:
+        if m.get("kind") == "onnx":
+            m["modes"] = [c for c in combinations_having(member_channels(m)) if c in man["modes"]]
+    if proxy is not None and isinstance(proxy.get("total_flops_per_patch"), dict):
+        proxy["total_flops_per_patch"] = {
+            mode: int(sum(m.get("flops_per_patch", 0) for m in man["members"] if m["kind"] == "onnx" and mode in m["modes"]))
+            for mode in MODES if mode in man["modes"]}
     if isinstance(old, dict) and trained != set(MODES):
-        # a partial run (--modes): keep the other modes' records
-        for key in ("members", "ensembles"):
-            merged = {k: v for k, v in old.get(key, {}).items() if not any(k.endswith("_" + m) or k == m for m in trained)}
-            merged.update(metrics[key])
-            metrics[key] = merged
+        # a partial run (--modes): keep the other combinations' records
+        metrics["members"] = {**{k: v for k, v in old.get("members", {}).items() if _member_mode(k) not in trained},
+                              **metrics["members"]}
+        metrics["ensembles"] = {**{k: v for k, v in old_ens.items() if k not in trained}, **metrics["ensembles"]}
     man["metrics"]["gbm_real_features"] = metrics
     return man
 
@@ -206,7 +266,11 @@ def run(args) -> dict:
         keep = stratified_subsample(y, limit, args.seed)
         ids, y = ids[keep], y[keep]
         table = {k: v[keep] for k, v in table.items()}
-    log(f"{len(y)} rows ({int(y.sum())} positive) from {args.data}; {folds} folds, seed {args.seed}, "
+    modes = list(dict.fromkeys(combination_name(m) for m in args.modes))
+    unknown = [m for m in modes if m not in COMBINATION_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown combination(s) {unknown}; known: {', '.join(MODES)}")
+    log(f"{len(y)} rows ({int(y.sum())} positive) from {args.data}; {len(modes)} combinations, {folds} folds, seed {args.seed}, "
         f"{threads} threads{' (QUICK)' if args.quick else ''}")
 
     n_min = int(min(np.sum(y == 1), np.sum(y == 0)))
@@ -225,7 +289,7 @@ def run(args) -> dict:
     members, thresholds, boosters = [], {}, {}
     member_metrics, ensemble_metrics, oof_cols, timings = {}, {}, {}, {}
     rounds_used = {}
-    for mode in args.modes:
+    for mode in modes:
         t_mode = time.perf_counter()
         names = list(feature_names(mode))
         X = feature_matrix(table, names)
@@ -238,7 +302,7 @@ def run(args) -> dict:
                 t0 = time.perf_counter()
                 b = fit(X[tr], y[tr], names, rounds, args.seed + k, threads, args.quick)
                 p[va] = predict(kind, b, X[va], threads)
-                log(f"{mode:8s} {kind:8s} fold {k + 1}/{folds}: {rounds} trees, "
+                log(f"{mode:22s} {kind:8s} fold {k + 1}/{folds}: {rounds} trees, "
                     f"fold AUC {auc_score(y[va], p[va]):.4f} ({time.perf_counter() - t0:.1f}s)")
             oof[short] = p
             # final model on every row
@@ -253,7 +317,7 @@ def run(args) -> dict:
             if not np.allclose(mem, disk, rtol=0, atol=1e-6):
                 raise RuntimeError(f"{fname}: reloaded model disagrees with the trained one "
                                    f"(max |diff| {np.abs(mem - disk).max():.3g})")
-            log(f"{mode:8s} {kind:8s} final fit on {len(y)} rows -> {fname} "
+            log(f"{mode:22s} {kind:8s} final fit on {len(y)} rows -> {fname} "
                 f"({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f}s)")
             rounds_used[f"{short}_{mode}"] = rounds
             boosters[f"{short}_{mode}"] = b
@@ -261,7 +325,7 @@ def run(args) -> dict:
                 "name": f"{short}_{mode}", "kind": kind, "file": fname, "modes": [mode], "weight": 1.0,
                 "inputs": {"features": names},
                 "description": (f"{'LightGBM' if kind == 'lightgbm' else 'XGBoost'} on {len(names)} per-patch "
-                                f"statistics ({mode} mode), {rounds} trees, trained on "
+                                f"statistics (combination {mode}), {rounds} trees, trained on "
                                 + ("the real Zindi feature table" if zindi else Path(args.data).name)
                                 + f" ({len(y)} patches)"),
             })
@@ -296,7 +360,7 @@ def run(args) -> dict:
             "command": getattr(args, "command", None)
                        or "./build.sh train (python -m sentinel_landslide.training.train_gbm ...)",
             "arguments": {"folds": folds, "seed": args.seed, "quick": bool(args.quick), "limit": limit or None,
-                          "modes": list(args.modes)},
+                          "modes": modes},
             "folds": folds,
             "cv": f"StratifiedKFold shuffle seed {args.seed}",
             "seed": args.seed,
@@ -307,7 +371,13 @@ def run(args) -> dict:
                                 "xgboost": dict(XGB_PARAMS, **({"eta": QUICK_LR["xgboost"]} if args.quick else {})),
                                 "rounds": rounds_used},
             "threshold_rule": "maximises OOF F1 of the mean of the two members' probabilities, "
-                              "searched over 0.05..0.95 step 0.01, per mode",
+                              "searched over 0.05..0.95 step 0.01, per combination",
+            "features": "per combination, every per-patch statistic whose channels it has (core/features.py "
+                        "feature_names): a post-event-only orbit has its VV / VH statistics, no change-channel ones",
+            "metrics": "sklearn.metrics (precision_recall_fscore_support, roc_auc_score) on the OOF probabilities",
+            "ensemble_basis": "GBM pair only (mean of LightGBM and XGBoost); where networks join a combination, "
+                              "the whole-ensemble record is metrics.nn_proxy.ensembles when its networks' OOF was "
+                              "available, else the GBM pair's figures stand for it (see the README table)",
             "train_seconds": total,
             "mode_seconds": timings,
             "note": "metrics are out-of-fold over the rows used; the saved models are refits on all rows",
@@ -315,8 +385,8 @@ def run(args) -> dict:
         "members": member_metrics,
         "ensembles": ensemble_metrics,
     }
-    if set(args.modes) != set(MODES):
-        metrics["provenance"]["modes_trained"] = list(args.modes)
+    if set(modes) != set(MODES):
+        metrics["provenance"]["modes_trained"] = modes
     man = merge_manifest(out, members, thresholds, metrics)
     missing = [m["file"] for m in man["members"] if not (out / m["file"]).exists()]
     if missing:
@@ -331,14 +401,14 @@ def run(args) -> dict:
 
 
 def print_table(member_metrics, ensemble_metrics, sizes, total, oof_path, out) -> None:
-    hdr = f"{'model':22s} {'thr':>5s} {'F1':>7s} {'prec':>7s} {'recall':>7s} {'AUC':>7s} {'F1@0.5':>7s}"
+    hdr = f"{'model':36s} {'thr':>5s} {'F1':>7s} {'prec':>7s} {'recall':>7s} {'AUC':>7s} {'F1@0.5':>7s}"
     print(hdr)
     print("-" * len(hdr))
     for mode, e in ensemble_metrics.items():
         rows = [(f"lgbm_{mode}", member_metrics[f"lgbm_{mode}"]), (f"xgb_{mode}", member_metrics[f"xgb_{mode}"]),
                 (f"mean pair ({mode})", e)]
         for name, m in rows:
-            print(f"{name:22s} {e['threshold']:5.2f} {m['oof_f1']:7.4f} {m['oof_precision']:7.4f} "
+            print(f"{name:36s} {e['threshold']:5.2f} {m['oof_f1']:7.4f} {m['oof_precision']:7.4f} "
                   f"{m['oof_recall']:7.4f} {m['oof_auc']:7.4f} {m['oof_f1_at_0.5']:7.4f}")
     mb = sum(sizes.values()) / 1e6
     print(f"GBM files: {mb:.2f} MB in {len(sizes)} files ("
@@ -354,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--quick", action="store_true", help="tiny fast configuration for tests")
     ap.add_argument("--limit", type=int, default=0, help="stratified subsample of N rows (default all; 600 with --quick)")
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES) + list(LEGACY_MODE_NAMES),
+                    metavar="COMBINATION", help="combinations to train (default all 17: " + ", ".join(MODES) + ")")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("SENTINEL_LANDSLIDE_THREADS", "2")))
     ap.add_argument("--oof-out", default=str(DEFAULT_OOF), help="CSV of out-of-fold probabilities")
     return ap

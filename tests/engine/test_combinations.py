@@ -183,13 +183,42 @@ def test_a_layer_that_does_not_overlap_is_refused_even_if_a_poorer_combination_w
         run_detection(o, combo_package)
 
 
-def test_the_bundled_package_scores_what_it_can_and_names_what_it_cannot(small_scene, package):
+@pytest.fixture(scope="module")
+def legacy_package(tmp_path_factory, package_dir):
+    """The bundled package cut back to a package of earlier versions: schema 1, the three
+    modes "combined", "optical", "sar" and only their members."""
+    from sentinel_landslide.models.package import load_package
+
+    legacy = {"s2+desc+asc": "combined", "s2": "optical", "desc+asc": "sar"}
+    folder = tmp_path_factory.mktemp("legacy_pkg")
+    man = json.loads((package_dir / "manifest.json").read_text())
+    man["schema_version"] = 1
+    man["modes"] = {legacy[k]: v for k, v in man["modes"].items() if k in legacy}
+    man["members"] = [dict(m, modes=[legacy[x] for x in m["modes"] if x in legacy]) for m in man["members"]
+                      if set(m["modes"]) & set(legacy)]
+    for m in man["members"]:
+        shutil.copy(package_dir / m["file"], folder / m["file"])
+    (folder / "manifest.json").write_text(json.dumps(man))
+    return load_package(folder)
+
+
+def test_the_bundled_package_scores_every_combination_with_its_own_members(small_scene, package):
+    from sentinel_landslide.core.channels import COMBINATION_BY_NAME
+    from sentinel_landslide.pipeline import run_detection
+
+    for name in ("s2+desc", "desc_post"):
+        res = run_detection(options_for(COMBINATION_BY_NAME[name], small_scene), package)
+        assert res.mode == name and {r.mode for r in res.records if r.status == "ok"} == {name}
+
+
+def test_a_package_of_earlier_versions_scores_what_it_can_and_names_what_it_cannot(small_scene, legacy_package):
     """A package of earlier versions (3 combinations): s2+desc is scored with its s2
     members (said in the log); desc_post alone it cannot score (clear error)."""
     from sentinel_landslide.core.channels import COMBINATION_BY_NAME
     from sentinel_landslide.core.errors import InputError
     from sentinel_landslide.pipeline import run_detection
 
+    package = legacy_package
     res = run_detection(options_for(COMBINATION_BY_NAME["s2+desc"], small_scene), package)
     assert res.mode == "s2+desc" and {r.mode for r in res.records if r.status == "ok"} == {"s2"}
     assert any("no members for s2+desc" in line for line in res.log)

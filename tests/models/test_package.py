@@ -16,10 +16,12 @@ def _edit(folder, fn):
 
 def test_bundled_package_loads_and_declares_what_it_was_trained_on(package):
     man = package.manifest
-    assert man["schema_version"] == 1
+    from sentinel_landslide.core.channels import COMBINATIONS
+
+    assert man["schema_version"] == 2
     assert man["patch_size"] == 64 and man["pixel_size_m"] == 10
     assert man["s2_convention"]["offset"] == 1000 and man["sar_units"] == "dB"
-    assert set(package.available_modes()) == {"combined", "optical", "sar"}
+    assert package.available_modes() == [c.name for c in COMBINATIONS]  # all 17 input combinations
     for mode in package.available_modes():
         assert 0 < package.threshold(mode) < 1
     assert any("Zindi" in a for a in man["attribution"])
@@ -55,7 +57,8 @@ def test_missing_member_file(package_copy):
     (lambda m: m["members"][0].update(file="model.pkl"), "pickle"),
     (lambda m: m["members"][0].update(file="../evil.txt"), "plain file name"),
     (lambda m: m["members"][0].update(kind="sklearn"), "unknown kind"),
-    (lambda m: m["modes"]["combined"].update(threshold=1.5), "must lie in"),
+    (lambda m: m["modes"]["s2+desc+asc"].update(threshold=1.5), "must lie in"),
+    (lambda m: m["modes"].update(winter={"threshold": 0.5}), "unknown mode 'winter'"),
     (lambda m: m.pop("metrics"), "'metrics'"),
     (lambda m: m["members"][0].update(modes=["winter"]), "does not define"),
 ])

@@ -130,9 +130,12 @@ def test_quick_training_writes_a_package_the_runtime_runs(quick_package):
     for m in man["members"]:
         assert m["kind"] == "onnx" and m["output"] == "logit" and m["flops_per_patch"] > 0
         assert m["encoders"] and all(isinstance(e, str) for e in m["encoders"])
-    assert set(man["modes"]) == {"combined", "optical"}
+    from sentinel_landslide.core.channels import COMBINATIONS
+
+    # the optical network runs in every combination with Sentinel-2, the fused one only with all sources
+    assert set(man["modes"]) == {c.name for c in COMBINATIONS if c.s2}
     nn = man["metrics"]["nn_proxy"]
-    assert set(nn["members"]) == set(QUICK_MEMBERS) and "combined" in nn["ensembles"]
+    assert set(nn["members"]) == set(QUICK_MEMBERS) and "s2+desc+asc" in nn["ensembles"]
     assert nn["provenance"]["folds"] == 2 and nn["provenance"]["epochs"] == 1
     ens = Ensemble(pkg, "combined", threads=1, tta=True)
     out = ens.predict(p[:5], np.ones((5, 64, 64), bool), {})
@@ -167,9 +170,9 @@ def test_merge_keeps_gbm_members_and_their_metrics(quick_package, tmp_path):
     man2 = load_package(pkg_dir).manifest
     assert [m["name"] for m in man2["members"]] == ["lgbm_fake"] + list(QUICK_MEMBERS)
     assert man2["metrics"]["gbm_real_features"] == {"marker": 1}
-    ens = man2["metrics"]["nn_proxy"]["ensembles"]["combined"]
+    ens = man2["metrics"]["nn_proxy"]["ensembles"]["s2+desc+asc"]
     assert "lgbm_fake" in ens["members"] and ens["n"] == 24
-    assert man2["modes"]["combined"]["threshold"] == ens["at_threshold"]["threshold"]
+    assert man2["modes"]["s2+desc+asc"]["threshold"] == ens["at_threshold"]["threshold"]
 
 
 def test_onnx_matches_torch_and_runtime_preprocessing(quick_package):
@@ -247,11 +250,14 @@ def test_member_catalogue_meets_the_contract():
 
     assert len(MEMBERS) == 7
     assert len({ENCODERS[e].family for m in MEMBERS for _, e in m.encoders}) >= 3
-    assert any(set(m.modes) == {"optical", "combined"} for m in MEMBERS)
-    assert any(set(m.modes) == {"sar", "combined"} for m in MEMBERS)
+    from sentinel_landslide.core.channels import COMBINATIONS
+
+    with_s2 = {c.name for c in COMBINATIONS if c.s2}
+    assert any(set(m.modes) == with_s2 for m in MEMBERS)  # optical: every combination with Sentinel-2
+    assert any(set(m.modes) == {"desc+asc", "s2+desc+asc"} for m in MEMBERS)  # SAR: both orbits post and pre
     for m in MEMBERS:
         check_member(m)
-        assert "combined" in m.modes
+        assert "s2+desc+asc" in m.modes
 
 
 def test_flop_count_includes_attention_and_matches_the_bundled_manifest():
@@ -290,7 +296,7 @@ def test_training_resumes_from_its_checkpoint_bit_identically(quick_package, tmp
 
     tmp, _ = quick_package
     data = train_nn.load_folder_data(tmp / "patches")
-    cfg = MemberConfig("t_vit", (("optical", "vit_pico"),), "v3c", ("optical", "combined"), dim=16)
+    cfg = MemberConfig("t_vit", (("optical", "vit_pico"),), "v3c", dim=16)
     recipe = train_nn.default_recipe(epochs=2, batch=8, threads=1)
     man = new_manifest("t", "0", "")
     idx = np.arange(len(data))
