@@ -39,6 +39,7 @@ from ..core.features import patch_features
 from . import units
 from .align import AlignedLayer, Grid, InputLayer, bounded_gdal_cache, guess_s2_bands, plan_grid
 from .masks import S2Mask, find_scl_band
+from .uncertainty import batch_uncertainty
 
 PREFETCH = 2  # batches read ahead of the one being scored
 
@@ -101,6 +102,7 @@ class TileRecord:
     mode: str | None = None  # the combination that scored the tile; None for nodata
     s2_valid: float | None = None  # fraction of valid (finite, unmasked) Sentinel-2 pixels; None: no S2 given
     sar_valid: float | None = None  # fraction of valid pixels in the tile's SAR channels; None: no SAR given
+    uncertainty: float | None = None  # engine/uncertainty.py; None for nodata tiles
 
 
 @dataclass
@@ -623,6 +625,8 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
         """Turn a batch's scores into tile records."""
         assert b.tile_valid is not None  # set by TiledScene._load
         where = {}
+        unc = {name: batch_uncertainty(probs[name], scorers[name].member_names,
+                                       getattr(scorers[name], "weights", None), thresholds[name]) for name in probs}
         for name, idx, *_ in groups:
             for n, j in enumerate(idx):
                 where[int(j)] = (name, n)
@@ -638,7 +642,7 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
                 records.append(TileRecord(tid, row, col, bounds, float(b.tile_valid[j]), "ok", p,
                                           p >= thresholds[name],
                                           {m: float(pr[m][n]) for m in scorers[name].member_names},
-                                          name, s2v, sarv))
+                                          name, s2v, sarv, float(unc[name][n])))
             else:
                 records.append(TileRecord(tid, row, col, bounds, float(b.valid_frac[j]), "nodata", None, None, {},
                                           None, s2v, sarv))

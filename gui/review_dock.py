@@ -42,6 +42,8 @@ try:
 except ImportError:  # Qt6 without QGIS's re-export
     from qgis.PyQt.QtGui import QShortcut
 
+from ..core.errors import InputError
+from ..engine.sampling import DEFAULT_PER_CLASS, draw_sample, sample_report
 from ..rendering import render
 from ..rendering.chips import S1_ROLES, ChipRenderer, Sources, chip_titles, finite_or_none, guess_sources
 from ..rendering.compat import (
@@ -49,6 +51,7 @@ from ..rendering.compat import (
     CAN_CHANGE_VALUES,
     CRITICAL,
     INFO,
+    INT,
     NO_GEOMETRY,
     POLYGON_FILTER,
     POLYGON_GEOMETRY,
@@ -67,6 +70,7 @@ SOURCE_LABELS = (("S2", "Sentinel-2 (R, G, B, NIR)"), ("S1_DESC_POST", "S1 desce
 REVIEW_FILTERS = (("Any review state", None), ("Not reviewed", ""), ("Confirmed", "confirmed"),
                   ("Rejected", "rejected"), ("Unsure", "unsure"))
 STATUS_FILTERS = (("Any status", None), ("ok", "ok"), ("nodata", "nodata"))
+ORDERS = (("Highest probability first", "prob"), ("Most uncertain first", "uncertainty"))
 VERDICT_COLOURS = {"confirmed": QColor(200, 30, 30), "rejected": QColor(90, 90, 90),
                    "unsure": QColor(220, 140, 0)}
 CHIP_SIZE = 150
@@ -96,6 +100,8 @@ class TileRow:
     flagged: bool
     status: str
     review: str
+    uncertainty: float | None = None
+    sample: int = 0
 
     @property
     def label(self) -> str:
@@ -103,11 +109,16 @@ class TileRow:
         return f"{_text(self.tile_id) or self.fid}{rc}"
 
 
-def filter_tiles(rows: list[TileRow], flagged_only=True, min_prob=0.0, status=None, review=None) -> list[TileRow]:
-    """The tiles to review, highest probability first (nodata tiles last)."""
+def filter_tiles(rows: list[TileRow], flagged_only=True, min_prob=0.0, status=None, review=None,
+                 order="prob", sample_only=False) -> list[TileRow]:
+    """The tiles to review: highest probability first, or with ``order="uncertainty"`` the
+    most uncertain first (engine/uncertainty.py); nodata tiles last.  ``sample_only``: only
+    the tiles of the stratified accuracy sample (``sample`` field), flagged or not."""
     out = []
     for r in rows:
-        if flagged_only and not r.flagged:
+        if sample_only and not r.sample:
+            continue
+        if flagged_only and not sample_only and not r.flagged:
             continue
         if min_prob > 0 and (r.prob is None or r.prob < min_prob):
             continue
@@ -116,7 +127,10 @@ def filter_tiles(rows: list[TileRow], flagged_only=True, min_prob=0.0, status=No
         if review is not None and r.review != review:
             continue
         out.append(r)
-    out.sort(key=lambda r: (r.prob is None, -(r.prob or 0.0), r.fid))
+    if order == "uncertainty":
+        out.sort(key=lambda r: (r.prob is None, r.uncertainty is None, -(r.uncertainty or 0.0), r.fid))
+    else:
+        out.sort(key=lambda r: (r.prob is None, -(r.prob or 0.0), r.fid))
     return out
 
 
@@ -193,6 +207,26 @@ class ReviewDock(QgsDockWidget):
         for w in (self.flagged_only, self.min_prob, self.status_filter, self.review_filter):
             filt.addWidget(w)
         lay.addLayout(filt)
+        filt2 = QHBoxLayout()
+        self.order_combo = QComboBox(main)
+        self.order_combo.setObjectName("order")
+        for text, value in ORDERS:
+            self.order_combo.addItem(text, value)
+        self.order_combo.setToolTip("Order of the list; 'Most uncertain first' needs the grid's 'uncertainty' field")
+        self.sample_only = QCheckBox("Sample tiles only", main)
+        self.sample_only.setToolTip("List only the tiles of the stratified accuracy sample ('sample' field), "
+                                    "flagged or not: review them all for landslide:accuracy")
+        self.sample_button = QPushButton("Draw accuracy sample", main)
+        self.sample_button.setToolTip("Mark a seeded stratified random sample of flagged and unflagged tiles in the "
+                                      "grid's 'sample' field (replaces an earlier sample) and list only them")
+        self.sample_size = QDoubleSpinBox(main)
+        self.sample_size.setDecimals(0)
+        self.sample_size.setRange(2, 10000)
+        self.sample_size.setValue(DEFAULT_PER_CLASS)
+        self.sample_size.setPrefix("per class: ")
+        for w in (self.order_combo, self.sample_only, self.sample_size, self.sample_button):
+            filt2.addWidget(w)
+        lay.addLayout(filt2)
 
         split = QSplitter(Qt.Orientation.Vertical, main)
         self.tree = QTreeWidget(split)
@@ -282,6 +316,9 @@ class ReviewDock(QgsDockWidget):
         self.min_prob.valueChanged.connect(self.reload_tiles)
         self.status_filter.currentIndexChanged.connect(self.reload_tiles)
         self.review_filter.currentIndexChanged.connect(self.reload_tiles)
+        self.order_combo.currentIndexChanged.connect(self.reload_tiles)
+        self.sample_only.toggled.connect(self.reload_tiles)
+        self.sample_button.clicked.connect(lambda: self.draw_sample())
         self.tree.currentItemChanged.connect(self._current_changed)
 
     def _install_shortcuts(self):
@@ -363,7 +400,8 @@ class ReviewDock(QgsDockWidget):
         names = [f.name() for f in lyr.fields()]
         req = QgsFeatureRequest()
         req.setFlags(NO_GEOMETRY)
-        wanted = [n for n in ("tile_id", "row", "col", "prob", "flagged", "status", "review") if n in names]
+        wanted = [n for n in ("tile_id", "row", "col", "prob", "flagged", "status", "review", "uncertainty", "sample")
+                  if n in names]
         req.setSubsetOfAttributes(wanted, lyr.fields())
         rows = []
         for f in lyr.getFeatures(req):
@@ -371,10 +409,12 @@ class ReviewDock(QgsDockWidget):
                 return f[n] if n in names else None
             prob = finite_or_none(None if is_null(get("prob")) else get("prob"))
             flagged = get("flagged")
+            unc, sample = get("uncertainty"), get("sample")
             rows.append(TileRow(f.id(), get("tile_id"), get("row"), get("col"), prob,
                                 bool(flagged) if not is_null(flagged) else False,
                                 _text(get("status")) or ("ok" if prob is not None else "nodata"),
-                                _text(get("review"))))
+                                _text(get("review")), finite_or_none(None if is_null(unc) else unc),
+                                0 if is_null(sample) or not sample else 1))
         return rows
 
     def reload_tiles(self, *_):
@@ -384,7 +424,8 @@ class ReviewDock(QgsDockWidget):
         self.rows = []
         if self.layer is not None:
             self.rows = filter_tiles(self._read_rows(), self.flagged_only.isChecked(), self.min_prob.value(),
-                                     self.status_filter.currentData(), self.review_filter.currentData())
+                                     self.status_filter.currentData(), self.review_filter.currentData(),
+                                     self.order_combo.currentData(), self.sample_only.isChecked())
         select = None
         for r in self.rows:
             it = QTreeWidgetItem([r.label, "" if r.prob is None else f"{r.prob:.3f}", r.review])
@@ -586,6 +627,43 @@ class ReviewDock(QgsDockWidget):
                           "Save it to a GeoPackage to keep them.", WARNING)
         lyr.triggerRepaint()
         return True
+
+    def draw_sample(self, per_class: int | None = None, seed: int = 42) -> int:
+        """Mark a seeded stratified random sample (engine/sampling.py) in the grid's
+        ``sample`` field (1 in the sample, 0 not; an earlier sample is replaced), then list
+        only the sample tiles.  Returns the number of tiles drawn (0 on failure)."""
+        lyr = self.layer
+        if lyr is None:
+            return 0
+        n = int(per_class if per_class is not None else self.sample_size.value())
+        rows = self._read_rows()
+        flagged = [r.flagged for r in rows]
+        scored = [r.status == "ok" and r.prob is not None for r in rows]
+        try:
+            chosen = draw_sample(flagged, scored, n, n, seed=seed)
+        except InputError as exc:
+            self._message(str(exc), WARNING)
+            return 0
+        prov = lyr.dataProvider()
+        if not prov.capabilities() & CAN_CHANGE_VALUES:
+            self._message("The grid layer is read-only: the sample cannot be saved. Save it as a GeoPackage.", CRITICAL)
+            return 0
+        if lyr.fields().indexOf("sample") < 0:
+            if not prov.capabilities() & CAN_ADD_FIELDS or not prov.addAttributes([QgsField("sample", INT)]):
+                self._message("The grid has no 'sample' field and one cannot be added.", CRITICAL)
+                return 0
+            lyr.updateFields()
+        idx = lyr.fields().indexOf("sample")
+        inside = {rows[i].fid for i in chosen}
+        if not prov.changeAttributeValues({r.fid: {idx: 1 if r.fid in inside else 0} for r in rows}):
+            self._message("The sample could not be saved to the grid.", CRITICAL)
+            return 0
+        self._message(sample_report(flagged, scored, chosen) + f" (seed {seed}); review them all, then run "
+                      "'Accuracy from a stratified sample'.", INFO)
+        self.sample_only.setChecked(True)  # lists them (reload_tiles via the signal)
+        self.reload_tiles()
+        lyr.triggerRepaint()
+        return len(chosen)
 
     def _message(self, text: str, level=INFO):
         bar = self.iface.messageBar() if self.iface is not None else None

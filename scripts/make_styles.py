@@ -49,6 +49,28 @@ def grid_style(path: Path) -> None:
     assert ok, msg
 
 
+UNCERTAINTY_CLASSES = [(0.0, 0.4, "#f7fcf5", "0.0 - 0.4 (confident)"), (0.4, 0.6, "#fdd0a2", "0.4 - 0.6"),
+                       (0.6, 0.75, "#fd8d3c", "0.6 - 0.75"), (0.75, 1.0001, "#a63603", "0.75 - 1.0 (most uncertain)")]
+
+
+def uncertainty_style(path: Path) -> None:
+    """Second grid style: tiles graduated by 'uncertainty' (engine/uncertainty.py), flagged outlined."""
+    layer = QgsVectorLayer("Polygon?crs=EPSG:32646&field=uncertainty:double&field=flagged:boolean", "grid", "memory")
+    ranges = []
+    for lo, hi, color, label in UNCERTAINTY_CLASSES:
+        sym = QgsFillSymbol.createSimple({"color": color, "outline_color": "#00000000", "outline_width": "0.1"})
+        sym.setOpacity(0.6)
+        sl = sym.symbolLayer(0)
+        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeColor,
+                                  QgsProperty.fromExpression("if(\"flagged\", '#b2000c', '#40ffffff')"))
+        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeWidth,
+                                  QgsProperty.fromExpression("if(\"flagged\", 0.8, 0.1)"))
+        ranges.append(QgsRendererRange(QgsClassificationRange(label, lo, hi), sym))
+    layer.setRenderer(QgsGraduatedSymbolRenderer("uncertainty", ranges))
+    msg, ok = layer.saveNamedStyle(str(path))
+    assert ok, msg
+
+
 def raster_style(path: Path) -> None:
     from osgeo import gdal
     tmp = "/vsimem/p.tif"
@@ -74,5 +96,6 @@ if __name__ == "__main__":
     app.initQgis()
     grid_style(RES / "landslide_grid.qml")
     raster_style(RES / "probability_raster.qml")
-    print("wrote", RES / "landslide_grid.qml", RES / "probability_raster.qml")
+    uncertainty_style(RES / "landslide_grid_uncertainty.qml")
+    print("wrote", RES / "landslide_grid.qml", RES / "probability_raster.qml", RES / "landslide_grid_uncertainty.qml")
     app.exitQgis()

@@ -1,0 +1,164 @@
+"""The analyst's verdicts on a detect grid, read and written outside QGIS (OGR), and
+tile truth from an inventory (for SYNTHETIC scenes with a known truth: simulated verdicts).
+
+Verdict convention (review field of the grid, written by the review panel):
+``confirmed`` = landslide, ``rejected`` = not a landslide, ``unsure`` / empty = ignored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from osgeo import ogr
+
+from ..core.errors import InputError
+from .evaluation import area_fractions
+
+ogr.UseExceptions()
+
+CONFIRMED, REJECTED, UNSURE = "confirmed", "rejected", "unsure"
+LABELS = {CONFIRMED: 1, REJECTED: 0}
+
+
+def verdict_label(review) -> int | None:
+    """1 (confirmed), 0 (rejected) or None (unsure, empty, anything else)."""
+    if review is None:
+        return None
+    return LABELS.get(str(review).strip().lower())
+
+
+@dataclass
+class GridTiles:
+    """The tiles of a grid as arrays (one entry per feature, in file order)."""
+
+    fid: np.ndarray
+    tile_id: np.ndarray
+    row: np.ndarray
+    col: np.ndarray
+    bounds: np.ndarray  # (N, 4) xmin, ymin, xmax, ymax
+    prob: np.ndarray  # NaN for nodata
+    flagged: np.ndarray  # bool
+    status: list
+    review: list
+    sample: np.ndarray  # int, 0 = not in the sample
+    uncertainty: np.ndarray  # NaN where absent
+    crs_wkt: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Verdicts as float: 1, 0, NaN (no usable verdict)."""
+        return np.array([np.nan if (v := verdict_label(r)) is None else v for r in self.review], dtype=np.float64)
+
+    @property
+    def scored(self) -> np.ndarray:
+        return np.array([s == "ok" for s in self.status]) & np.isfinite(self.prob)
+
+
+def _get(f, defn, name, default=None):
+    i = defn.GetFieldIndex(name)
+    if i < 0 or not f.IsFieldSetAndNotNull(i):
+        return default
+    return f.GetField(i)
+
+
+def read_grid(path: str, layer: str | None = None) -> GridTiles:
+    """Read a detect grid (any OGR format) into ``GridTiles``."""
+    try:
+        ds = ogr.Open(str(path))
+    except RuntimeError as exc:
+        raise InputError(f"The grid '{path}' could not be opened: {exc}") from None
+    if ds is None:
+        raise InputError(f"The grid '{path}' could not be opened.")
+    lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
+    defn = lyr.GetLayerDefn()
+    names = {defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())}
+    missing = {"tile_id", "prob"} - names
+    if missing:
+        raise InputError(f"'{path}' is not a landslide grid from detect: it has no {', '.join(sorted(missing))} field.")
+    cols = {k: [] for k in ("fid", "tile_id", "row", "col", "bounds", "prob", "flagged", "status", "review", "sample",
+                            "uncertainty")}
+    for f in lyr:
+        g = f.GetGeometryRef()
+        x0, x1, y0, y1 = g.GetEnvelope() if g is not None else (np.nan,) * 4
+        prob = _get(f, defn, "prob")
+        cols["fid"].append(f.GetFID())
+        cols["tile_id"].append(_get(f, defn, "tile_id", -1))
+        cols["row"].append(_get(f, defn, "row", -1))
+        cols["col"].append(_get(f, defn, "col", -1))
+        cols["bounds"].append((x0, y0, x1, y1))
+        cols["prob"].append(np.nan if prob is None or prob < 0 else prob)
+        cols["flagged"].append(bool(_get(f, defn, "flagged", 0)))
+        cols["status"].append(_get(f, defn, "status", "ok" if prob is not None and prob >= 0 else "nodata"))
+        cols["review"].append(_get(f, defn, "review"))
+        cols["sample"].append(int(_get(f, defn, "sample", 0) or 0))
+        u = _get(f, defn, "uncertainty")
+        cols["uncertainty"].append(np.nan if u is None else u)
+    srs = lyr.GetSpatialRef()
+    wkt = srs.ExportToWkt() if srs is not None else ""
+    ds = None
+    return GridTiles(np.array(cols["fid"], dtype=np.int64), np.array(cols["tile_id"], dtype=np.int64),
+                     np.array(cols["row"], dtype=np.int64), np.array(cols["col"], dtype=np.int64),
+                     np.array(cols["bounds"], dtype=np.float64).reshape(-1, 4), np.array(cols["prob"], dtype=np.float64),
+                     np.array(cols["flagged"], dtype=bool), cols["status"], cols["review"],
+                     np.array(cols["sample"], dtype=np.int64), np.array(cols["uncertainty"], dtype=np.float64), wkt)
+
+
+def write_fields(path: str, values: dict, fid_values: dict | None = None, layer: str | None = None) -> None:
+    """Set fields of a grid in place: ``values`` {field: {fid: value}}; missing fields are
+    created (integer for ints/bools, real for floats, string otherwise)."""
+    ds = ogr.Open(str(path), 1)
+    lyr = ds.GetLayerByName(layer) if layer else ds.GetLayer(0)
+    defn = lyr.GetLayerDefn()
+    for name, per_fid in values.items():
+        if defn.GetFieldIndex(name) < 0:
+            sample = next(iter(per_fid.values()), None)
+            kind = ogr.OFTInteger if isinstance(sample, (bool, int, np.integer)) else (
+                ogr.OFTReal if isinstance(sample, (float, np.floating)) else ogr.OFTString)
+            lyr.CreateField(ogr.FieldDefn(name, kind))
+            defn = lyr.GetLayerDefn()
+    lyr.StartTransaction()
+    for f in lyr:
+        changed = False
+        for name, per_fid in values.items():
+            if f.GetFID() in per_fid:
+                v = per_fid[f.GetFID()]
+                i = defn.GetFieldIndex(name)
+                if v is None:
+                    f.SetFieldNull(i)
+                else:
+                    f.SetField(i, int(v) if isinstance(v, (bool, np.bool_, np.integer)) else v)
+                changed = True
+        if changed:
+            lyr.SetFeature(f)
+    lyr.CommitTransaction()
+    ds = None
+
+
+def _rect_wkb(b) -> bytes:
+    x0, y0, x1, y1 = b
+    ring = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
+        ring.AddPoint_2D(float(x), float(y))
+    poly = ogr.Geometry(ogr.wkbPolygon)
+    poly.AddGeometry(ring)
+    return bytes(poly.ExportToWkb())
+
+
+def tile_truth(bounds, inventory_path: str, min_fraction: float = 0.01) -> np.ndarray:
+    """Per tile (bounds (N, 4) in the inventory's CRS): True where the inventory polygons
+    cover at least ``min_fraction`` of it (landslide:evaluate's rule and default)."""
+    ds = ogr.Open(str(inventory_path))
+    polys = [bytes(f.GetGeometryRef().ExportToWkb()) for f in ds.GetLayer(0) if f.GetGeometryRef() is not None]
+    ds = None
+    frac = area_fractions([_rect_wkb(b) for b in np.asarray(bounds).reshape(-1, 4)], polys)
+    return frac >= min_fraction
+
+
+def simulate_verdicts(truth: np.ndarray, chosen) -> list:
+    """Verdict strings an analyst who knows the (SYNTHETIC) truth would give on ``chosen``
+    tiles (indices); None elsewhere."""
+    out = [None] * len(truth)
+    for i in np.asarray(chosen, dtype=int):
+        out[i] = CONFIRMED if truth[i] else REJECTED
+    return out
