@@ -5,15 +5,17 @@ from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from ..rendering import RESOURCES
+from .accuracy import AccuracyAlgorithm
 from .detect import DetectAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .exportpatches import ExportPatchesAlgorithm
 from .fetch import FetchAlgorithm
 from .report import ReportAlgorithm
+from .sample import SampleAlgorithm
 from .train import TrainAlgorithm
 
 ALGORITHMS = (DetectAlgorithm, ExportPatchesAlgorithm, TrainAlgorithm, EvaluateAlgorithm, ReportAlgorithm,
-              FetchAlgorithm)
+              FetchAlgorithm, SampleAlgorithm, AccuracyAlgorithm)
 
 ICON = RESOURCES / "icon.svg"
 

@@ -30,6 +30,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 
+from ..core.errors import InputError
 from ..rendering import render, report_layout
 from ..rendering.chips import (
     S1_ROLES,
@@ -46,6 +47,7 @@ from ..rendering.compat import (
     VECTOR_POLYGON,
     is_null,
 )
+from .accuracy import accuracy_of_features, accuracy_table_html, accuracy_table_text
 from .common import S1_PARAMS, S2_BANDS, LandslideAlgorithm
 
 SELECTIONS = (
@@ -148,6 +150,13 @@ class ReportAlgorithm(LandslideAlgorithm):
         grid = source.materialize(QgsFeatureRequest().addOrderBy('"prob"', False, False))  # most probable first
         grid.setName("Landslide probability grid")
         project.addMapLayer(grid)
+        self._accuracy = None  # the accuracy table, when the grid has a reviewed stratified sample
+        if "sample" in names and "review" in names:
+            try:
+                self._accuracy = accuracy_of_features(list(grid.getFeatures()), names)
+                feedback.pushInfo("Accuracy from the stratified sample:\n" + accuracy_table_text(self._accuracy))
+            except InputError as exc:
+                feedback.pushInfo(f"No accuracy table: {exc}")
         background = None
         if sources.s2:
             background = QgsRasterLayer(sources.s2, "Sentinel-2")
@@ -212,6 +221,10 @@ class ReportAlgorithm(LandslideAlgorithm):
 
         steps.setCurrentStep(1)
         counts = report_layout.tile_counts(grid)
+        acc = self._accuracy
+        if acc is not None:
+            counts["accuracy_text"] = "Accuracy (stratified sample, Olofsson et al. 2014; 95 % CI): " + "; ".join(
+                f"{m} {e} ({ci})" for m, e, ci in acc.rows())
         overview = report_layout.overview_layout(project, grid, background, title, label, expr, ids, counts)
         tiles = report_layout.atlas_layout(project, grid, background, title, atlas_filter, keys, chip_dir, members)
         atlas = tiles.atlas()
@@ -225,7 +238,8 @@ class ReportAlgorithm(LandslideAlgorithm):
             report_layout.write_pdf(pdf_path, title, overview, tiles, steps)
             results[self.OUTPUT_PDF] = pdf_path
         if html_path:
-            report_layout.write_html(html_path, title, overview, tiles, chosen, names, steps)
+            extra = "" if acc is None else "<h2>Accuracy from the stratified sample</h2>" + accuracy_table_html(acc)
+            report_layout.write_html(html_path, title, overview, tiles, chosen, names, steps, extra)
             results[self.OUTPUT_HTML] = html_path
         return results
 

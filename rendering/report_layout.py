@@ -209,6 +209,8 @@ def overview_layout(project, grid, background, title, label, expr, ids, c) -> Qg
     bar.applyDefaultSize()
     layout.addLayoutItem(bar)
     bar.attemptMove(QgsLayoutPoint(10, 188))
+    if c.get("accuracy_text"):  # landslide:accuracy's table, under the map right of the scale bar
+        _label(layout, c["accuracy_text"], 62, 186, 128, 20, 7)
     reviewed = c["confirmed"] + c["rejected"] + c["unsure"]
     summary = (f"Tiles in the grid: {c['tiles']} ({c['scored']} scored)\n"
                f"Flagged: {c['flagged']}\n"
@@ -390,7 +392,7 @@ def write_pdf(path: str, title: str, overview, tiles, feedback) -> None:
             os.remove(part)
 
 
-def write_html(path: str, title: str, overview, tiles, chosen, names, feedback) -> None:
+def write_html(path: str, title: str, overview, tiles, chosen, names, feedback, extra_html: str = "") -> None:
     """Each page as a PNG in '<name>_files/' and an index page with a linked tile table."""
     out = Path(path)
     folder = out.with_name(out.stem + "_files")
@@ -424,7 +426,7 @@ def write_html(path: str, title: str, overview, tiles, chosen, names, feedback) 
     body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class='meta'>Created {datetime.now():%Y-%m-%d %H:%M} by Sentinel Landslide "
             "(<code>landslide:report</code>)</p>",
-            f"<img src='{folder.name}/page_000.png' alt='Overview'>",
+            f"<img src='{folder.name}/page_000.png' alt='Overview'>" + extra_html,
             "<h2>Reported tiles</h2><table><tr><th>Page</th>"
             + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + "".join(rows) + "</table>"]
     for k, (_fid, png) in enumerate(pages):

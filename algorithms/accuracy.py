@@ -1,0 +1,122 @@
+"""landslide:accuracy: precision, recall, F1, overall accuracy and the landslide area with 95 %
+confidence intervals from the verdicts on a stratified sample (Olofsson et al. 2014)."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import numpy as np
+from qgis.core import (
+    QgsProcessingException,
+    QgsProcessingOutputNumber,
+    QgsProcessingParameterFeatureSource,
+    QgsProcessingParameterFileDestination,
+)
+
+from ..core.errors import InputError
+from ..engine.accuracy import accuracy_from_tiles
+from ..engine.verdicts import verdict_label
+from ..rendering.compat import VECTOR_POLYGON, is_null
+from .common import LandslideAlgorithm
+from .sample import grid_arrays
+
+MEASURES = (("OVERALL", "overall", "Overall accuracy"), ("PRECISION", "users", "User's accuracy (precision)"),
+            ("RECALL", "producers", "Producer's accuracy (recall)"), ("F1", "f1", "F1"),
+            ("LANDSLIDE_TILES", "tiles", "Landslide tiles"), ("LANDSLIDE_AREA_KM2", "area", "Landslide tile area (km2)"))
+
+
+def accuracy_of_features(features, names):
+    """``StratifiedAccuracy`` of a detect grid's features (QGIS features or anything indexable by
+    field name with a ``geometry()``); raises InputError with the analyst's message."""
+    if "sample" not in names:
+        raise InputError("The grid has no 'sample' field: draw a stratified sample first (landslide:sample or the "
+                         "review panel's 'Draw accuracy sample') and review its tiles.")
+    if "review" not in names:
+        raise InputError("The grid has no 'review' field: review the sample tiles in the review panel first.")
+    flagged, scored = grid_arrays(features, names)
+    sample = np.array([not is_null(f["sample"]) and bool(f["sample"]) for f in features], dtype=bool)
+    labels = np.array([np.nan if is_null(f["review"]) or verdict_label(f["review"]) is None
+                       else verdict_label(f["review"]) for f in features], dtype=np.float64)
+    areas = np.array([f.geometry().area() if f.hasGeometry() else 0.0 for f in features])
+    return accuracy_from_tiles(flagged, scored, sample, labels, tile_areas=areas)
+
+
+def accuracy_table_html(acc) -> str:
+    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{e}</td><td>{ci}</td></tr>" for m, e, ci in acc.rows())
+    return ("<table><tr><th>Measure</th><th>Estimate</th><th>95 % interval</th></tr>" + rows + "</table>"
+            f"<p class='meta'>Stratified estimators of Olofsson et al. (2014) from {acc.n[0]} flagged and {acc.n[1]} "
+            f"unflagged sample tiles with a verdict ({acc.n_landslide[0]} and {acc.n_landslide[1]} confirmed); "
+            f"strata: {acc.N[0]} flagged, {acc.N[1]} unflagged scored tiles.</p>")
+
+
+def accuracy_table_text(acc) -> str:
+    lines = [f"{m}: {e} (95 % CI {ci})" for m, e, ci in acc.rows()]
+    lines.append(f"Sample verdicts: {acc.n[0]} flagged ({acc.n_landslide[0]} confirmed), {acc.n[1]} not flagged "
+                 f"({acc.n_landslide[1]} confirmed); strata {acc.N[0]} / {acc.N[1]} tiles")
+    return "\n".join(lines)
+
+
+class AccuracyAlgorithm(LandslideAlgorithm):
+    GRID = "GRID"
+    OUTPUT_HTML = "OUTPUT_HTML"
+
+    NAME = "accuracy"
+    DISPLAY = "Accuracy from a stratified sample"
+    GROUP_ID = "evaluation"
+
+    def shortHelpString(self):
+        return self.tr(
+            "Estimates the accuracy of a landslide grid and the landslide area from the review verdicts on a "
+            "stratified random sample ('Draw a stratified accuracy sample' or the review panel's 'Draw accuracy "
+            "sample'), with the stratified estimators of Olofsson et al. (2014, Remote Sensing of Environment "
+            "148, 42-57).\n\n"
+            "Strata: flagged and not flagged scored tiles. Verdicts: 'confirmed' = landslide, 'rejected' = not; "
+            "'unsure' and unreviewed sample tiles are left out, and verdicts on tiles outside the sample are not "
+            "used (they were not drawn at random). Each class needs at least 2 sample verdicts.\n\n"
+            "Outputs: overall accuracy, precision (user's accuracy of the landslide class), recall (producer's "
+            "accuracy), F1, and the number and area of landslide tiles, each with a 95 % confidence interval "
+            "(estimate +- 1.96 standard errors), as numbers and as an optional HTML table.")
+
+    def initAlgorithm(self, config=None):
+        self.addParameter(QgsProcessingParameterFeatureSource(
+            self.GRID, self.tr("Landslide grid with a reviewed sample"), [VECTOR_POLYGON]))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_HTML, self.tr("Accuracy table"), self.tr("HTML files (*.html)"), optional=True,
+            createByDefault=False))
+        for key, _, label in MEASURES:
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+            self.addOutput(QgsProcessingOutputNumber(key + "_LO", self.tr(label + ", 95 % lower bound")))
+            self.addOutput(QgsProcessingOutputNumber(key + "_HI", self.tr(label + ", 95 % upper bound")))
+        for name, label in (("N_FLAGGED", "Sample verdicts among flagged tiles"),
+                            ("N_UNFLAGGED", "Sample verdicts among tiles not flagged")):
+            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+
+    def processAlgorithm(self, parameters, context, feedback):
+        grid = self.parameterAsSource(parameters, self.GRID, context)
+        if grid is None:
+            raise QgsProcessingException(self.invalidSourceError(parameters, self.GRID))
+        names = grid.fields().names()
+        if "prob" not in names or "flagged" not in names:
+            raise QgsProcessingException(
+                "The grid has no 'prob' or 'flagged' field: choose the output of 'Detect landslides (Sentinel-1/2)'.")
+        try:
+            acc = accuracy_of_features(list(grid.getFeatures()), names)
+        except InputError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        for line in accuracy_table_text(acc).splitlines():
+            feedback.pushInfo(line)
+        out = {"N_FLAGGED": acc.n[0], "N_UNFLAGGED": acc.n[1]}
+        for key, attr, _ in MEASURES:
+            e = getattr(acc, attr)
+            lo, hi = e.ci_clipped() if attr not in ("tiles", "area") else (max(0.0, e.ci[0]), e.ci[1])
+            out.update({key: e.value, key + "_LO": lo, key + "_HI": hi})
+        path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+        if path:
+            Path(path).write_text(
+                "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Accuracy</title><style>"
+                "body{font-family:'DejaVu Sans',Arial,sans-serif}table{border-collapse:collapse}"
+                "td,th{border:1px solid #ccc;padding:.2em .6em}.meta{color:#666}</style></head><body>"
+                "<h1>Accuracy from a stratified sample</h1>" + accuracy_table_html(acc) + "</body></html>",
+                encoding="utf-8")
+            out[self.OUTPUT_HTML] = path
+        return out
