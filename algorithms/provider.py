@@ -6,6 +6,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..rendering import RESOURCES
 from .accuracy import AccuracyAlgorithm
+from .adapt import AdaptAlgorithm
 from .detect import DetectAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .exportpatches import ExportPatchesAlgorithm
@@ -15,7 +16,7 @@ from .sample import SampleAlgorithm
 from .train import TrainAlgorithm
 
 ALGORITHMS = (DetectAlgorithm, ExportPatchesAlgorithm, TrainAlgorithm, EvaluateAlgorithm, ReportAlgorithm,
-              FetchAlgorithm, SampleAlgorithm, AccuracyAlgorithm)
+              FetchAlgorithm, SampleAlgorithm, AccuracyAlgorithm, AdaptAlgorithm)
 
 ICON = RESOURCES / "icon.svg"
 

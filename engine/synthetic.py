@@ -76,11 +76,20 @@ LOOK: dict[str, Any] = {  # mixed tuples and numbers
 }
 
 
-def _scar_fields(scars, X, Y):
+# Another region for domain-shift experiments (training/adapt.py, scripts/adapt_demo.py):
+# darker, redder soil, denser vegetation, a radiometric offset on S2 and SAR, weaker scar
+# change.  Pass it (or any subset of LOOK's keys, plus s2_offset_dn / sar_offset_db) as ``look``.
+OTHER_REGION = {
+    "veg": (1250, 1500, 1380, 3700), "soil": (2200, 1900, 1650, 3000), "slope_nir": 300.0,
+    "change_desc": (2.0, 1.6), "s2_offset_dn": 250.0, "sar_offset_db": -2.5,
+}
+
+
+def _scar_fields(scars, X, Y, r=None):
     """(scar mask, hillslope weight 0..1) at UTM coordinates X, Y."""
     m = np.zeros(X.shape, dtype=bool)
     slope = np.zeros(X.shape, dtype=np.float32)
-    r = LOOK["slope_radius_m"]
+    r = LOOK["slope_radius_m"] if r is None else r
     x0, x1, y0, y1 = X.min(), X.max(), Y.min(), Y.max()
     for s in scars:
         if s.cx + s.a + 2 * r < x0 or s.cx - s.a - 2 * r > x1 or s.cy + s.a + 2 * r < y0 or s.cy - s.a - 2 * r > y1:
@@ -110,7 +119,8 @@ def cloud_columns(width: int, cloud: float) -> int:
 
 
 def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: int = 7,
-               sar: bool = True, block_rows: int = 512, sar_native: bool = False, cloud: float = 0.0) -> dict:
+               sar: bool = True, block_rows: int = 512, sar_native: bool = False, cloud: float = 0.0,
+               look: dict | None = None) -> dict:
     """Write s2.tif (R,G,B,NIR uint16, +1000 offset), s1_{desc,asc}_{post,pre}.tif
     (VV,VH float32 dB) and scars.geojson (the planted truth, UTM) into ``folder``.
 
@@ -121,7 +131,10 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     height; scars under it stay in the truth): bright, flat S2 pixels there, and
     ``scl.tif``, a Sentinel-2 scene classification at 20 m in EPSG:4326 (another CRS and
     pixel size than S2): class 9 (cloud high probability) under the cloud, 8 on a 60 m
-    fringe, 3 (cloud shadow) in a 100 m strip beside it, 4 (vegetation) elsewhere."""
+    fringe, 3 (cloud shadow) in a 100 m strip beside it, 4 (vegetation) elsewhere.
+
+    ``look`` overrides entries of LOOK (e.g. OTHER_REGION: another region's appearance)."""
+    L = dict(LOOK, **(look or {}))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -134,13 +147,13 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
     paths = {"S2": folder / "s2.tif"}
     s2 = _create(paths["S2"], width, height, 4, gdal.GDT_UInt16, utm, gt, 0,
                  "SYNTHETIC Sentinel-2 R,G,B,NIR, reflectance x 10000 + 1000 offset")
-    veg, soil, amp = (np.array(LOOK[k], np.float32) for k in ("veg", "soil", "amp"))
+    veg, soil, amp = (np.array(L[k], np.float32) for k in ("veg", "soil", "amp"))
     for r0 in range(0, height, block_rows):
         h = min(block_rows, height - r0)
         brng = np.random.default_rng([seed, r0])
         ys = ORIGIN[1] - (r0 + np.arange(h) + 0.5) * res
         xs = ORIGIN[0] + (np.arange(width) + 0.5) * res
-        m, slope = _scar_fields(scars, *np.meshgrid(xs, ys))
+        m, slope = _scar_fields(scars, *np.meshgrid(xs, ys), L["slope_radius_m"])
         tex = _smooth_noise(brng, h, width)
         fine = _smooth_noise(brng, h, width, 3)
         bright = brng.random((h, width)) < 0.004  # houses, roads, rock
@@ -148,8 +161,8 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
             v = veg[b] * (1 + amp[b] * tex + 0.5 * amp[b] * fine) + brng.normal(0, 30, (h, width))
             v = np.where(bright, v + 700, v)
             if b == 3:  # steep forested slopes around scars: more NIR
-                v = v + LOOK["slope_nir"] * slope * (1 + tex)
-            v = np.where(m, soil[b] * (1 + 0.06 * tex) + brng.normal(0, 120, (h, width)), v)
+                v = v + L["slope_nir"] * slope * (1 + tex)
+            v = np.where(m, soil[b] * (1 + 0.06 * tex) + brng.normal(0, 120, (h, width)), v) + L.get("s2_offset_dn", 0.0)
             if cloud > 0:  # an opaque cloud: bright, nearly flat, NIR about the visible
                 ncol = cloud_columns(width, cloud)
                 v[:, :ncol] = (7200 + 300 * b // 3) * (1 + 0.03 * tex[:, :ncol])
@@ -172,7 +185,7 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                              int(math.ceil((b[2] - b[0]) / d)), int(math.ceil((b[3] - b[1]) / d)))
             grids["asc"] = (utm, (ORIGIN[0], 20.0, 0, ORIGIN[1], 0, -20.0), width // 2, height // 2)
         base = {"desc": np.array([-10.0, -16.4], np.float32), "asc": np.array([-10.6, -17.0], np.float32)}
-        change = {"desc": np.array(LOOK["change_desc"], np.float32), "asc": np.array(LOOK["change_asc"], np.float32)}
+        change = {"desc": np.array(L["change_desc"], np.float32), "asc": np.array(L["change_asc"], np.float32)}
         inv = osr.CoordinateTransformation(wgs, srs)
         for orbit, (wkt, g, w, h_all) in grids.items():
             for date in ("post", "pre"):
@@ -189,14 +202,14 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
                     if wkt != utm:  # scars live in UTM: map this block's cell centres there
                         pts = np.array(inv.TransformPoints(np.c_[X.ravel(), Y.ravel()]))
                         X, Y = pts[:, 0].reshape(X.shape), pts[:, 1].reshape(X.shape)
-                    m, slope = _scar_fields(scars, X, Y)
+                    m, slope = _scar_fields(scars, X, Y, L["slope_radius_m"])
                     # terrain (slopes facing or away from the sensor) is shared by both dates;
                     # speckle is not: log of a multi-look gamma variable, ~2 dB with a dark tail
                     trng = np.random.default_rng([seed, r0, 99, orbit == "asc"])
                     tex = _smooth_noise(trng, h, w, 6) + 0.6 * _smooth_noise(trng, h, w, 2)
                     for k in range(2):
-                        speckle = 10 * np.log10(brng.gamma(LOOK["looks"], 1 / LOOK["looks"], (h, w)))
-                        v = base[orbit][k] + LOOK["terrain_db"] * tex + speckle + LOOK["slope_db"] * slope
+                        speckle = 10 * np.log10(brng.gamma(L["looks"], 1 / L["looks"], (h, w)))
+                        v = base[orbit][k] + L["terrain_db"] * tex + speckle + L["slope_db"] * slope + L.get("sar_offset_db", 0.0)
                         if date == "post":
                             v = v + np.where(m, change[orbit][k], 0.0)
                         ds.GetRasterBand(k + 1).WriteArray(v.astype(np.float32), 0, r0)
