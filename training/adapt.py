@@ -44,8 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..core.channels import COMBINATION_BY_NAME
 from ..core.errors import Cancelled, InputError
-from ..core.features import feature_matrix, feature_names, patch_features
+from ..core.features import feature_matrix, patch_features
 from ..engine.detect import DetectOptions, TiledScene
 from ..engine.verdicts import GridTiles, read_grid
 from ..models.ensemble import Ensemble
@@ -134,43 +135,52 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
                          "another scene, other layers or another extent. Give the layers detect used for this grid.")
     if misfits:
         log.append(f"Warning: {len(misfits)} reviewed tile(s) are not tiles of these layers and are ignored.")
-    mode = tiles.mode
-    ens = Ensemble(pkg, mode, threads=opts.threads)
-    names = list(feature_names(mode))
-    rows, feats, member_probs, nodata = [], {n: [] for n in names}, {m: [] for m in ens.member_names}, 0
+    # the run's combination (what detect scores where every input is valid) is the one adapted
+    target = tiles.scored_as.name
+    ens = Ensemble(pkg, target, threads=opts.threads)
+    mode = ens.package_mode  # the package's name for it ("combined" in packages of earlier versions)
+    names = sorted({f for s in ens.specs if s["kind"] in GBM_KINDS for f in s["inputs"]["features"]})
+    rows, feats, member_probs, other = [], {n: [] for n in names}, {m: [] for m in ens.member_names}, 0
+    seen = 0
     try:
         for k, b in enumerate(tiles):
             if is_cancelled is not None and is_cancelled():
                 raise Cancelled()
-            sel = [j for j in range(len(b.patches)) if (int(b.rows[j]), int(b.cols[j])) in found]
             if progress is not None:
                 progress((k + 1) / len(tiles))
-            if not sel:
-                continue
-            ok = [j for j in sel if b.valid_frac[j] >= opts.min_valid_fraction]
-            nodata += len(sel) - len(ok)
-            if not ok:
-                continue
-            px, valid = b.patches[ok], b.valid[ok]
-            f = patch_features(px, valid, tiles.groups)
-            probs = ens.predict(px, valid, f)
-            for n in names:
-                feats[n].append(np.asarray(f[n], dtype=np.float32))
-            for m in ens.member_names:
-                member_probs[m].append(probs[m])
-            rows += [found[(int(b.rows[j]), int(b.cols[j]))] for j in ok]
+            for name, (gidx, gvalid) in b.groups.items():
+                sel = [n for n, j in enumerate(gidx) if (int(b.rows[j]), int(b.cols[j])) in found]
+                seen += len(sel)
+                if not sel:
+                    continue
+                if name != target:  # e.g. a reviewed tile under cloud, scored by SAR alone
+                    other += len(sel)
+                    continue
+                px, valid = b.patches[gidx[sel]], gvalid[sel]
+                f = patch_features(px, valid, channels=COMBINATION_BY_NAME[name].channels)
+                probs = ens.predict(px, valid, f)
+                for n in names:
+                    feats[n].append(np.asarray(f[n], dtype=np.float32))
+                for m in ens.member_names:
+                    member_probs[m].append(probs[m])
+                rows += [found[(int(b.rows[gidx[n]]), int(b.cols[gidx[n]]))] for n in sel]
     finally:
         ens.close()
+    nodata = len(found) - seen
     if nodata:
         log.append(f"Warning: {nodata} reviewed tile(s) have too little valid data in these layers and are ignored.")
+    if other:
+        log.append(f"Warning: {other} reviewed tile(s) are scored by another input combination than {target} "
+                   "(part of their inputs is invalid there) and are not used: adapt refits the members of "
+                   f"{target} only.")
     if not rows:
-        raise InputError("None of the reviewed tiles is covered by these layers (all nodata): the grid comes from "
-                         "another scene or the layers do not overlap it.")
+        raise InputError(f"None of the reviewed tiles is covered by all these layers ({target}): the grid comes "
+                         "from another scene, or the layers do not overlap it.")
     rows = np.array(rows)
     return {"mode": mode, "rows": rows, "labels": grid.labels[rows].astype(np.int64),
             "keys": [_key(grid.bounds[i]) for i in rows],
             "features": {n: np.concatenate(v) for n, v in feats.items()},
-            "members": {m: np.concatenate(v) for m, v in member_probs.items()}, "scene_mode": mode}
+            "members": {m: np.concatenate(v) for m, v in member_probs.items()}, "combination": target}
 
 
 def _read_local_csv(path: Path, mode: str):
@@ -310,7 +320,7 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
     log.append(f"Mode {mode}: {n_pos} confirmed and {n_neg} rejected local example(s)"
                + (f" ({n_prev} from earlier rounds)" if n_prev else ""))
 
-    specs = pkg.members_for(mode)
+    specs = [s for s in pkg.members_for(mode) if s["name"] in local["members"]]
     gbms = [s for s in specs if s["kind"] in GBM_KINDS]
     if not gbms:
         raise InputError(f"The package '{pkg.name}' has no gradient-boosting member in {mode} mode to adapt.")
@@ -321,6 +331,11 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
     if feat_path is not None:
         _, yb, table = load_feature_table(feat_path)
         log.append(f"Base training features: {feat_path} ({len(yb)} rows)")
+        missing = sorted({f for s in gbms for f in s["inputs"]["features"] if f not in table})
+        if missing:
+            log.append(f"Warning: the base training features lack {', '.join(missing[:5])}"
+                       f"{'...' if len(missing) > 5 else ''}: the members are fitted on the local examples alone.")
+            yb, table, feat_path = np.zeros(0, np.int64), None, None
     else:
         yb, table = np.zeros(0, np.int64), None
         log.append("Warning: the base training features (train_features_7147.csv.gz) were not found: the "
