@@ -12,7 +12,7 @@ import numpy as np
 from osgeo import ogr
 
 from ..core.errors import InputError
-from .evaluation import area_fractions
+from .truth import box_wkb, is_landslide, tile_landslide_fractions
 
 ogr.UseExceptions()
 
@@ -135,24 +135,14 @@ def write_fields(path: str, values: dict, fid_values: dict | None = None, layer:
     ds = None
 
 
-def _rect_wkb(b) -> bytes:
-    x0, y0, x1, y1 = b
-    ring = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ((x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)):
-        ring.AddPoint_2D(float(x), float(y))
-    poly = ogr.Geometry(ogr.wkbPolygon)
-    poly.AddGeometry(ring)
-    return bytes(poly.ExportToWkb())
-
-
 def tile_truth(bounds, inventory_path: str, min_fraction: float = 0.01) -> np.ndarray:
     """Per tile (bounds (N, 4) in the inventory's CRS): True where the inventory polygons
     cover at least ``min_fraction`` of it (landslide:evaluate's rule and default)."""
     ds = ogr.Open(str(inventory_path))
     polys = [bytes(f.GetGeometryRef().ExportToWkb()) for f in ds.GetLayer(0) if f.GetGeometryRef() is not None]
     ds = None
-    frac = area_fractions([_rect_wkb(b) for b in np.asarray(bounds).reshape(-1, 4)], polys)
-    return frac >= min_fraction
+    frac = tile_landslide_fractions([box_wkb(*map(float, b)) for b in np.asarray(bounds).reshape(-1, 4)], polys)
+    return is_landslide(frac, min_fraction)
 
 
 def simulate_verdicts(truth: np.ndarray, chosen) -> list:

@@ -61,9 +61,9 @@ def uncertainty_style(path: Path) -> None:
         sym = QgsFillSymbol.createSimple({"color": color, "outline_color": "#00000000", "outline_width": "0.1"})
         sym.setOpacity(0.6)
         sl = sym.symbolLayer(0)
-        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeColor,
+        sl.setDataDefinedProperty(QgsSymbolLayer.Property.PropertyStrokeColor,
                                   QgsProperty.fromExpression("if(\"flagged\", '#b2000c', '#40ffffff')"))
-        sl.setDataDefinedProperty(QgsSymbolLayer.PropertyStrokeWidth,
+        sl.setDataDefinedProperty(QgsSymbolLayer.Property.PropertyStrokeWidth,
                                   QgsProperty.fromExpression("if(\"flagged\", 0.8, 0.1)"))
         ranges.append(QgsRendererRange(QgsClassificationRange(label, lo, hi), sym))
     layer.setRenderer(QgsGraduatedSymbolRenderer("uncertainty", ranges))

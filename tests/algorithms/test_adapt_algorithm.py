@@ -60,14 +60,14 @@ def test_adapt_then_detect_then_a_second_round(provider, synthetic_scene, grid_a
     v = simulate_verdicts(truth, first)
     write_fields(grid1, {"review": {int(g.fid[i]): v[i] for i in first}})
     res = processing.run("landslide:adapt", _params(synthetic_scene, grid1, tmp_path / "pkg1"))
-    assert res["MODE"] == "combined" and (res["CONFIRMED"], res["REJECTED"]) == (len(pos) // 2, 10)
+    assert res["MODE"] == "s2+desc+asc" and (res["CONFIRMED"], res["REJECTED"]) == (len(pos) // 2, 10)
     man = json.loads((tmp_path / "pkg1" / "manifest.json").read_text())
     hist = man["metrics"]["adaptation"]["history"][-1]
     assert hist["grid"] == str(grid1.resolve()) and hist["verdicts"]["rejected"] == 10
 
     det = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "g2.gpkg",
                                                           MODEL=str(tmp_path / "pkg1")))
-    assert det["THRESHOLD"] == pytest.approx(man["modes"]["combined"]["threshold"])
+    assert det["THRESHOLD"] == pytest.approx(man["modes"]["s2+desc+asc"]["threshold"])
 
     second = pos[len(pos) // 2:] + neg[10:20]
     grid2 = tmp_path / "round2.gpkg"

@@ -88,4 +88,4 @@ def test_adapted_package_beats_the_base_on_tiles_not_reviewed(tmp_path):
     assert rec["round"] == 1 and rec["history"][0]["verdicts"]["confirmed"] == fig["verdicts"]["confirmed"]
     assert rec["history"][0]["base_rows"] == 7147 and rec["history"][0]["local_cv"]["cv_auc"] > 0.5
     assert json.loads((tmp_path / "demo" / "adapted_package" / "manifest.json").read_text())["version"].endswith("+adapt1")
-    assert np.isfinite(pkg.threshold("combined"))
+    assert np.isfinite(pkg.threshold("s2+desc+asc"))
