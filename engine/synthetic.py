@@ -153,7 +153,8 @@ def make_scene(folder: str | Path, width: int = 640, height: int = 640, seed: in
         brng = np.random.default_rng([seed, r0])
         ys = ORIGIN[1] - (r0 + np.arange(h) + 0.5) * res
         xs = ORIGIN[0] + (np.arange(width) + 0.5) * res
-        m, slope = _scar_fields(scars, *np.meshgrid(xs, ys), L["slope_radius_m"])
+        gx, gy = np.meshgrid(xs, ys)
+        m, slope = _scar_fields(scars, gx, gy, L["slope_radius_m"])
         tex = _smooth_noise(brng, h, width)
         fine = _smooth_noise(brng, h, width, 3)
         bright = brng.random((h, width)) < 0.004  # houses, roads, rock

@@ -76,8 +76,8 @@ def read_grid(path: str, layer: str | None = None) -> GridTiles:
     missing = {"tile_id", "prob"} - names
     if missing:
         raise InputError(f"'{path}' is not a landslide grid from detect: it has no {', '.join(sorted(missing))} field.")
-    cols = {k: [] for k in ("fid", "tile_id", "row", "col", "bounds", "prob", "flagged", "status", "review", "sample",
-                            "uncertainty")}
+    keys = ("fid", "tile_id", "row", "col", "bounds", "prob", "flagged", "status", "review", "sample", "uncertainty")
+    cols: dict[str, list] = {k: [] for k in keys}
     for f in lyr:
         g = f.GetGeometryRef()
         x0, x1, y0, y1 = g.GetEnvelope() if g is not None else (np.nan,) * 4
@@ -148,7 +148,7 @@ def tile_truth(bounds, inventory_path: str, min_fraction: float = 0.01) -> np.nd
 def simulate_verdicts(truth: np.ndarray, chosen) -> list:
     """Verdict strings an analyst who knows the (SYNTHETIC) truth would give on ``chosen``
     tiles (indices); None elsewhere."""
-    out = [None] * len(truth)
+    out: list[str | None] = [None] * len(truth)
     for i in np.asarray(chosen, dtype=int):
         out[i] = CONFIRMED if truth[i] else REJECTED
     return out
