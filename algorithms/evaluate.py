@@ -1,10 +1,13 @@
 """landslide:evaluate: a detect grid and a landslide inventory in; precision, recall, F1,
 AUC and confusion counts out (as numbers models can chain), plus the grid with a
-``truth`` field, ROC and precision-recall curves (PNG) and an HTML report."""
+``truth`` field, ROC and precision-recall curves (PNG) and an HTML report; with a per
+input-combination breakdown (the grid's ``mode``) in the log, a CSV, a JSON output and the report."""
 from __future__ import annotations
 
 import base64
+import csv
 import html
+import json
 import math
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +28,7 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingMultiStepFeedback,
     QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
@@ -57,6 +61,7 @@ NUMBER_OUTPUTS = (
     ("EVALUATED", "Tiles evaluated"), ("NODATA", "Nodata tiles excluded"),
     ("POSITIVES", "Tiles the inventory makes positive"),
 )
+BY_MODE_COLUMNS = ("mode", "tiles", "evaluated", "positives", "tp", "fp", "fn", "tn", "precision", "recall", "f1")
 ADDED_FIELDS = (("truth", BOOL), ("area_frac", DOUBLE), ("outcome", STRING))
 
 
@@ -89,6 +94,8 @@ class EvaluateAlgorithm(LandslideAlgorithm):
     OUTPUT_ROC = "OUTPUT_ROC"
     OUTPUT_PR = "OUTPUT_PR"
     OUTPUT_HTML = "OUTPUT_HTML"
+    OUTPUT_MODES = "OUTPUT_MODES"
+    BY_MODE = "BY_MODE"
 
     NAME = "evaluate"
     DISPLAY = "Evaluate against a landslide inventory"
@@ -107,7 +114,11 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             "Outputs: precision, recall, F1, accuracy, ROC AUC and average precision, and the confusion counts "
             "TP/FP/TN/FN in tiles, as numbers a model can use; the grid with 'truth', 'area_frac' and "
             "'outcome' (TP, FP, FN, TN or nodata) fields, styled by outcome; ROC and precision-recall curves "
-            "as PNG; and an HTML report with the figures, the curves and a map of the outcomes. Ratios with a "
+            "as PNG; and an HTML report with the figures, the curves and a map of the outcomes.\n\n"
+            "Per input combination: where the grid has detect's 'mode' field (the combination of inputs that "
+            "scored each tile, e.g. s2+desc+asc, or desc_post under a cloud), the same counts and ratios (tiles, "
+            "TP, FP, FN, TN, precision, recall, F1) for each mode value, nodata tiles in a row of their own: in "
+            "the log, the report, an optional CSV and the BY_MODE output (JSON). Ratios with a "
             "zero denominator are 0 (e.g. precision with no flagged tile); AUC is empty when the inventory "
             "makes every evaluated tile positive, or none.")
 
@@ -130,6 +141,11 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             self.OUTPUT_PR, self.tr("Precision-recall curve"), self.tr("PNG files (*.png)"), optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, self.tr("Evaluation report"), self.tr("HTML files (*.html)"), optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            self.OUTPUT_MODES, self.tr("Metrics per input combination (mode)"), self.tr("CSV files (*.csv)"),
+            optional=True, createByDefault=False))
+        self.addOutput(QgsProcessingOutputString(
+            self.BY_MODE, self.tr("Metrics per input combination (JSON list; empty without a 'mode' field)")))
         for name, label in NUMBER_OUTPUTS:
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
@@ -187,11 +203,15 @@ class EvaluateAlgorithm(LandslideAlgorithm):
         status = [None if "status" not in names or is_null(f["status"]) else str(f["status"]) for f in feats]
         flagged = ([not is_null(f["flagged"]) and bool(f["flagged"]) for f in feats]
                    if threshold is None else None)
+        modes = ([None if is_null(f["mode"]) else str(f["mode"]) for f in feats] if "mode" in names else None)
+        if modes is None:
+            feedback.pushInfo("The grid has no 'mode' field: no breakdown per input combination.")
 
         steps.setCurrentStep(1)
         try:
             ev = evaluate_tiles(tiles_wkb, inv_wkb, probs, status, flagged, threshold, min_frac,
-                                progress=lambda x: steps.setProgress(100.0 * x), is_cancelled=feedback.isCanceled)
+                                progress=lambda x: steps.setProgress(100.0 * x), is_cancelled=feedback.isCanceled,
+                                modes=modes)
         except Cancelled:
             raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
         except InputError as exc:
@@ -206,6 +226,10 @@ class EvaluateAlgorithm(LandslideAlgorithm):
                           f"recall {m.recall:.3f}, F1 {m.f1:.3f}, AUC {m.auc:.3f}, AP {m.average_precision:.3f}")
         if math.isnan(m.auc):
             feedback.pushWarning("AUC is undefined: the inventory makes every evaluated tile positive, or none.")
+        for r in ev.by_mode or []:
+            feedback.pushInfo(f"mode {r.mode}: {r.tiles} tiles" + ("" if r.mode == "nodata" else
+                              f", TP {r.tp}, FP {r.fp}, FN {r.fn}, TN {r.tn}; precision {r.precision:.3f}, "
+                              f"recall {r.recall:.3f}, F1 {r.f1:.3f}"))
 
         # figures (drawn before anything is written)
         steps.setCurrentStep(2)
@@ -251,14 +275,23 @@ class EvaluateAlgorithm(LandslideAlgorithm):
         roc_path = self.parameterAsFileOutput(parameters, self.OUTPUT_ROC, context)
         pr_path = self.parameterAsFileOutput(parameters, self.OUTPUT_PR, context)
         html_path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-        results = {self.OUTPUT: dest_id}
+        modes_path = self.parameterAsFileOutput(parameters, self.OUTPUT_MODES, context)
+        by_mode = [r.as_dict() for r in ev.by_mode] if ev.by_mode is not None else None
+        results = {self.OUTPUT: dest_id, self.BY_MODE: json.dumps(by_mode) if by_mode is not None else ""}
+        if modes_path:
+            with open(modes_path, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(BY_MODE_COLUMNS)
+                for r in by_mode or []:
+                    w.writerow([r[k] if not isinstance(r[k], float) else f"{r[k]:.6g}" for k in BY_MODE_COLUMNS])
+            results[self.OUTPUT_MODES] = modes_path
         for key, path, img in ((self.OUTPUT_ROC, roc_path, roc_img), (self.OUTPUT_PR, pr_path, pr_img)):
             if path:
                 render.save_png(img, path)
                 results[key] = path
         if html_path:
             Path(html_path).write_text(self._html(parameters, context, grid, inventory, m, n_nodata, min_frac, rule,
-                                                  roc_img, pr_img, map_img), encoding="utf-8")
+                                                  roc_img, pr_img, map_img, ev.by_mode), encoding="utf-8")
             results[self.OUTPUT_HTML] = html_path
         values = {"PRECISION": m.precision, "RECALL": m.recall, "F1": m.f1, "ACCURACY": m.accuracy,
                   "AUC": None if math.isnan(m.auc) else m.auc,
@@ -336,7 +369,7 @@ class EvaluateAlgorithm(LandslideAlgorithm):
         return img
 
     def _html(self, parameters, context, grid, inventory, m, n_nodata, min_frac, rule, roc_img, pr_img,
-              map_img) -> str:
+              map_img, by_mode=None) -> str:
         grid_layer = self.parameterAsVectorLayer(parameters, self.GRID, context)
         inv_layer = self.parameterAsVectorLayer(parameters, self.INVENTORY, context)
         tpl = Template((RESOURCES / "evaluation_report.html").read_text(encoding="utf-8"))
@@ -352,8 +385,23 @@ class EvaluateAlgorithm(LandslideAlgorithm):
             rule=html.escape(rule), min_frac=f"{min_frac:.2%}",
             tiles=m.n + n_nodata, evaluated=m.n, nodata=n_nodata, positives=m.positives,
             metrics="\n".join(f"<tr><th>{k}</th><td>{_fmt(v)}</td></tr>" for k, v in rows),
-            tp=m.tp, fp=m.fp, tn=m.tn, fn=m.fn,
+            tp=m.tp, fp=m.fp, tn=m.tn, fn=m.fn, by_mode=_by_mode_html(by_mode),
             roc=_data_uri(roc_img), pr=_data_uri(pr_img), map=_data_uri(map_img))
+
+
+def _by_mode_html(rows) -> str:
+    """The per-combination table of the report (or why there is none)."""
+    if rows is None:
+        return "<p>The grid has no <code>mode</code> field (not a detect output of this version): no breakdown.</p>"
+    head = "".join(f"<th>{h}</th>" for h in ("Mode", "Tiles", "Evaluated", "Positives", "TP", "FP", "FN", "TN",
+                                              "Precision", "Recall", "F1"))
+    body = []
+    for r in rows:
+        nod = r.mode == "nodata"
+        cells = [r.tiles, r.evaluated, r.positives, r.tp, r.fp, r.fn, r.tn] + (
+            ["n/a"] * 3 if nod else [_fmt(r.precision), _fmt(r.recall), _fmt(r.f1)])
+        body.append(f"<tr><th><code>{html.escape(r.mode)}</code></th>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return "<table class=\"by-mode\">\n<tr>" + head + "</tr>\n" + "\n".join(body) + "\n</table>"
 
 
 def _fmt(v) -> str:

@@ -29,7 +29,11 @@ class TrainAlgorithm(LandslideAlgorithm):
             "members (LightGBM + XGBoost per mode) are trained on per-patch statistics computed exactly as "
             "detection computes them; the neural members (multi-encoder transformers) need PyTorch and timm "
             "in QGIS's Python and take long on a CPU. Out-of-fold metrics and thresholds are written into "
-            "the package's manifest. Use the output folder as MODEL in 'Detect landslides'.")
+            "the package's manifest. Use the output folder as MODEL in 'Detect landslides'.\n\n"
+            "Patches exported from partial inputs (e.g. Sentinel-2 and a descending post-event scene only) hold "
+            "the channels they lack as NaN and name their input combination in Train.csv's 'mode' column; "
+            "each combination is trained on the patches that have all its channels, and one that too few "
+            "patches support (fewer than FOLDS of each class) is skipped, as the log says.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile("PATCHES", self.tr("Patch folder (ID.npy + Train.csv)"),

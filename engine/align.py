@@ -263,6 +263,18 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
     return Grid(crs, x0, y1, res, width, height)
 
 
+def sample_windows(grid: Grid, max_size: int = 512, k: int = 8) -> list[tuple[int, int, int, int]]:
+    """Windows (x0, y0, w, h) of the grid for a sample of about max_size^2 pixels: the
+    whole grid when it is that small, else k x k windows spread evenly over it."""
+    if grid.width * grid.height <= max_size * max_size:
+        return [(0, 0, grid.width, grid.height)]
+    win = max(1, max_size // k)
+    ww, wh = min(win, grid.width), min(win, grid.height)
+    xs = np.linspace(0, grid.width - ww, k).astype(int)
+    ys = np.linspace(0, grid.height - wh, k).astype(int)
+    return [(int(x), int(y), ww, wh) for y in ys for x in xs]
+
+
 def _warp(ds: gdal.Dataset, grid: Grid, resampling: str, nodata) -> gdal.Dataset:
     """A warped VRT of ``ds`` on the grid, float32, NaN where there is no data."""
     return gdal.Warp(
@@ -420,6 +432,33 @@ class AlignedLayer:
         # non-finite pixels as no data
         if nd is not None and math.isfinite(nd):
             np.copyto(out, np.float32(np.nan), where=out == np.float32(nd))
+        return out
+
+    def read_window(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """(bands, h, w) float32 of a window of the grid (columns x0.., rows y0..), NaN where
+        no data, as ``read`` gives for those pixels; for small samples on the grid (the
+        Sentinel-2 unit decision under a cloud mask), not for the scene's bulk reads."""
+        g = self.grid
+        nb = len(self.layer.band_list)
+        out = np.full((nb, h, w), np.nan, dtype=np.float32)
+        ox, oy = (self._xoff, self._yoff) if self.direct else (0, 0)
+        ds = self._ds
+        # the window in the dataset's pixels, clipped to both the grid and the dataset
+        cx0, cy0 = max(0, x0 + ox, ox), max(0, y0 + oy, oy)
+        cx1 = min(ds.RasterXSize, x0 + ox + w, ox + g.width)
+        cy1 = min(ds.RasterYSize, y0 + oy + h, oy + g.height)
+        if cx1 > cx0 and cy1 > cy0:
+            arr = ds.ReadAsArray(cx0, cy0, cx1 - cx0, cy1 - cy0, buf_type=gdal.GDT_Float32)
+            out[:, cy0 - oy - y0:cy1 - oy - y0, cx0 - ox - x0:cx1 - ox - x0] = arr.reshape(nb, cy1 - cy0, cx1 - cx0)
+        if self._to_db:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = np.float32(10.0) * np.log10(np.maximum(out, np.float32(1e-10)))
+            return out
+        nd = self.layer.nodata
+        if nd is None:
+            nd = ds.GetRasterBand(1).GetNoDataValue()
+        if nd is not None and math.isfinite(nd):
+            out[out == np.float32(nd)] = np.nan
         return out
 
     def sample(self, max_size: int = 512) -> np.ndarray:

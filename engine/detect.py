@@ -37,11 +37,13 @@ from ..core.channels import (
 from ..core.errors import Cancelled, InputError
 from ..core.features import patch_features
 from . import units
-from .align import AlignedLayer, Grid, InputLayer, bounded_gdal_cache, guess_s2_bands, plan_grid
+from .align import AlignedLayer, Grid, InputLayer, bounded_gdal_cache, guess_s2_bands, plan_grid, sample_windows
 from .masks import S2Mask, find_scl_band
 from .uncertainty import batch_uncertainty
 
 PREFETCH = 2  # batches read ahead of the one being scored
+# the Sentinel-2 unit decision under a cloud mask needs at least this many clear sampled pixels
+MIN_CLEAR_SAMPLE = 1000
 
 __all__ = ["Cancelled", "InputError", "DetectOptions", "TileRecord", "DetectResult", "Scorer", "TiledScene",
            "run_detection", "S1_ROLES"]
@@ -205,10 +207,14 @@ class Scene:
         self.conventions = {}  # role -> the convention decided from the layer (before averaging)
         try:
             if "S2" in self.aligned:
-                self.s2conv = given.get("S2") or units.decide_s2(self.aligned["S2"].sample(), opts.s2_scale,
-                                                                 opts.s2_offset)
+                how = ""
+                if given.get("S2"):
+                    self.s2conv = given["S2"]
+                else:
+                    sample, how = self._s2_sample()
+                    self.s2conv = units.decide_s2(sample, opts.s2_scale, opts.s2_offset)
                 self.conventions["S2"] = self.s2conv
-                log.append(f"Sentinel-2 convention: {self.s2conv.note}")
+                log.append(f"Sentinel-2 convention: {self.s2conv.note}{how}")
             for role in S1_ROLES:
                 if role in self.aligned:
                     al = self.aligned[role]
@@ -220,6 +226,26 @@ class Scene:
                     log.append(f"{al.layer.label} units: {conv.note}")
         except ValueError as exc:
             raise InputError(str(exc)) from None
+
+    def _s2_sample(self) -> tuple[np.ndarray, str]:
+        """The Sentinel-2 pixels the unit decision looks at, and how they were chosen.
+        Without a mask: the layer's own decimated sample.  With one: windows of the grid
+        (engine.align.sample_windows) with the masked pixels left out, since a bright cloud
+        raises the percentiles the decision reads; the unmasked sample if too few are clear."""
+        al = self.aligned[S2_ROLE]
+        if self.mask is None:
+            return al.sample(), ""
+        parts, bad = [], []
+        for x0, y0, w, h in sample_windows(self.grid):
+            parts.append(al.read_window(x0, y0, w, h).reshape(len(al.layer.band_list), -1))
+            bad.append(self.mask.invalid_window(x0, y0, w, h).ravel())
+        px, masked = np.concatenate(parts, axis=1), np.concatenate(bad)
+        clear = px[:, ~masked & np.isfinite(px).all(axis=0)]
+        if clear.shape[1] < MIN_CLEAR_SAMPLE:
+            return al.sample(), (f"; the cloud mask leaves only {clear.shape[1]} clear pixels in the sample "
+                                 f"(fewer than {MIN_CLEAR_SAMPLE}): decided on every pixel, clouds included")
+        return clear, (f"; on the {clear.shape[1]} sampled pixels the cloud mask leaves clear "
+                       f"({masked.mean():.0%} of the sample masked)")
 
     def read(self, row0: int, nrows: int) -> np.ndarray:
         """(12, nrows, width) float32, NaN where a channel has no data or is absent."""

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..core.channels import COMBINATIONS
 from ..core.errors import InputError
 from .truth import is_landslide, tile_landslide_fractions
 
@@ -114,6 +115,53 @@ def compute_metrics(truth, predicted, score) -> Metrics:
                    _ratio(tp + tn, y.size), roc_auc(y, score), average_precision(y, score))
 
 
+@dataclass
+class ModeMetrics:
+    """The confusion counts and ratios of the tiles one input combination scored (the
+    grid's ``mode``; ``mode`` "nodata" counts the tiles nothing scored, with no metrics)."""
+
+    mode: str
+    tiles: int  # tiles of this mode in the grid
+    evaluated: int  # of them with a probability (all but nodata)
+    positives: int  # evaluated tiles the inventory makes positive
+    tp: int
+    fp: int
+    fn: int
+    tn: int
+    precision: float
+    recall: float
+    f1: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def metrics_by_mode(modes, truth, predicted, evaluated) -> list[ModeMetrics]:
+    """Per ``mode`` value (None / empty: "nodata"): tiles, TP, FP, FN, TN, precision,
+    recall and F1 over its evaluated tiles; the combinations richest first (most channels,
+    then with Sentinel-2), unknown names after them, "nodata" last.
+    Tiles not evaluated (status nodata) whatever their mode count under "nodata"."""
+    y = np.asarray(truth, dtype=bool)
+    p = np.asarray(predicted, dtype=bool)
+    e = np.asarray(evaluated, dtype=bool)
+    if not (len(modes) == y.size == p.size == e.size):
+        raise ValueError("modes, truth, predicted and evaluated need one value per tile")
+    keys = np.array([str(m) if (m not in (None, "") and ev) else NODATA_OUTCOME for m, ev in zip(modes, e)],
+                    dtype=object)
+    ranked = sorted(COMBINATIONS, key=lambda c: (-len(c.channels), not c.s2, COMBINATIONS.index(c)))
+    order = {c.name: i for i, c in enumerate(ranked)}
+    names = sorted(set(keys), key=lambda k: (k == NODATA_OUTCOME, order.get(k, len(order)), k))
+    out = []
+    for name in names:
+        sel = keys == name
+        ev = sel & e
+        tp, fp = int(np.sum(y & p & ev)), int(np.sum(~y & p & ev))
+        fn, tn = int(np.sum(y & ~p & ev)), int(np.sum(~y & ~p & ev))
+        out.append(ModeMetrics(name, int(sel.sum()), int(ev.sum()), int(np.sum(y & ev)), tp, fp, fn, tn,
+                               _ratio(tp, tp + fp), _ratio(tp, tp + fn), _ratio(2 * tp, 2 * tp + fp + fn)))
+    return out
+
+
 def outcomes(truth, predicted, evaluated) -> list[str]:
     """'TP'|'FP'|'FN'|'TN' per tile, 'nodata' where not evaluated."""
     out = []
@@ -138,6 +186,7 @@ class Evaluation:
     metrics: Metrics
     n_nodata: int
     warnings: list
+    by_mode: list | None = None  # [ModeMetrics], when the grid has a mode per tile
 
     @property
     def y(self):
@@ -150,12 +199,13 @@ class Evaluation:
 
 def evaluate_tiles(tiles_wkb: list, inventory_wkb: list, probs, status=None, flagged=None,
                    threshold: float | None = None, min_fraction: float = 0.01, progress=None,
-                   is_cancelled=None) -> Evaluation:
+                   is_cancelled=None, modes=None) -> Evaluation:
     """Truth, predictions and metrics of a detect grid against an inventory (same CRS).
 
     probs: probability per tile (NaN for none); status: detect's status per tile (None, or
     None entries: 'ok' where the probability is finite); flagged: detect's decision per tile, used when
-    ``threshold`` is None (else ``prob >= threshold``).  Raises InputError when nothing
+    ``threshold`` is None (else ``prob >= threshold``); modes: detect's ``mode`` per tile
+    (the input combination that scored it), for the per-combination breakdown.  Raises InputError when nothing
     can be evaluated, Cancelled when ``is_cancelled()`` turns True."""
     if not inventory_wkb:
         raise InputError("The landslide inventory has no polygons.")
@@ -184,5 +234,8 @@ def evaluate_tiles(tiles_wkb: list, inventory_wkb: list, probs, status=None, fla
     if not evaluated.any():
         raise InputError("Every tile of the grid is 'nodata': there is nothing to evaluate.")
     m = compute_metrics(truth[evaluated], predicted[evaluated], probs[evaluated])
+    by_mode = None
+    if modes is not None:
+        by_mode = metrics_by_mode(list(modes), truth, predicted, evaluated)
     return Evaluation(frac, probs, truth, predicted, evaluated, outcomes(truth, predicted, evaluated), m,
-                      int((~evaluated).sum()), warnings)
+                      int((~evaluated).sum()), warnings, by_mode)

@@ -1,8 +1,9 @@
 """Export aligned scene patches in the competition layout, for training on your own data.
 
 Writes ``<folder>/<ID>.npy`` (64, 64, 12) float32 channels-last in the package
-convention, ``Train.csv`` (ID,label) when an inventory is given (else ``Test.csv`` with
-IDs only), and ``patches.gpkg`` with each patch footprint, its ID, label and landslide
+convention, ``Train.csv`` (ID,label,mode) when an inventory is given (else ``Test.csv``
+with ID,mode), ``mode`` being the patch's input combination as detection decides it (the
+channels it lacks are NaN), and ``patches.gpkg`` with each patch footprint, its ID, label and landslide
 area fraction (engine.truth: the rule landslide:evaluate applies too).  The same
 layout the competition used, so training reads both.
 """
@@ -102,7 +103,8 @@ def _export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inv
             ids = [f"{prefix}_r{int(b.rows[j]):04d}_c{int(b.cols[j]):04d}" for j in keep]
             labels = None if frac is None else is_landslide(frac, min_landslide_fraction).astype(int)
             try:  # the .npy files, and the rows of Train.csv / Test.csv, batch by batch
-                write_patch_folder(folder, ids, b.patches[keep], labels, append=n_rows > 0)
+                write_patch_folder(folder, ids, b.patches[keep], labels, append=n_rows > 0,
+                                   modes=[b.modes[j] for j in keep])
             except ValueError as exc:
                 raise InputError(f"Cannot write the patch folder: {exc}") from None
             for k, (j, pid) in enumerate(zip(keep, ids)):

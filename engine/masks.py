@@ -96,14 +96,21 @@ class S2Mask:
             raise InputError(f"The {layer.label} holds fractional values: expected {EXPECTED}.")
         return float(lo), float(hi)
 
-    def invalid(self, row0: int, nrows: int) -> np.ndarray:
-        a = self.aligned.read(row0, nrows)[0]
+    def _invalid(self, a: np.ndarray) -> np.ndarray:
         nan = ~np.isfinite(a)
         if self.lut is not None:
             out = self.lut[np.where(nan, 0, a).astype(np.uint8)]
         else:
             out = a >= 0.5
         out |= nan
+        return out
+
+    def invalid_window(self, x0: int, y0: int, w: int, h: int) -> np.ndarray:
+        """(h, w) bool of a grid window (a sample: not counted in ``masked_fraction``)."""
+        return self._invalid(self.aligned.read_window(x0, y0, w, h)[0])
+
+    def invalid(self, row0: int, nrows: int) -> np.ndarray:
+        out = self._invalid(self.aligned.read(row0, nrows)[0])
         self.masked += int(out.sum())
         self.total += out.size
         return out

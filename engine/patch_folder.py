@@ -9,6 +9,10 @@ labels.  ``write_patch_folder`` writes the same layout (float32), which is what 
 Readers return (N, 12, 64, 64) float32, channels first (the runtime's layout).  Patches
 are loaded one file at a time (``np.load(mmap_mode="r")``) into a preallocated array,
 optionally a memory-mapped ``.npy`` cache, so memory stays bounded by one output array.
+
+Exported folders add a ``mode`` column to the CSV: each patch's input combination
+(``core.channels``, e.g. ``s2+desc_post``); the channels it lacks are NaN in the ``.npy``.
+``patch_modes`` reads it, or derives it from the pixels for folders without one.
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.channels import N_CHANNELS, PATCH_SIZE
+from ..core.channels import COMBINATION_BY_NAME, N_CHANNELS, OPTICAL, PATCH_SIZE, SOURCE_CHANNELS, Combination
 
 LABEL_FILES = ("Train.csv", "train.csv")
 ID_FILES = ("Test.csv", "test.csv", "ids.csv")
@@ -27,7 +31,7 @@ class PatchFolderError(Exception):
     """The folder is not a readable competition-layout patch folder."""
 
 
-def _read_csv(path: Path):
+def _read_csv(path: Path, column: str | None = None):
     with open(path, newline="", encoding="utf-8-sig") as fh:
         rows = list(csv.reader(fh))
     if not rows:
@@ -38,6 +42,10 @@ def _read_csv(path: Path):
         raise PatchFolderError(f"{path} has no ID column (header: {header})")
     i_id = lower.index("id")
     i_lab = lower.index("label") if "label" in lower else None
+    if column is not None:  # (ids, that column's values or None when the CSV has no such column)
+        i_col = lower.index(column) if column in lower else None
+        rows = [r for r in rows[1:] if r and r[i_id].strip()]
+        return [r[i_id].strip() for r in rows], (None if i_col is None else [r[i_col].strip() for r in rows])
     ids, labels = [], []
     for r in rows[1:]:
         if not r or not r[i_id].strip():
@@ -74,6 +82,49 @@ def list_patch_folder(folder) -> tuple[list[str], np.ndarray | None]:
     if labels is not None and not set(np.unique(labels)) <= {0, 1}:
         raise PatchFolderError(f"patch folder '{folder}': labels must be 0 or 1")
     return ids, labels
+
+
+def _csv_of(folder: Path) -> Path | None:
+    for name in LABEL_FILES + ID_FILES:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def derive_mode(patch: np.ndarray, min_valid: float = 0.5) -> str | None:
+    """The combination of one (12, 64, 64) patch from its pixels: a source counts where at
+    least ``min_valid`` of its pixels are finite in all its channels (an orbit: post-event
+    VV, VH; "full" when its change channels are too); None when nothing does."""
+    def ok(chans):
+        return float(np.isfinite(patch[list(chans)]).all(axis=0).mean()) >= min_valid
+
+    states = []
+    for src in ("S1_DESC", "S1_ASC"):
+        ch = SOURCE_CHANNELS[src]
+        states.append("none" if not ok(ch[:2]) else "full" if ok(ch) else "post")
+    c = Combination(ok(OPTICAL), *states)
+    return c.name if c.name else None
+
+
+def patch_modes(folder, ids, patches=None, min_valid: float = 0.5) -> list:
+    """Each patch's combination name: the CSV's ``mode`` column when the folder has one
+    (what ``landslide:exportpatches`` writes), else ``derive_mode`` on ``patches`` (N, 12,
+    64, 64) of those ``ids``.  Unknown names in the column are an error."""
+    folder = Path(folder)
+    path = _csv_of(folder)
+    if path is not None:
+        all_ids, modes = _read_csv(path, "mode")
+        if modes is not None:
+            by_id = dict(zip(all_ids, modes))
+            out = [by_id.get(i) or None for i in ids]
+            bad = sorted({m for m in out if m is not None and m not in COMBINATION_BY_NAME})
+            if bad:
+                raise PatchFolderError(f"{path}: unknown mode(s) {bad}; expected combination names such as "
+                                       + ", ".join(list(COMBINATION_BY_NAME)[:4]))
+            return out
+    if patches is None:
+        _, _, patches = read_patch_folder(folder, ids=list(ids))
+    return [derive_mode(p, min_valid) for p in patches]
 
 
 def load_patch(path) -> np.ndarray:
@@ -122,10 +173,11 @@ def read_patch_folder(folder, ids=None, out=None, cache=None, progress=None):
     return all_ids, labels, out
 
 
-def write_patch_folder(folder, ids, patches, labels=None, append: bool = False) -> Path:
+def write_patch_folder(folder, ids, patches, labels=None, append: bool = False, modes=None) -> Path:
     """Write patches (N, 12, 64, 64) (package convention) as ``ID.npy`` (64, 64, 12) float32
     plus ``Train.csv`` (ID,label) or, without labels, ``Test.csv`` (ID).  ``append`` adds
-    to an existing folder (chunked export)."""
+    to an existing folder (chunked export); ``modes`` (combination names, one per patch)
+    adds a ``mode`` column."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     patches = np.asarray(patches)
@@ -141,6 +193,10 @@ def write_patch_folder(folder, ids, patches, labels=None, append: bool = False) 
         labels = np.asarray(labels).astype(np.int64)
         if len(labels) != len(ids) or not set(np.unique(labels)) <= {0, 1}:
             raise ValueError("labels must be 0/1, one per patch")
+    if modes is not None:
+        modes = [str(m) for m in modes]
+        if len(modes) != len(ids) or not set(modes) <= set(COMBINATION_BY_NAME):
+            raise ValueError("modes must be combination names, one per patch")
     for pid, p in zip(ids, patches):
         np.save(folder / f"{pid}.npy", np.ascontiguousarray(np.moveaxis(p, 0, -1), dtype=np.float32))
     name = "Train.csv" if labels is not None else "Test.csv"
@@ -149,7 +205,7 @@ def write_patch_folder(folder, ids, patches, labels=None, append: bool = False) 
     with open(path, "w" if new else "a", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         if new:
-            w.writerow(["ID", "label"] if labels is not None else ["ID"])
+            w.writerow((["ID", "label"] if labels is not None else ["ID"]) + (["mode"] if modes is not None else []))
         for k, pid in enumerate(ids):
-            w.writerow([pid, int(labels[k])] if labels is not None else [pid])
+            w.writerow(([pid, int(labels[k])] if labels is not None else [pid]) + ([modes[k]] if modes is not None else []))
     return path

@@ -132,6 +132,10 @@ def ensemble_oof(man: dict, nn_oof: dict, ids, labels, gbm_oof_path) -> tuple[di
         if wsum <= 0 or len(rows) == 0:
             continue
         prob = acc / wsum
+        ok = np.isfinite(prob)  # a GBM member has no OOF value for patches lacking its channels
+        rows, prob = rows[ok], prob[ok]
+        if len(rows) == 0:
+            continue
         y = np.asarray(labels)[rows]
         t = best_threshold(prob, y)
         res = {"members": used, "missing_oof": missing, "n": int(len(rows)),

@@ -121,10 +121,18 @@ def metrics_at(y: np.ndarray, p: np.ndarray, t: float) -> dict:
 
 
 # ---------------------------------------------------------------- models
+def min_data_in_leaf(n_rows: int) -> int:
+    """LightGBM's minimum leaf size: the paper's 20, scaled down for small tables (an
+    analyst's own inventory of a few dozen patches), where 20 rows a leaf allows no split
+    at all and the member would predict a constant: n / 10, at least 5, below 200 rows."""
+    return min(int(LGB_PARAMS["min_data_in_leaf"]), max(5, int(n_rows) // 10))
+
+
 def fit_lgb(X, y, names, rounds, seed, threads, quick=False):
     import lightgbm as lgb
 
     params = dict(LGB_PARAMS, **({"learning_rate": QUICK_LR["lightgbm"]} if quick else {}))
+    params["min_data_in_leaf"] = min_data_in_leaf(len(y))
     params.update(seed=seed, num_threads=threads, verbose=-1, deterministic=True,
                   force_col_wise=True)
     ds = lgb.Dataset(X, label=y, feature_name=list(names), free_raw_data=True)
@@ -157,6 +165,18 @@ def load_saved(kind: str, path: Path, threads: int):
     b.load_model(str(path))
     b.set_param({"nthread": threads})
     return b
+
+
+def supported_rows(table: dict, mode: str) -> np.ndarray:
+    """Which rows (patches) have data in every channel of the combination: a channel's
+    mean is NaN only when the patch has no valid pixel of it, which is how exported
+    patches carry a source that was not given (or masked out, e.g. optics under a cloud).
+    Per patch this is its export ``mode`` and every combination within it."""
+    n = len(next(iter(table.values())))
+    ok = np.ones(n, dtype=bool)
+    for c in COMBINATION_BY_NAME[combination_name(mode)].channels:
+        ok &= np.isfinite(np.asarray(table[f"band{c + 1}_mean"], dtype=np.float64))
+    return ok
 
 
 def stratified_subsample(y: np.ndarray, limit: int, seed: int) -> np.ndarray:
@@ -288,26 +308,42 @@ def run(args) -> dict:
 
     members, thresholds, boosters = [], {}, {}
     member_metrics, ensemble_metrics, oof_cols, timings = {}, {}, {}, {}
-    rounds_used = {}
+    rounds_used, skipped = {}, {}
     for mode in modes:
         t_mode = time.perf_counter()
         names = list(feature_names(mode))
-        X = feature_matrix(table, names)
+        sup = supported_rows(table, mode)
+        rows = np.flatnonzero(sup)
+        mode_splits = splits
+        if not sup.all():  # patches lacking some of its channels (NaN): train on the others only
+            n_pos, n_neg = int(np.sum(y[rows] == 1)), int(np.sum(y[rows] == 0))
+            if min(n_pos, n_neg) < folds:
+                skipped[mode] = (f"{len(rows)} of {len(y)} patches have all its channels "
+                                 f"({n_pos} landslide, {n_neg} other; {folds}-fold CV needs {folds} of each)")
+                log(f"{mode}: skipped: {skipped[mode]}")
+                continue
+            mode_splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=args.seed)
+                               .split(np.zeros(len(rows)), y[rows]))
+            log(f"{mode}: {len(rows)} of {len(y)} patches have all its channels ({n_pos} landslide)")
+        ym = y[rows]
+        X = feature_matrix(table, names)[rows]
         kinds = (("lightgbm", "lgbm", fit_lgb, QUICK_ROUNDS if args.quick else LGB_ROUNDS[mode]),
                  ("xgboost", "xgb", fit_xgb, QUICK_ROUNDS if args.quick else XGB_ROUNDS[mode]))
         oof = {}
         for kind, short, fit, rounds in kinds:
-            p = np.zeros(len(y), dtype=np.float64)
-            for k, (tr, va) in enumerate(splits):
+            p = np.full(len(y), np.nan, dtype=np.float64)  # NaN: patches the combination cannot score
+            pm = np.zeros(len(rows), dtype=np.float64)
+            for k, (tr, va) in enumerate(mode_splits):
                 t0 = time.perf_counter()
-                b = fit(X[tr], y[tr], names, rounds, args.seed + k, threads, args.quick)
-                p[va] = predict(kind, b, X[va], threads)
+                b = fit(X[tr], ym[tr], names, rounds, args.seed + k, threads, args.quick)
+                pm[va] = predict(kind, b, X[va], threads)
                 log(f"{mode:22s} {kind:8s} fold {k + 1}/{folds}: {rounds} trees, "
-                    f"fold AUC {auc_score(y[va], p[va]):.4f} ({time.perf_counter() - t0:.1f}s)")
-            oof[short] = p
-            # final model on every row
+                    f"fold AUC {auc_score(ym[va], pm[va]):.4f} ({time.perf_counter() - t0:.1f}s)")
+            p[rows] = pm
+            oof[short] = pm
+            # final model on every row the combination can score
             t0 = time.perf_counter()
-            b = fit(X, y, names, rounds, args.seed, threads, args.quick)
+            b = fit(X, ym, names, rounds, args.seed, threads, args.quick)
             fname = f"{short}_{mode}.{'txt' if kind == 'lightgbm' else 'json'}"
             path = out / fname
             b.save_model(str(path))
@@ -317,32 +353,37 @@ def run(args) -> dict:
             if not np.allclose(mem, disk, rtol=0, atol=1e-6):
                 raise RuntimeError(f"{fname}: reloaded model disagrees with the trained one "
                                    f"(max |diff| {np.abs(mem - disk).max():.3g})")
-            log(f"{mode:22s} {kind:8s} final fit on {len(y)} rows -> {fname} "
+            log(f"{mode:22s} {kind:8s} final fit on {len(ym)} rows -> {fname} "
                 f"({path.stat().st_size / 1e6:.2f} MB, {time.perf_counter() - t0:.1f}s)")
             rounds_used[f"{short}_{mode}"] = rounds
             boosters[f"{short}_{mode}"] = b
+            oof_cols[f"{short}_{mode}"] = p
             members.append({
                 "name": f"{short}_{mode}", "kind": kind, "file": fname, "modes": [mode], "weight": 1.0,
                 "inputs": {"features": names},
                 "description": (f"{'LightGBM' if kind == 'lightgbm' else 'XGBoost'} on {len(names)} per-patch "
                                 f"statistics (combination {mode}), {rounds} trees, trained on "
                                 + ("the real Zindi feature table" if zindi else Path(args.data).name)
-                                + f" ({len(y)} patches)"),
+                                + f" ({len(ym)} patches)"),
             })
         pair = (oof["lgbm"] + oof["xgb"]) / 2.0
-        t = best_threshold(y, pair)
+        t = best_threshold(ym, pair)
         thresholds[mode] = t
         for short in ("lgbm", "xgb"):
-            member_metrics[f"{short}_{mode}"] = metrics_at(y, oof[short], t)
-            oof_cols[f"{short}_{mode}"] = oof[short]
-        ensemble_metrics[mode] = dict(metrics_at(y, pair, t), threshold=t,
+            member_metrics[f"{short}_{mode}"] = metrics_at(ym, oof[short], t)
+        ensemble_metrics[mode] = dict(metrics_at(ym, pair, t), threshold=t,
                                       members=[f"lgbm_{mode}", f"xgb_{mode}"],
                                       corr_members=round(float(np.corrcoef(oof["lgbm"], oof["xgb"])[0, 1]), 4))
+        if len(rows) < len(y):
+            ensemble_metrics[mode]["rows_used"] = int(len(rows))
         timings[mode] = round(time.perf_counter() - t_mode, 1)
         log(f"{mode}: pair OOF F1 {ensemble_metrics[mode]['oof_f1']:.4f} at {t:.2f} "
             f"(AUC {ensemble_metrics[mode]['oof_auc']:.4f}) in {timings[mode]:.0f}s")
 
-    # OOF probabilities for the whole-ensemble threshold
+    if not thresholds:
+        raise ValueError("no input combination has enough labelled patches with all its channels to train on: "
+                         + "; ".join(f"{m}: {r}" for m, r in skipped.items()))
+    # OOF probabilities for the whole-ensemble threshold (empty where a combination lacks channels)
     oof_path = Path(args.oof_out)
     oof_path.parent.mkdir(parents=True, exist_ok=True)
     cols = list(oof_cols)
@@ -350,7 +391,8 @@ def run(args) -> dict:
         w = csv.writer(fh)
         w.writerow(["ID", "label", "fold"] + cols)
         for i in range(len(y)):
-            w.writerow([ids[i], int(y[i]), int(fold_of[i])] + [f"{oof_cols[c][i]:.6f}" for c in cols])
+            vals = [oof_cols[c][i] for c in cols]
+            w.writerow([ids[i], int(y[i]), int(fold_of[i])] + ["" if np.isnan(v) else f"{v:.6f}" for v in vals])
 
     total = round(time.perf_counter() - t_start, 1)
     metrics = {
@@ -385,8 +427,13 @@ def run(args) -> dict:
         "members": member_metrics,
         "ensembles": ensemble_metrics,
     }
-    if set(modes) != set(MODES):
-        metrics["provenance"]["modes_trained"] = modes
+    if set(thresholds) != set(MODES):
+        metrics["provenance"]["modes_trained"] = list(thresholds)
+    if skipped:
+        metrics["provenance"]["modes_skipped"] = skipped
+    if len(y) < 200 * folds / max(folds - 1, 1):
+        metrics["provenance"]["hyperparameters"]["lightgbm_small_table"] = (
+            "min_data_in_leaf = max(5, rows / 10) below 200 training rows (train_gbm.min_data_in_leaf)")
     man = merge_manifest(out, members, thresholds, metrics)
     missing = [m["file"] for m in man["members"] if not (out / m["file"]).exists()]
     if missing:

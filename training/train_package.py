@@ -7,8 +7,14 @@ The folder is what ``landslide:exportpatches`` writes (or the competition's own
 ``ID.npy`` + ``Train.csv``).  Steps: per-patch features computed from the pixels with the
 very function detection uses (``core.features.patch_features``) and written as
 ``features.csv.gz`` in the table layout of ``train_gbm``; the GBM pair per mode
-(``train_gbm``); the chosen neural members (``train_nn``, needs torch + timm).  The
+(``train_gbm``) for every combination the patches support; the chosen neural members (``train_nn``, needs torch + timm).  The
 result is a package ``landslide:detect`` accepts as MODEL.
+
+Patches exported from partial inputs (say Sentinel-2 and a descending post-event scene
+only) carry the channels they lack as NaN.  A combination is trained on the patches that
+have every one of its channels (``train_gbm.supported_rows``); one that too few patches
+support for the cross-validation (fewer than ``folds`` of each class) is skipped and the
+log names it, so the package offers exactly the combinations its data can back.
 """
 from __future__ import annotations
 
@@ -19,8 +25,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
+
+from ..core.channels import COMBINATION_BY_NAME
 from ..core.features import BASE_FEATURES, patch_features
-from ..engine.patch_folder import list_patch_folder, read_patch_folder
+from ..engine.patch_folder import list_patch_folder, patch_modes, read_patch_folder
 from . import train_gbm
 
 
@@ -28,8 +37,25 @@ class TrainCancelled(Exception):
     pass
 
 
+def chunk_features(px: np.ndarray, modes: list) -> dict:
+    """Base features of patches (N, 12, 64, 64), each over the channels of its combination
+    and the pixels valid in all of them, as detection computes a tile of that combination
+    (``patch_features(..., channels=combination.channels)``); the features of the other
+    channels, and every feature of a patch with no combination, are NaN."""
+    out = {n: np.full(len(px), np.nan, dtype=np.float32) for n in BASE_FEATURES}
+    for mode in dict.fromkeys(m for m in modes if m is not None):
+        sel = np.array([i for i, m in enumerate(modes) if m == mode])
+        f = patch_features(px[sel], channels=COMBINATION_BY_NAME[mode].channels)
+        for n in BASE_FEATURES:
+            if n in f:
+                out[n][sel] = f[n]
+    return out
+
+
 def write_feature_table(folder, out_csv, progress=None, is_cancelled=None, chunk: int = 256) -> Path:
-    """features.csv.gz (ID, label, base features) from the pixels of a labelled patch folder."""
+    """features.csv.gz (ID, label, base features) from the pixels of a labelled patch folder;
+    per patch over its combination's channels (``chunk_features``; the folder's ``mode``
+    column, else derived from which channels have data)."""
     ids, labels = list_patch_folder(folder)
     if labels is None:
         raise ValueError(f"patch folder '{folder}' has no Train.csv with labels")
@@ -43,7 +69,7 @@ def write_feature_table(folder, out_csv, progress=None, is_cancelled=None, chunk
                 raise TrainCancelled()
             sub = ids[s:s + chunk]
             _, _, px = read_patch_folder(folder, ids=sub)
-            f = patch_features(px)
+            f = chunk_features(px, patch_modes(folder, sub, px))
             for j, pid in enumerate(sub):
                 w.writerow([pid, int(labels[s + j])] + [f"{float(f[n][j]):.9g}" for n in BASE_FEATURES])
             if progress:
@@ -66,8 +92,13 @@ def train_package(patches, out, members="all", gbm: bool = True, epochs=None, fo
         table = write_feature_table(patches, out / "training_oof" / "features.csv.gz",
                                     lambda f, m="": prog("features", f, m), is_cancelled)
         prog("gbm", 0.0, "gradient-boosting members")
-        train_gbm.run(SimpleNamespace(data=str(table), out=str(out), folds=folds or 5, seed=seed, quick=False,
-                                      limit=0, modes=list(train_gbm.MODES), threads=threads, oof_out=str(gbm_oof)))
+        res = train_gbm.run(SimpleNamespace(data=str(table), out=str(out), folds=folds or 5, seed=seed, quick=False,
+                                            limit=0, modes=list(train_gbm.MODES), threads=threads, oof_out=str(gbm_oof),
+                                            command="train_package"))
+        prov = res["metrics"]["provenance"]
+        log("Gradient-boosting members trained for " + ", ".join(res["thresholds"]))
+        for mode, why in prov.get("modes_skipped", {}).items():
+            log(f"Combination {mode} not trained: {why}")
         prog("gbm", 1.0, "gradient-boosting members done")
     if members not in ("none", [], ""):
         from . import train_nn

@@ -238,3 +238,47 @@ def test_runs_in_a_background_task_like_the_processing_dialog(provider, detect_g
         time.sleep(0.05)
     assert done.get("ok") and done["res"]["EVALUATED"] == 70
     assert (tmp_path / "r.html").exists() and not QImage(str(tmp_path / "roc.png")).isNull()
+
+
+def test_breakdown_per_input_combination(provider, tmp_path_factory, tmp_path):
+    """A SYNTHETIC scene half under a cloud, detected with its SCL mask: tiles under the
+    cloud are scored by SAR alone (mode desc+asc).  Each mode's row equals the counts and
+    ratios of its tiles in the evaluated grid, in the outputs, the CSV and the report."""
+    import csv
+
+    import processing
+    from sklearn import metrics as skm
+
+    from sentinel_landslide.engine.synthetic import make_scene
+
+    scene = make_scene(tmp_path_factory.mktemp("cloudy_eval"), width=640, height=448, seed=11, cloud=0.45)
+    grid = processing.run("landslide:detect", scene_params(scene, tmp_path / "grid.gpkg",
+                                                           S2_MASK=scene["S2_MASK"]))["OUTPUT"]
+    res = run_evaluate(grid, scene["truth"], tmp_path, OUTPUT_MODES=str(tmp_path / "by_mode.csv"))
+    out = _features(res["OUTPUT"])
+    rows = json.loads(res["BY_MODE"])
+    assert [r["mode"] for r in rows][:2] == ["s2+desc+asc", "desc+asc"]
+    assert sum(r["tiles"] for r in rows) == len(out) and sum(r["evaluated"] for r in rows) == res["EVALUATED"]
+    for r in rows:
+        if r["mode"] == "nodata":
+            continue
+        sel = [f for f in out if f["mode"] == r["mode"] and f["status"] == "ok"]
+        y = np.array([bool(f["truth"]) for f in sel])
+        pred = np.array([bool(f["flagged"]) for f in sel])
+        tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[False, True]).ravel()
+        assert (r["tiles"], r["tp"], r["fp"], r["fn"], r["tn"]) == (len(sel), tp, fp, fn, tn)
+        p, rc, f1, _ = skm.precision_recall_fscore_support(y, pred, average="binary", zero_division=0)
+        assert (r["precision"], r["recall"], r["f1"]) == pytest.approx((p, rc, f1))
+    assert sum(r["tp"] for r in rows) == res["TP"] and sum(r["fp"] for r in rows) == res["FP"]
+    with open(res["OUTPUT_MODES"], newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [t["mode"] for t in table] == [r["mode"] for r in rows]
+    assert [int(t["tp"]) for t in table] == [r["tp"] for r in rows]
+    html = Path(res["OUTPUT_HTML"]).read_text()
+    assert "Per input combination" in html and "<code>desc+asc</code>" in html
+    # a grid without modes (an older detect output): no breakdown, said so
+    legacy = tmp_path / "legacy.gpkg"
+    gdal.VectorTranslate(str(legacy), str(grid), selectFields=["tile_id", "prob", "flagged", "status"])
+    res2 = run_evaluate(legacy, scene["truth"], tmp_path, OUTPUT=str(tmp_path / "legacy_eval.gpkg"),
+                        OUTPUT_HTML=str(tmp_path / "legacy.html"))
+    assert res2["BY_MODE"] == "" and "no <code>mode</code> field" in Path(res2["OUTPUT_HTML"]).read_text()

@@ -40,3 +40,24 @@ def test_export_train_detect_round_trip(provider, tmp_path, synthetic_scene, pac
     with pytest.raises(QgsProcessingException, match="lists no patches|no Train.csv|no labels"):
         processing.run("landslide:train", {"PATCHES": str(tmp_path), "GBM": True, "MEMBERS": "none",
                                            "FOLDS": 2, "OUTPUT": str(tmp_path / "pkg2")})
+
+
+@pytest.mark.slow
+def test_partial_inputs_export_train_detect(provider, tmp_path, synthetic_scene, package):
+    """SYNTHETIC scene with Sentinel-2 and the descending post-event scene only: the patches
+    carry NaN for the rest, train gives the combinations they support, detect runs with them."""
+    import processing
+
+    pytest.importorskip("sklearn")
+    exp = processing.run("landslide:exportpatches", dict(S2=synthetic_scene["S2"], S1_DESC_POST=synthetic_scene["S1_DESC_POST"],
+                                                         INVENTORY=synthetic_scene["truth"], MODEL=str(package.folder),
+                                                         OUTPUT=str(tmp_path / "patches")))
+    res = processing.run("landslide:train", {"PATCHES": exp["OUTPUT"], "GBM": True, "MEMBERS": "none",
+                                             "FOLDS": 2, "OUTPUT": str(tmp_path / "pkg")})
+    from sentinel_landslide.models.package import load_package
+
+    pkg = load_package(res["OUTPUT"])
+    assert set(pkg.available_modes()) == {"s2", "s2+desc_post", "desc_post"}
+    det = processing.run("landslide:detect", dict(S2=synthetic_scene["S2"], S1_DESC_POST=synthetic_scene["S1_DESC_POST"],
+                                                  MODEL=res["OUTPUT"], OUTPUT=str(tmp_path / "g.gpkg")))
+    assert det["MODE"] == "s2+desc_post" and det["TILES"] == 70

@@ -66,3 +66,47 @@ def test_evaluate_tiles_leaves_out_nodata_and_uses_flagged_without_threshold():
         evaluate_tiles(tiles, inv, [float("nan")] * 4, threshold=0.5)
     with pytest.raises(InputError, match="no polygons"):
         evaluate_tiles(tiles, [], [0.5] * 4, threshold=0.5)
+
+
+def test_metrics_by_mode_match_scikit_learn_on_each_combination():
+    """Random truth / predictions over a mix of combinations and nodata tiles: each row
+    equals scikit-learn's figures on that combination's evaluated tiles."""
+    from sklearn import metrics as skm
+
+    from sentinel_landslide.engine.evaluation import metrics_by_mode
+
+    rng = np.random.default_rng(9)
+    names = np.array(["s2+desc+asc", "desc_post", "s2", None])
+    modes = names[rng.integers(0, 4, 300)]
+    evaluated = modes != None  # noqa: E711 (numpy element-wise)
+    evaluated[:5] = False  # nodata tiles that still carry a mode string count as nodata
+    y = rng.random(300) < 0.3
+    pred = rng.random(300) < np.where(y, 0.7, 0.2)
+    rows = metrics_by_mode(list(modes), y, pred, evaluated)
+    assert [r.mode for r in rows] == ["s2+desc+asc", "s2", "desc_post", "nodata"]  # richest first, nodata last
+    assert sum(r.tiles for r in rows) == 300
+    for r in rows[:-1]:
+        sel = (modes == r.mode) & evaluated
+        assert r.tiles == r.evaluated == sel.sum()
+        tn, fp, fn, tp = skm.confusion_matrix(y[sel], pred[sel], labels=[False, True]).ravel()
+        assert (r.tp, r.fp, r.fn, r.tn, r.positives) == (tp, fp, fn, tn, y[sel].sum())
+        p, rc, f, _ = skm.precision_recall_fscore_support(y[sel], pred[sel], average="binary", zero_division=0)
+        assert (r.precision, r.recall, r.f1) == pytest.approx((p, rc, f))
+    nod = rows[-1]
+    assert nod.tiles == (~evaluated).sum() and nod.evaluated == 0 and (nod.tp, nod.fp, nod.fn) == (0, 0, 0)
+    # the per-mode counts add up to the overall confusion matrix
+    assert sum(r.tp for r in rows) == int(np.sum(y & pred & evaluated))
+
+
+def test_evaluate_tiles_breaks_down_by_mode():
+    from sentinel_landslide.engine.evaluation import evaluate_tiles
+
+    tiles = [_square(i * 10, 0, i * 10 + 10, 10) for i in range(5)]
+    inv = [_square(0, 0, 10, 10), _square(30, 0, 40, 10)]  # tiles 0 and 3
+    ev = evaluate_tiles(tiles, inv, [0.9, 0.8, float("nan"), 0.2, 0.1], ["ok", "ok", "nodata", "ok", "ok"],
+                        flagged=[True, True, False, False, False],
+                        modes=["s2+desc", "desc_post", None, "desc_post", "s2+desc"])
+    got = {r.mode: (r.tiles, r.tp, r.fp, r.fn, r.precision, r.recall, r.f1) for r in ev.by_mode}
+    assert got == {"s2+desc": (2, 1, 0, 0, 1.0, 1.0, 1.0), "desc_post": (2, 0, 1, 1, 0.0, 0.0, 0.0),
+                   "nodata": (1, 0, 0, 0, 0.0, 0.0, 0.0)}
+    assert evaluate_tiles(tiles, inv, [0.5] * 5, threshold=0.5).by_mode is None  # a grid without modes

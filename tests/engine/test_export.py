@@ -32,7 +32,8 @@ def test_export_writes_the_competition_layout(tmp_path, synthetic_scene, package
     opts = scene_options(synthetic_scene, min_valid_fraction=0.9)
     res = export_patches(opts, package, tmp_path / "patches", _inventory(synthetic_scene), 0.01)
     rows = list(csv.reader((tmp_path / "patches" / "Train.csv").read_text().splitlines()))
-    assert rows[0] == ["ID", "label"] and len(rows) - 1 == res.n_patches > 0
+    assert rows[0] == ["ID", "label", "mode"] and len(rows) - 1 == res.n_patches > 0
+    assert {r[2] for r in rows[1:]} == {"s2+desc+asc"}  # each patch's input combination
     labels = {r[0]: int(r[1]) for r in rows[1:]}
     assert 0 < sum(labels.values()) == res.n_positive < len(labels)
     pid = rows[1][0]
