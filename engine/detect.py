@@ -207,14 +207,15 @@ class Scene:
         self.conventions = {}  # role -> the convention decided from the layer (before averaging)
         try:
             if "S2" in self.aligned:
-                how = ""
                 if given.get("S2"):
                     self.s2conv = given["S2"]
                 else:
                     sample, how = self._s2_sample()
-                    self.s2conv = units.decide_s2(sample, opts.s2_scale, opts.s2_offset)
+                    conv = units.decide_s2(sample, opts.s2_scale, opts.s2_offset)
+                    # the sample's story travels with the decision: band tasks given it log the same line
+                    self.s2conv = replace(conv, note=conv.note + how)
                 self.conventions["S2"] = self.s2conv
-                log.append(f"Sentinel-2 convention: {self.s2conv.note}{how}")
+                log.append(f"Sentinel-2 convention: {self.s2conv.note}")
             for role in S1_ROLES:
                 if role in self.aligned:
                     al = self.aligned[role]
