@@ -211,9 +211,9 @@ class Scene:
                     self.s2conv = given["S2"]
                 else:
                     sample, how = self._s2_sample()
-                    conv = units.decide_s2(sample, opts.s2_scale, opts.s2_offset)
+                    s2c = units.decide_s2(sample, opts.s2_scale, opts.s2_offset)
                     # the sample's story travels with the decision: band tasks given it log the same line
-                    self.s2conv = replace(conv, note=conv.note + how)
+                    self.s2conv = replace(s2c, note=s2c.note + how)
                 self.conventions["S2"] = self.s2conv
                 log.append(f"Sentinel-2 convention: {self.s2conv.note}")
             for role in S1_ROLES:
