@@ -37,7 +37,7 @@ def test_cli_detect_and_export(tmp_path, synthetic_scene, package_dir):
     n = json.loads(p.stdout.strip().splitlines()[-1])["patches"]
     assert n == len(list((tmp_path / "patches").glob("*.npy"))) > 0
     rows = (tmp_path / "patches" / "Train.csv").read_text().splitlines()
-    assert rows[0] == "ID,label" and len(rows) - 1 == n  # the inventory gave labels
+    assert rows[0] == "ID,label,mode" and len(rows) - 1 == n  # the inventory gave labels; mode: each patch's combination
     assert (tmp_path / "patches" / "Train.csv").exists()
 
 
