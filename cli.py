@@ -5,6 +5,11 @@
     python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
     python -m sentinel_landslide.cli batch --scenes SCENES.csv --out DIR [--scheduler ADDRESS | --workers N]
 
+The analyst's loop (the same functions as landslide:sample, landslide:accuracy, landslide:adapt):
+    python -m sentinel_landslide.cli sample --grid grid.gpkg [--out sampled.gpkg] [--n-flagged 50 --n-unflagged 50 --seed 42]
+    python -m sentinel_landslide.cli accuracy --grid sampled.gpkg [--html accuracy.html]
+    python -m sentinel_landslide.cli adapt --grid reviewed.gpkg --s2 S2.tif [--s1-... as detect] --out new_package/
+
 Training: python -m sentinel_landslide.training.train_gbm / train_nn (see --help).
 """
 from __future__ import annotations
@@ -14,9 +19,12 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .core.errors import InputError
 from .engine.align import InputLayer
 from .engine.detect import DetectOptions
+from .engine.sampling import DEFAULT_PER_CLASS
 from .engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
 from .models.ensemble import MissingDependency
 from .models.package import PackageError, load_package
@@ -89,9 +97,32 @@ def main(argv=None) -> int:
     b.add_argument("--band-rows", type=int, help="tile rows per task (default: about 4 tasks per worker thread)")
     b.add_argument("--task-threads", type=int, default=1, help="threads of each task's ensemble (default 1)")
     b.add_argument("--model", help="model package folder, on a path every worker sees (default: bundled)")
+    s = sub.add_parser("sample", help="draw a stratified accuracy sample (flagged / not flagged) into the grid's 'sample' field")
+    s.add_argument("--grid", required=True, help="grid from detect")
+    s.add_argument("--out", help="copy of the grid with the sample (GeoPackage, GeoJSON, Shapefile); default: the grid itself")
+    s.add_argument("--n-flagged", type=int, default=DEFAULT_PER_CLASS, help=f"sample size among flagged tiles "
+                   f"(default {DEFAULT_PER_CLASS}, capped at the stratum)")
+    s.add_argument("--n-unflagged", type=int, default=DEFAULT_PER_CLASS, help="sample size among tiles not flagged")
+    s.add_argument("--seed", type=int, default=42)
+    c = sub.add_parser("accuracy", help="precision, recall, F1, OA and landslide area with 95 %% intervals from the "
+                       "verdicts on the sample (Olofsson et al. 2014)")
+    c.add_argument("--grid", required=True, help="grid with a 'sample' field and 'review' verdicts")
+    c.add_argument("--html", help="optional HTML table")
+    t = sub.add_parser("adapt", help="a new model package fitted to the region from the grid's review verdicts")
+    t.add_argument("--grid", required=True, help="grid from detect with verdicts in its 'review' field")
+    _inputs(t)
+    t.add_argument("--out", required=True, help="folder of the new package (new or empty)")
+    t.add_argument("--base-features", help="base training feature table (default: the real competition table where "
+                   "present, else the local examples alone)")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--seed", type=int, default=42)
     a = ap.parse_args(argv)
     if a.cmd == "batch":
         return _batch(a)
+    if a.cmd in ("sample", "accuracy"):
+        return _sample(a) if a.cmd == "sample" else _accuracy(a)
+    if a.cmd == "adapt":
+        return _adapt(a)
     try:
         pkg = load_package(a.model)
         opts = _options(a)
@@ -126,6 +157,80 @@ def main(argv=None) -> int:
     except (InputError, PackageError, MissingDependency) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _sample(a) -> int:
+    from osgeo import gdal
+
+    from .engine.sampling import draw_sample, sample_report
+    from .engine.verdicts import read_grid, write_fields
+
+    try:
+        grid = read_grid(a.grid)
+        chosen = draw_sample(grid.flagged, grid.scored, a.n_flagged, a.n_unflagged, seed=a.seed)
+        path = a.grid
+        if a.out and Path(a.out).resolve() != Path(a.grid).resolve():
+            if Path(a.out).exists():
+                raise InputError(f"'{a.out}' exists: choose a new file for the sampled grid.")
+            gdal.UseExceptions()
+            gdal.VectorTranslate(a.out, a.grid)
+            path = a.out
+        inside = np.zeros(len(grid.fid), dtype=bool)
+        inside[chosen] = True
+        try:  # an earlier sample is replaced; verdicts are kept
+            write_fields(path, {"sample": {int(f): int(v) for f, v in zip(grid.fid, inside)}})
+        except (RuntimeError, AttributeError) as exc:
+            raise InputError(f"The sample could not be written to '{path}' ({exc}): write it to a GeoPackage "
+                             "(--out sampled.gpkg).") from None
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(sample_report(grid.flagged, grid.scored, chosen), file=sys.stderr)
+    print(json.dumps({"grid": str(path), "sampled": int(inside.sum()),
+                      "sampled_flagged": int((inside & grid.flagged).sum()),
+                      "sampled_unflagged": int((inside & ~grid.flagged).sum())}))
+    return 0
+
+
+def _accuracy(a) -> int:
+    from .engine.accuracy import accuracy_from_tiles, accuracy_page_html, accuracy_table_text
+    from .engine.verdicts import read_grid
+
+    try:
+        g = read_grid(a.grid)
+        areas = (g.bounds[:, 2] - g.bounds[:, 0]) * (g.bounds[:, 3] - g.bounds[:, 1])  # tiles are rectangles
+        acc = accuracy_from_tiles(g.flagged, g.scored, g.sample > 0, g.labels, tile_areas=areas)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(accuracy_table_text(acc), file=sys.stderr)
+    if a.html:
+        Path(a.html).write_text(accuracy_page_html(acc), encoding="utf-8")
+    print(json.dumps(dict(acc.as_dict(), area_unit=acc.area_unit, html=a.html)))
+    return 0
+
+
+def _adapt(a) -> int:
+    from .training.adapt import adapt
+
+    def progress(stage, frac):
+        print(f"\r{stage} {frac:5.0%}", end="", file=sys.stderr)
+
+    try:
+        if a.base_features and not Path(a.base_features).is_file():
+            raise InputError(f"The base training feature table '{a.base_features}' does not exist.")
+        res = adapt(a.grid, _options(a), a.model, a.out, base_features=a.base_features, threads=a.threads,
+                    seed=a.seed, progress=progress)
+    except (InputError, PackageError, MissingDependency) as exc:
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return 2
+    print(file=sys.stderr)
+    for line in res.log:
+        print(line, file=sys.stderr)
+    print(json.dumps({"package": str(res.folder), "mode": res.mode, "threshold": res.threshold,
+                      "confirmed": res.n_confirmed, "rejected": res.n_rejected, "metrics": res.metrics,
+                      "seconds": round(res.seconds, 1)}))
     return 0
 
 

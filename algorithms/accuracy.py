@@ -2,7 +2,6 @@
 confidence intervals from the verdicts on a stratified sample (Olofsson et al. 2014)."""
 from __future__ import annotations
 
-import html
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ from qgis.core import (
 )
 
 from ..core.errors import InputError
-from ..engine.accuracy import accuracy_from_tiles
+from ..engine.accuracy import accuracy_from_tiles, accuracy_page_html, accuracy_table_text
 from ..engine.verdicts import verdict_label
 from ..rendering.compat import VECTOR_POLYGON, is_null
 from .common import LandslideAlgorithm
@@ -39,21 +38,6 @@ def accuracy_of_features(features, names):
                        else verdict_label(f["review"]) for f in features], dtype=np.float64)
     areas = np.array([f.geometry().area() if f.hasGeometry() else 0.0 for f in features])
     return accuracy_from_tiles(flagged, scored, sample, labels, tile_areas=areas)
-
-
-def accuracy_table_html(acc) -> str:
-    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{e}</td><td>{ci}</td></tr>" for m, e, ci in acc.rows())
-    return ("<table><tr><th>Measure</th><th>Estimate</th><th>95 % interval</th></tr>" + rows + "</table>"
-            f"<p class='meta'>Stratified estimators of Olofsson et al. (2014) from {acc.n[0]} flagged and {acc.n[1]} "
-            f"unflagged sample tiles with a verdict ({acc.n_landslide[0]} and {acc.n_landslide[1]} confirmed); "
-            f"strata: {acc.N[0]} flagged, {acc.N[1]} unflagged scored tiles.</p>")
-
-
-def accuracy_table_text(acc) -> str:
-    lines = [f"{m}: {e} (95 % CI {ci})" for m, e, ci in acc.rows()]
-    lines.append(f"Sample verdicts: {acc.n[0]} flagged ({acc.n_landslide[0]} confirmed), {acc.n[1]} not flagged "
-                 f"({acc.n_landslide[1]} confirmed); strata {acc.N[0]} / {acc.N[1]} tiles")
-    return "\n".join(lines)
 
 
 class AccuracyAlgorithm(LandslideAlgorithm):
@@ -112,11 +96,6 @@ class AccuracyAlgorithm(LandslideAlgorithm):
             out.update({key: e.value, key + "_LO": lo, key + "_HI": hi})
         path = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
         if path:
-            Path(path).write_text(
-                "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Accuracy</title><style>"
-                "body{font-family:'DejaVu Sans',Arial,sans-serif}table{border-collapse:collapse}"
-                "td,th{border:1px solid #ccc;padding:.2em .6em}.meta{color:#666}</style></head><body>"
-                "<h1>Accuracy from a stratified sample</h1>" + accuracy_table_html(acc) + "</body></html>",
-                encoding="utf-8")
+            Path(path).write_text(accuracy_page_html(acc), encoding="utf-8")
             out[self.OUTPUT_HTML] = path
         return out

@@ -31,6 +31,7 @@ from qgis.core import (
 )
 
 from ..core.errors import InputError
+from ..engine.accuracy import accuracy_table_html, accuracy_table_text
 from ..rendering import render, report_layout
 from ..rendering.chips import (
     S1_ROLES,
@@ -47,7 +48,7 @@ from ..rendering.compat import (
     VECTOR_POLYGON,
     is_null,
 )
-from .accuracy import accuracy_of_features, accuracy_table_html, accuracy_table_text
+from .accuracy import accuracy_of_features
 from .common import S1_PARAMS, S2_BANDS, LandslideAlgorithm
 
 SELECTIONS = (

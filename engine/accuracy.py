@@ -21,6 +21,7 @@ delta method over (q_1, q_0) (which also gives eqs. 5-7 exactly, checked in the 
 """
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass
 
@@ -159,3 +160,26 @@ def accuracy_from_tiles(flagged, scored, in_sample, labels, tile_areas=None, are
                                int((used & s1 & (labels == 1)).sum()), int((used & s1).sum()),
                                int((used & s0 & (labels == 1)).sum()), int((used & s0).sum()),
                                tile_area=area, area_unit=area_unit)
+
+
+def accuracy_table_html(acc) -> str:
+    rows = "".join(f"<tr><td>{html.escape(m)}</td><td>{e}</td><td>{ci}</td></tr>" for m, e, ci in acc.rows())
+    return ("<table><tr><th>Measure</th><th>Estimate</th><th>95 % interval</th></tr>" + rows + "</table>"
+            f"<p class='meta'>Stratified estimators of Olofsson et al. (2014) from {acc.n[0]} flagged and {acc.n[1]} "
+            f"unflagged sample tiles with a verdict ({acc.n_landslide[0]} and {acc.n_landslide[1]} confirmed); "
+            f"strata: {acc.N[0]} flagged, {acc.N[1]} unflagged scored tiles.</p>")
+
+
+def accuracy_table_text(acc) -> str:
+    lines = [f"{m}: {e} (95 % CI {ci})" for m, e, ci in acc.rows()]
+    lines.append(f"Sample verdicts: {acc.n[0]} flagged ({acc.n_landslide[0]} confirmed), {acc.n[1]} not flagged "
+                 f"({acc.n_landslide[1]} confirmed); strata {acc.N[0]} / {acc.N[1]} tiles")
+    return "\n".join(lines)
+
+
+def accuracy_page_html(acc) -> str:
+    """A stand-alone HTML page holding the accuracy table (landslide:accuracy and the command line)."""
+    return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Accuracy</title><style>"
+            "body{font-family:'DejaVu Sans',Arial,sans-serif}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:.2em .6em}.meta{color:#666}</style></head><body>"
+            "<h1>Accuracy from a stratified sample</h1>" + accuracy_table_html(acc) + "</body></html>")
