@@ -1,12 +1,15 @@
 """landslide:fetch: an area and an event date in, Sentinel-1/2 COGs named like detect's inputs out."""
 from __future__ import annotations
 
+import re
+
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingOutputFile,
     QgsProcessingOutputRasterLayer,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDateTime,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
@@ -14,12 +17,13 @@ from qgis.core import (
     QgsProcessingParameterNumber,
     QgsProcessingParameterString,
 )
+from qgis.PyQt.QtCore import QDateTime, Qt, QTime
 
 from ..core.channels import ROLE_LABELS
 from ..core.errors import Cancelled, InputError
 from ..fetch.catalog import CATALOGS
 from ..fetch.run import FetchOptions, run_fetch
-from ..rendering.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
+from ..rendering.compat import DATETIME_TYPE, FILE_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER
 from .common import LandslideAlgorithm
 
 SOURCE_OPTIONS = (("S2", "Sentinel-2 L2A, post-event (with its SCL band)"),
@@ -46,14 +50,17 @@ class FetchAlgorithm(LandslideAlgorithm):
             "pre-event scene nearest before it on the SAME relative orbit, VV and VH, calibrated terrain-"
             "corrected backscatter (Planetary Computer sentinel-1-rtc, linear power); uncalibrated GRD is "
             "refused. The log states every choice; ITEMS (items.csv) lists the chosen items.\n\n"
-            "EVENT_DATE: YYYY-MM-DD (scenes of the event day are then used neither as pre nor as post) or "
-            "YYYY-MM-DDTHH:MM in UTC. MAX_CLOUD: percent of the area's covered pixels. A CACHE_FOLDER lets a "
-            "rerun with the same inputs skip the network. Needs internet and the pystac-client package.")
+            "EVENT_DATE: a date and time in UTC (the widget's clock is read as UTC; from qgis_process or a model "
+            "also a string: YYYY-MM-DD, YYYY-MM-DDTHH:MM, with Z or an offset converted to UTC). A date without a "
+            "time, or a widget time of 00:00, means the whole event day: its scenes are used neither as pre nor "
+            "as post (give 00:01 for an event just after midnight).\n\n"
+            "MAX_CLOUD: percent of the area's covered pixels. A CACHE_FOLDER lets a rerun with the "
+            "same inputs skip the network. Needs internet and the pystac-client package.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr("Area of interest")))
-        self.addParameter(QgsProcessingParameterString(
-            "EVENT_DATE", self.tr("Event date (YYYY-MM-DD, or YYYY-MM-DDTHH:MM UTC)")))
+        self.addParameter(QgsProcessingParameterDateTime(
+            "EVENT_DATE", self.tr("Event date and time (UTC; 00:00 = the whole day)"), DATETIME_TYPE))
         self.addParameter(QgsProcessingParameterNumber(
             "POST_DAYS", self.tr("Post-event window (days after the event)"), NUMBER_INTEGER, 20, minValue=1,
             maxValue=366))
@@ -87,6 +94,24 @@ class FetchAlgorithm(LandslideAlgorithm):
             self.addOutput(QgsProcessingOutputRasterLayer(name, self.tr(label)))
         self.addOutput(QgsProcessingOutputFile("ITEMS", self.tr("Chosen items (CSV)")))
 
+    def event_text(self, parameters, context) -> str:
+        """EVENT_DATE as fetch's ISO text in UTC: 'YYYY-MM-DD' for a date without a time (a string
+        of a bare date, or a QDateTime at 00:00, which the widget cannot leave empty), else
+        'YYYY-MM-DDTHH:MM:SS'.  A naive value (the widget's) is taken as UTC, one with Z or an
+        offset is converted."""
+        text = self.parameterAsString(parameters, "EVENT_DATE", context).strip()
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return text
+        t = self.parameterAsDateTime(parameters, "EVENT_DATE", context)
+        if not t.isValid():
+            raise QgsProcessingException(self.tr(
+                f"EVENT_DATE '{text}' is not a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM, UTC)."))
+        if t.timeSpec() != Qt.TimeSpec.LocalTime:
+            t = t.toUTC()
+        if isinstance(parameters.get("EVENT_DATE"), QDateTime) and t.time() == QTime(0, 0):
+            return t.toString("yyyy-MM-dd")
+        return t.toString("yyyy-MM-dd'T'HH:mm:ss")
+
     def processAlgorithm(self, parameters, context, feedback):
         rect = self.parameterAsExtent(parameters, "EXTENT", context)
         crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
@@ -98,7 +123,7 @@ class FetchAlgorithm(LandslideAlgorithm):
         opts = FetchOptions(
             extent=(rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum(),
                     crs.toWkt() if crs.isValid() else ""),
-            event=self.parameterAsString(parameters, "EVENT_DATE", context),
+            event=self.event_text(parameters, context),
             output_folder=self.parameterAsString(parameters, "OUTPUT_FOLDER", context),
             post_days=self.parameterAsInt(parameters, "POST_DAYS", context),
             pre_days=self.parameterAsInt(parameters, "PRE_DAYS", context),

@@ -51,6 +51,12 @@ except AttributeError:
     NUMBER_DOUBLE = QgsProcessingParameterNumber.Type.Double
     FLAG_ADVANCED = QgsProcessingParameterDefinition.Flag.FlagAdvanced
 try:  # QGIS >= 3.36
+    DATETIME_TYPE = Qgis.ProcessingDateTimeParameterDataType.DateTime
+except AttributeError:
+    from qgis.core import QgsProcessingParameterDateTime
+
+    DATETIME_TYPE = QgsProcessingParameterDateTime.Type.DateTime
+try:  # QGIS >= 3.36
     FILE_FOLDER = Qgis.ProcessingFileParameterBehavior.Folder
 except AttributeError:
     from qgis.core import QgsProcessingParameterFile

@@ -141,3 +141,33 @@ def test_fetch_then_detect_in_one_model(provider, servers, tmp_path):
     assert min(s2_valid) < 1.0 <= max(s2_valid)  # the chosen date has a 2 % strip of cloud shadow
     fetched = [n for n in os.listdir(tmp_path / "fetched") if not n.endswith(".aux.xml")]  # GDAL statistics
     assert sorted(fetched) == sorted([f"{r}.tif" for r in ROLES] + ["items.csv"])
+
+
+def test_event_date_is_a_utc_datetime_parameter(provider, servers, tmp_path):
+    """EVENT_DATE is a date-time parameter; strings from qgis_process / models still work. The
+    event-day descending scene D0 (2024-07-30 12:00 UTC) moves between the windows with the time."""
+    import processing
+    from qgis.core import QgsProcessingParameterDateTime
+    from qgis.PyQt.QtCore import QDate, QDateTime, QTime
+
+    from sentinel_landslide.rendering.compat import DATETIME_TYPE
+
+    world, _files, stac = servers
+    pdef = QgsApplication.processingRegistry().algorithmById("landslide:fetch").parameterDefinition("EVENT_DATE")
+    assert isinstance(pdef, QgsProcessingParameterDateTime) and pdef.dataType() == DATETIME_TYPE
+
+    def chosen(event, name):
+        res = processing.run("landslide:fetch", params(world, stac, tmp_path / name, EVENT_DATE=event, SOURCES=[1]))
+        with open(res["ITEMS"], encoding="utf-8") as f:
+            rows = {r["role"]: r["id"] for r in csv.DictReader(f)}
+        return rows["S1_DESC_PRE"], rows["S1_DESC_POST"]
+
+    ids = {k: world.s1_id(k) for k in ("D0", "D1", "D3")}
+    day = (ids["D3"], ids["D1"])  # a bare date: the event day's D0 is neither pre nor post
+    assert chosen(EVENT, "s") == day
+    assert chosen(QDateTime(QDate(2024, 7, 30), QTime(0, 0)), "q0") == day  # the widget's 00:00: the whole day
+    assert chosen(QDateTime(QDate(2024, 7, 30), QTime(10, 0)), "q10") == (ids["D3"], ids["D0"])  # before D0
+    assert chosen("2024-07-30T13:00", "s13") == (ids["D0"], ids["D1"])  # after D0: D0 is the pre scene
+    assert chosen("2024-07-30T13:00+02:00", "off") == (ids["D3"], ids["D0"])  # 11:00 UTC: before D0
+    with pytest.raises(QgsProcessingException, match="EVENT_DATE"):
+        processing.run("landslide:fetch", params(world, stac, tmp_path / "bad", EVENT_DATE="30/07/2024"))
