@@ -50,13 +50,14 @@ from ..core.features import feature_matrix, patch_features
 from ..engine.detect import DetectOptions, TiledScene
 from ..engine.verdicts import GridTiles, read_grid
 from ..models.ensemble import Ensemble
-from ..models.package import ModelPackage, load_package, sha256_file, write_manifest
+from ..models.package import ModelPackage, PackageError, load_package, sha256_file, write_manifest
 from .feature_table import load_feature_table
 from .train_gbm import LGB_PARAMS, LGB_ROUNDS, THRESHOLDS, XGB_PARAMS, XGB_ROUNDS, auc_score, prf
 
 LOCAL_SHARE = 0.3
 MIN_PER_CLASS = 10
 MAX_FOLDS = 4
+MIN_COMBO_PER_CLASS = 5
 LOCAL_FILE = "local_examples.csv"
 BASE_FEATURES_ENV = "SENTINEL_LANDSLIDE_BASE_FEATURES"
 DEFAULT_BASE_FEATURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "zindi" / "train_features_7147.csv.gz"
@@ -65,6 +66,10 @@ WEIGHT_RULE = ("local examples weigh LOCAL_SHARE = 0.3 of the fit: w_local = 0.3
                "(base rows weight 1); local examples alone: weight 1")
 NET_RULE = ("networks kept; with >= 10 verdicts per class re-weighted w = w_base * clip(2 * AUC_local - 1, 0, 1) "
             "(AUC on the verdicts, from the base weights of the first round)")
+COMBINATION_RULE = ("every input combination detect scored reviewed tiles with is refitted on the verdicts of its "
+                    "own tiles (features over its channels): the run's full combination with at least one verdict "
+                    "of each class, a fallback combination (e.g. desc+asc under cloud) with at least 5 of each; "
+                    "else its base members and threshold are kept (its verdicts are saved for a later round)")
 THRESHOLD_RULE = ("with >= 10 verdicts per class: F1-optimal threshold (0.05..0.95 step 0.01, middle of the best "
                   "plateau) of the stratified K-fold (K = min(4, smaller class)) cross-validated ensemble "
                   "probabilities of the local examples; else the base package's threshold")
@@ -80,6 +85,7 @@ class AdaptResult:
     metrics: dict
     log: list = field(default_factory=list)
     seconds: float = 0.0
+    combinations: dict = field(default_factory=dict)  # per package mode: adapted or kept, verdicts, metrics
 
 
 def _key(bounds) -> str:
@@ -111,7 +117,9 @@ def _match(grid: GridTiles, idx: np.ndarray, tiles: TiledScene, tol: float) -> t
 
 def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: list, progress=None,
                   is_cancelled=None) -> dict:
-    """Features and base-ensemble member probabilities of the grid's reviewed tiles."""
+    """Features and base-ensemble member probabilities of the grid's reviewed tiles, per input
+    combination detect scores them with: {combination: local examples}, the run's full
+    combination first (``full`` True)."""
     idx = _verdict_tiles(grid)
     tiles = TiledScene(opts, pkg, log)
     tol = 0.05 * pkg.patch_size * tiles.grid.res
@@ -135,13 +143,12 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
                          "another scene, other layers or another extent. Give the layers detect used for this grid.")
     if misfits:
         log.append(f"Warning: {len(misfits)} reviewed tile(s) are not tiles of these layers and are ignored.")
-    # the run's combination (what detect scores where every input is valid) is the one adapted
+    # every combination detect scores the reviewed tiles with (the run's full one, and fallbacks
+    # such as desc+asc under cloud): features over that combination's channels, as detect computes them
     target = tiles.scored_as.name
-    ens = Ensemble(pkg, target, threads=opts.threads)
-    mode = ens.package_mode  # the package's name for it ("combined" in packages of earlier versions)
-    names = sorted({f for s in ens.specs if s["kind"] in GBM_KINDS for f in s["inputs"]["features"]})
-    rows, feats, member_probs, other = [], {n: [] for n in names}, {m: [] for m in ens.member_names}, 0
-    seen = 0
+    ensembles: dict = {}
+    per: dict = {}
+    seen, unusable = 0, 0
     try:
         for k, b in enumerate(tiles):
             if is_cancelled is not None and is_cancelled():
@@ -153,34 +160,49 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
                 seen += len(sel)
                 if not sel:
                     continue
-                if name != target:  # e.g. a reviewed tile under cloud, scored by SAR alone
-                    other += len(sel)
+                if name not in ensembles:
+                    try:
+                        ensembles[name] = Ensemble(pkg, name, threads=opts.threads)
+                    except PackageError:
+                        ensembles[name] = None
+                ens = ensembles[name]
+                if ens is None:
+                    unusable += len(sel)
                     continue
+                acc = per.setdefault(name, {
+                    "names": sorted({f for s in ens.specs if s["kind"] in GBM_KINDS for f in s["inputs"]["features"]}),
+                    "rows": [], "feats": {}, "members": {m: [] for m in ens.member_names}})
                 px, valid = b.patches[gidx[sel]], gvalid[sel]
                 f = patch_features(px, valid, channels=COMBINATION_BY_NAME[name].channels)
                 probs = ens.predict(px, valid, f)
-                for n in names:
-                    feats[n].append(np.asarray(f[n], dtype=np.float32))
+                for n in acc["names"]:
+                    acc["feats"].setdefault(n, []).append(np.asarray(f[n], dtype=np.float32))
                 for m in ens.member_names:
-                    member_probs[m].append(probs[m])
-                rows += [found[(int(b.rows[gidx[n]]), int(b.cols[gidx[n]]))] for n in sel]
+                    acc["members"][m].append(probs[m])
+                acc["rows"] += [found[(int(b.rows[gidx[n]]), int(b.cols[gidx[n]]))] for n in sel]
     finally:
-        ens.close()
+        for ens in ensembles.values():
+            if ens is not None:
+                ens.close()
     nodata = len(found) - seen
     if nodata:
         log.append(f"Warning: {nodata} reviewed tile(s) have too little valid data in these layers and are ignored.")
-    if other:
-        log.append(f"Warning: {other} reviewed tile(s) are scored by another input combination than {target} "
-                   "(part of their inputs is invalid there) and are not used: adapt refits the members of "
-                   f"{target} only.")
-    if not rows:
-        raise InputError(f"None of the reviewed tiles is covered by all these layers ({target}): the grid comes "
+    if unusable:
+        log.append(f"Warning: {unusable} reviewed tile(s) are scored by an input combination the package has no "
+                   "members for and are not used.")
+    if not per:
+        raise InputError(f"None of the reviewed tiles is covered by these layers ({target}): the grid comes "
                          "from another scene, or the layers do not overlap it.")
-    rows = np.array(rows)
-    return {"mode": mode, "rows": rows, "labels": grid.labels[rows].astype(np.int64),
-            "keys": [_key(grid.bounds[i]) for i in rows],
-            "features": {n: np.concatenate(v) for n, v in feats.items()},
-            "members": {m: np.concatenate(v) for m, v in member_probs.items()}, "combination": target}
+    out = {}
+    for name in sorted(per, key=lambda n: (n != target, n)):
+        acc = per[name]
+        rows = np.array(acc["rows"])
+        out[name] = {"mode": ensembles[name].package_mode, "rows": rows,
+                     "labels": grid.labels[rows].astype(np.int64), "keys": [_key(grid.bounds[i]) for i in rows],
+                     "features": {n: np.concatenate(v) for n, v in acc["feats"].items()},
+                     "members": {m: np.concatenate(v) for m, v in acc["members"].items()}, "combination": name,
+                     "full": name == target}
+    return out
 
 
 def _read_local_csv(path: Path, mode: str):
@@ -193,15 +215,33 @@ def _read_local_csv(path: Path, mode: str):
     return rows
 
 
-def _write_local_csv(path: Path, mode: str, keys, labels, feats: dict, members: dict, grid_name: str) -> None:
-    names = list(feats)
-    mem = list(members)
+def _write_local_csv(path: Path, locals_: list, grid_name: str, carried: list | None = None) -> None:
+    """One row per local example of every refitted combination (``mode`` column), plus
+    ``carried`` rows (dicts of an earlier round's file, for combinations not refitted now)."""
+    names = sorted({n for lo in locals_ for n in lo["features"]} | {k for r in carried or [] for k in r
+                                                                    if k not in ("key", "mode", "label", "grid")
+                                                                    and not k.startswith("p_")})
+    mem = sorted({m for lo in locals_ for m in lo["members"]} | {k[2:] for r in carried or [] for k in r
+                                                                 if k.startswith("p_")})
     with open(path, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["key", "mode", "label", "grid"] + names + [f"p_{m}" for m in mem])
-        for i, k in enumerate(keys):
-            w.writerow([k, mode, int(labels[i]), grid_name] + [f"{feats[n][i]:.7g}" for n in names]
-                       + [f"{members[m][i]:.7g}" for m in mem])
+        for lo in locals_:
+            feats, members = lo["features"], lo["members"]
+            for i, k in enumerate(lo["keys"]):
+                w.writerow([k, lo["mode"], int(lo["labels"][i]), grid_name]
+                           + [f"{feats[n][i]:.7g}" if n in feats else "" for n in names]
+                           + [f"{members[m][i]:.7g}" if m in members else "" for m in mem])
+        for r in carried or []:
+            w.writerow([r.get("key", ""), r.get("mode", ""), r.get("label", ""), r.get("grid", "")]
+                       + [r.get(n, "") or "" for n in names] + [r.get(f"p_{m}", "") or "" for m in mem])
+
+
+def _read_all_local_csv(path: Path) -> list:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def merge_previous(local: dict, base_folder: Path, log: list) -> tuple[dict, int]:
@@ -310,36 +350,161 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
     _verdict_tiles(grid)
     opts = DetectOptions(**{**opts.__dict__, "threads": threads})
     prog("features", 0.0)
-    local = collect_local(grid, opts, pkg, log, lambda f: prog("features", f), cancelled)
-    local, n_prev = merge_previous(local, pkg.folder, log)
+    locs = collect_local(grid, opts, pkg, log, lambda f: prog("features", f), cancelled)
+    n_prev = {}
+    for name in list(locs):
+        locs[name], n_prev[name] = merge_previous(locs[name], pkg.folder, log)
+    tot_pos = sum(int((lo["labels"] == 1).sum()) for lo in locs.values())
+    tot_neg = sum(int((lo["labels"] == 0).sum()) for lo in locs.values())
+    if tot_pos == 0 or tot_neg == 0:
+        raise InputError(f"The verdicts hold one class only ({tot_pos} confirmed, {tot_neg} rejected): the model "
+                         "needs both landslides (confirmed) and other tiles (rejected) to learn from.")
+    chosen, kept = [], {}
+    for lo in locs.values():
+        p, n = int((lo["labels"] == 1).sum()), int((lo["labels"] == 0).sum())
+        need = 1 if lo["full"] else MIN_COMBO_PER_CLASS
+        if p >= need and n >= need:
+            chosen.append(lo)
+            continue
+        why = (f"{p} confirmed and {n} rejected verdict(s) on its tiles; refitting "
+               + ("the run's combination needs both classes" if lo["full"] else
+                  f"a fallback combination needs at least {MIN_COMBO_PER_CLASS} of each"))
+        kept[lo["mode"]] = {"adapted": False, "verdicts": {"confirmed": p, "rejected": n}, "reason": why}
+        log.append(f"Combination {lo['mode']}: base members kept ({why}). Its verdicts are saved for a later round.")
+    if not chosen:
+        raise InputError("No input combination has enough verdicts to refit: the run's combination needs both "
+                         f"classes, a fallback one at least {MIN_COMBO_PER_CLASS} of each. "
+                         + " ".join(f"{m}: {v['verdicts']['confirmed']} confirmed, {v['verdicts']['rejected']} "
+                                    "rejected." for m, v in kept.items()))
+
+    feat_path = base_features_path(base_features, pkg)
+    base_table = None
+    if feat_path is not None:
+        _, yb_all, table_all = load_feature_table(feat_path)
+        base_table = (yb_all, table_all)
+        log.append(f"Base training features: {feat_path} ({len(yb_all)} rows)")
+    else:
+        log.append("Warning: the base training features (train_features_7147.csv.gz) were not found: the "
+                   "gradient-boosting members are fitted on the local examples alone.")
+    prev = pkg.manifest.get("metrics", {}).get("adaptation", {})
+    plans = []
+    for k_mode, lo in enumerate(chosen):
+        plans.append(_plan_mode(pkg, lo, n_prev[lo["combination"]], base_table, prev, seed, threads, rounds_scale,
+                                folds, cancelled, lambda f, k=k_mode: prog("cross-validation", (k + f) / len(chosen)),
+                                log))
+
+    tmp = Path(tempfile.mkdtemp(prefix=".adapt-", dir=str(out.parent if out.parent.exists() else Path.cwd())))
+    try:
+        for m in pkg.manifest["members"]:
+            shutil.copy2(pkg.path(m), tmp / m["file"])
+        man = json.loads(json.dumps(pkg.manifest))
+        jobs = [(pl, s) for pl in plans for s in pl["gbms"]]
+
+        def final_job(job):
+            pl, s = job
+            if cancelled():
+                raise Cancelled()
+            X, yy, ww, names = pl["design"](s)
+            _fit(s["kind"], X, yy, ww, names, pl["rounds"](s), seed, 1, pl["min_leaf"]).save_model(str(tmp / s["file"]))
+
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            for i, _ in enumerate(pool.map(final_job, jobs)):
+                prog("fit", (i + 1) / len(jobs))
+        for pl in plans:
+            mode, weights = pl["mode"], pl["weights"]
+            for m in man["members"]:
+                if m["name"] in weights and mode in m["modes"]:
+                    if m["kind"] in GBM_KINDS:
+                        m["description"] = (m.get("description", "").split(" [adapted")[0]
+                                            + f" [adapted to {pl['n_local']} local verdicts, weight "
+                                              f"{pl['w_local']:.1f} each]")
+                    elif len(m["modes"]) == 1:
+                        m["weight"] = round(weights[m["name"]], 6)
+                    elif weights[m["name"]] != m["weight"]:
+                        log.append(f"Note: {m['name']} also runs in other modes; its weight is kept there and here.")
+            man["modes"][mode] = {**man["modes"].get(mode, {}), "threshold": pl["threshold"], "threshold_source": (
+                "re-chosen by landslide:adapt: " + THRESHOLD_RULE if pl["threshold"] != pl["base_t"] or pl["enough"]
+                else f"kept from the base package ({pkg.name})")}
+        man["name"] = pkg.manifest["name"].split("+")[0] + "+adapted"
+        rnd = int(prev.get("round", 0)) + 1
+        man["version"] = f"{pkg.manifest['version'].split('+')[0]}+adapt{rnd}"
+        done_modes = {lo["mode"] for lo in locs.values()}
+        old = _read_all_local_csv(pkg.folder / LOCAL_FILE)
+        _write_local_csv(tmp / LOCAL_FILE, list(locs.values()), Path(grid_path).name,
+                         [r for r in old if r.get("mode") not in done_modes])
+        main = plans[0]
+        combos = dict(kept)
+        for pl in plans:
+            combos[pl["mode"]] = {"adapted": True, "combination": pl["combination"],
+                                  "verdicts": {"confirmed": pl["n_pos"], "rejected": pl["n_neg"],
+                                               "from_earlier_rounds": pl["n_prev"]},
+                                  "local_weight": round(pl["w_local"], 3), "base_rows": pl["base_rows"],
+                                  "threshold": pl["threshold"], "local_cv": pl["metrics"],
+                                  "net_weights": {k2: round(v, 4) for k2, v in pl["weights"].items()},
+                                  "members_refitted": [s["name"] for s in pl["gbms"]]}
+        history = list(prev.get("history", []))
+        record = {
+            "round": rnd, "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "base_package": {"name": pkg.name, "folder": str(pkg.folder)},
+            "grid": str(Path(grid_path).resolve()), "mode": main["mode"],
+            "verdicts": {"confirmed": main["n_pos"], "rejected": main["n_neg"], "from_earlier_rounds": main["n_prev"]},
+            "local_weight": round(main["w_local"], 3), "weight_rule": WEIGHT_RULE, "net_rule": NET_RULE,
+            "threshold_rule": THRESHOLD_RULE, "combination_rule": COMBINATION_RULE,
+            "net_weights": {k2: round(v, 4) for k2, v in main["weights"].items()},
+            "base_features": str(feat_path) if feat_path else None, "base_rows": main["base_rows"],
+            "local_cv": main["metrics"], "combinations": combos, "seconds": None,
+        }
+        history.append(record)
+        base_w_all = dict(prev.get("original_weights") or {})
+        for pl in plans:
+            for k2, v in pl["base_w"].items():
+                base_w_all.setdefault(k2, v)
+        man.setdefault("metrics", {})["adaptation"] = {
+            "round": rnd, "base_features": str(feat_path) if feat_path else prev.get("base_features"),
+            "original_weights": base_w_all,
+            "local_examples": {"file": LOCAL_FILE, "sha256": sha256_file(tmp / LOCAL_FILE)},
+            "history": history}
+        record["seconds"] = round(time.perf_counter() - t0, 1)
+        write_manifest(tmp, man)
+        load_package(tmp)  # schema + checksums round trip
+        if out.exists():
+            out.rmdir()  # empty (checked above)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for pl in plans:
+        log.append(f"Adapted {pl['mode']} ({pl['n_pos']} confirmed, {pl['n_neg']} rejected): threshold "
+                   f"{pl['threshold']:.3f} (base {pl['base_t']:.3f}); local "
+                   + ", ".join(f"{k2} {v}" for k2, v in pl["metrics"].items()
+                               if k2.startswith(("cv_", "base_auc", "base_f1"))))
+    log.append(f"Adapted package written to {out}.")
+    return AdaptResult(out, main["mode"], main["threshold"], sum(pl["n_pos"] for pl in plans),
+                       sum(pl["n_neg"] for pl in plans), main["metrics"], log, time.perf_counter() - t0,
+                       combinations=combos)
+
+
+def _plan_mode(pkg, local, n_prev, base_table, prev, seed, threads, rounds_scale, folds, cancelled, prog, log) -> dict:
+    """Cross-validation, network weights and threshold of one combination's refit; the final
+    GBM fits are returned as ``design`` / ``rounds`` for the caller to run."""
     mode, y = local["mode"], local["labels"]
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
-    if n_pos == 0 or n_neg == 0:
-        raise InputError(f"The verdicts hold one class only ({n_pos} confirmed, {n_neg} rejected): the model needs "
-                         "both landslides (confirmed) and other tiles (rejected) to learn from.")
     log.append(f"Mode {mode}: {n_pos} confirmed and {n_neg} rejected local example(s)"
                + (f" ({n_prev} from earlier rounds)" if n_prev else ""))
-
     specs = [s for s in pkg.members_for(mode) if s["name"] in local["members"]]
     gbms = [s for s in specs if s["kind"] in GBM_KINDS]
     if not gbms:
         raise InputError(f"The package '{pkg.name}' has no gradient-boosting member in {mode} mode to adapt.")
-    prev = pkg.manifest.get("metrics", {}).get("adaptation", {})
     base_w = {s["name"]: float(prev.get("original_weights", {}).get(s["name"], s["weight"])) for s in specs}
-
-    feat_path = base_features_path(base_features, pkg)
-    if feat_path is not None:
-        _, yb, table = load_feature_table(feat_path)
-        log.append(f"Base training features: {feat_path} ({len(yb)} rows)")
-        missing = sorted({f for s in gbms for f in s["inputs"]["features"] if f not in table})
+    yb, table = np.zeros(0, np.int64), None
+    if base_table is not None:
+        missing = sorted({f for s in gbms for f in s["inputs"]["features"] if f not in base_table[1]})
         if missing:
             log.append(f"Warning: the base training features lack {', '.join(missing[:5])}"
-                       f"{'...' if len(missing) > 5 else ''}: the members are fitted on the local examples alone.")
-            yb, table, feat_path = np.zeros(0, np.int64), None, None
-    else:
-        yb, table = np.zeros(0, np.int64), None
-        log.append("Warning: the base training features (train_features_7147.csv.gz) were not found: the "
-                   "gradient-boosting members are fitted on the local examples alone.")
+                       f"{'...' if len(missing) > 5 else ''}: the {mode} members are fitted on the local examples "
+                       "alone.")
+        else:
+            yb, table = base_table
     n_local = len(y)
     w_local = LOCAL_SHARE / (1 - LOCAL_SHARE) * len(yb) / n_local if len(yb) else 1.0
     min_leaf = 20 if len(yb) else max(2, min(20, n_local // 10))
@@ -384,7 +549,7 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             for n_done, (va, name, p) in enumerate(pool.map(cv_job, jobs)):
                 oof[name][va] = p
-                prog("cross-validation", (n_done + 1) / len(jobs))
+                prog((n_done + 1) / len(jobs))
         for f in range(k):
             tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             wts = _net_weights(specs, base_w, {m: local["members"][m][tr] for m in local["members"]}, y[tr], enough)
@@ -410,63 +575,7 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
         f1, pr, rc = prf(y, p_cv, threshold)
         local_metrics.update({"cv_auc": round(auc_score(y, p_cv), 4), "cv_f1": round(f1, 4), "cv_precision": round(pr, 4),
                               "cv_recall": round(rc, 4), "threshold": threshold})
-    tmp = Path(tempfile.mkdtemp(prefix=".adapt-", dir=str(out.parent if out.parent.exists() else Path.cwd())))
-    try:
-        for m in pkg.manifest["members"]:
-            shutil.copy2(pkg.path(m), tmp / m["file"])
-        man = json.loads(json.dumps(pkg.manifest))
-        def final_job(s):
-            if cancelled():
-                raise Cancelled()
-            X, yy, ww, names = design(s)
-            _fit(s["kind"], X, yy, ww, names, rounds(s), seed, 1, min_leaf).save_model(str(tmp / s["file"]))
-
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for i, _ in enumerate(pool.map(final_job, gbms)):
-                prog("fit", (i + 1) / len(gbms))
-        for m in man["members"]:
-            if m["name"] in weights and mode in m["modes"]:
-                if m["kind"] in GBM_KINDS:
-                    m["description"] = (m.get("description", "").split(" [adapted")[0]
-                                        + f" [adapted to {n_local} local verdicts, weight {w_local:.1f} each]")
-                elif len(m["modes"]) == 1:
-                    m["weight"] = round(weights[m["name"]], 6)
-                elif weights[m["name"]] != m["weight"]:
-                    log.append(f"Note: {m['name']} also runs in other modes; its weight is kept there and here.")
-        man["name"] = pkg.manifest["name"].split("+")[0] + "+adapted"
-        rnd = int(prev.get("round", 0)) + 1
-        man["version"] = f"{pkg.manifest['version'].split('+')[0]}+adapt{rnd}"
-        man["modes"][mode] = {"threshold": threshold, "threshold_source": (
-            "re-chosen by landslide:adapt: " + THRESHOLD_RULE if threshold != base_t or enough
-            else f"kept from the base package ({pkg.name})")}
-        _write_local_csv(tmp / LOCAL_FILE, mode, local["keys"], y, local["features"], local["members"],
-                         Path(grid_path).name)
-        history = list(prev.get("history", []))
-        record = {
-            "round": rnd, "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "base_package": {"name": pkg.name, "folder": str(pkg.folder)},
-            "grid": str(Path(grid_path).resolve()), "mode": mode,
-            "verdicts": {"confirmed": n_pos, "rejected": n_neg, "from_earlier_rounds": n_prev},
-            "local_weight": round(w_local, 3), "weight_rule": WEIGHT_RULE, "net_rule": NET_RULE,
-            "threshold_rule": THRESHOLD_RULE, "net_weights": {k2: round(v, 4) for k2, v in weights.items()},
-            "base_features": str(feat_path) if feat_path else None, "base_rows": int(len(yb)),
-            "local_cv": local_metrics, "seconds": None,
-        }
-        history.append(record)
-        man.setdefault("metrics", {})["adaptation"] = {
-            "round": rnd, "base_features": str(feat_path) if feat_path else prev.get("base_features"),
-            "original_weights": base_w if not prev.get("original_weights") else prev["original_weights"],
-            "local_examples": {"file": LOCAL_FILE, "sha256": sha256_file(tmp / LOCAL_FILE)},
-            "history": history}
-        record["seconds"] = round(time.perf_counter() - t0, 1)
-        write_manifest(tmp, man)
-        load_package(tmp)  # schema + checksums round trip
-        if out.exists():
-            out.rmdir()  # empty (checked above)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    log.append(f"Adapted package written to {out}: threshold {threshold:.3f} (base {base_t:.3f}); local "
-               + ", ".join(f"{k2} {v}" for k2, v in local_metrics.items() if k2.startswith(("cv_", "base_auc", "base_f1"))))
-    return AdaptResult(out, mode, threshold, n_pos, n_neg, local_metrics, log, time.perf_counter() - t0)
+    return {"mode": mode, "combination": local["combination"], "gbms": gbms, "weights": weights,
+            "threshold": threshold, "base_t": base_t, "enough": enough, "metrics": local_metrics,
+            "design": design, "rounds": rounds, "min_leaf": min_leaf, "w_local": w_local, "n_local": n_local,
+            "n_pos": n_pos, "n_neg": n_neg, "n_prev": n_prev, "base_rows": int(len(yb)), "base_w": base_w}

@@ -89,3 +89,92 @@ def test_adapted_package_beats_the_base_on_tiles_not_reviewed(tmp_path):
     assert rec["history"][0]["base_rows"] == 7147 and rec["history"][0]["local_cv"]["cv_auc"] > 0.5
     assert json.loads((tmp_path / "demo" / "adapted_package" / "manifest.json").read_text())["version"].endswith("+adapt1")
     assert np.isfinite(pkg.threshold("s2+desc+asc"))
+
+
+@pytest.fixture(scope="module")
+def cloudy_grid(package, tmp_path_factory):
+    """A SYNTHETIC scene half under cloud (engine.synthetic cloud=0.5, with its SCL): detect scores
+    the clear tiles with s2+desc+asc and the clouded ones with desc+asc."""
+    from sentinel_landslide.engine.align import InputLayer
+    from sentinel_landslide.engine.outputs import write_grid
+    from sentinel_landslide.engine.synthetic import make_scene
+    from sentinel_landslide.engine.verdicts import read_grid, tile_truth
+    from sentinel_landslide.pipeline import run_detection
+
+    d = tmp_path_factory.mktemp("adapt_cloudy")
+    scene = make_scene(d / "scene", width=896, height=640, seed=11, cloud=0.5)
+    opts = scene_options(scene, threads=2)
+    opts.s2_mask = InputLayer("S2_MASK", scene["S2_MASK"], [1])
+    res = run_detection(opts, package)
+    write_grid(str(d / "grid.gpkg"), res, package.name)
+    ds = ogr.Open(str(d / "grid.gpkg"))
+    modes = np.array([f.GetField("mode") for f in ds.GetLayer(0)])
+    ds = None
+    g = read_grid(d / "grid.gpkg")
+    return scene, opts, d / "grid.gpkg", g, tile_truth(g.bounds, scene["truth"]), modes
+
+
+def _pick(g, truth, modes, mode, n_pos, n_neg):
+    idx = np.flatnonzero(g.scored & (modes == mode))
+    pos, neg = [i for i in idx if truth[i]][:n_pos], [i for i in idx if not truth[i]][:n_neg]
+    assert len(pos) == n_pos and len(neg) == n_neg, (mode, len(pos), len(neg))
+    return pos + neg
+
+
+@pytest.mark.slow
+def test_adapt_refits_every_combination_with_enough_verdicts(cloudy_grid, package, tmp_path):
+    """Verdicts on clear (s2+desc+asc) and clouded (desc+asc) tiles of a SYNTHETIC cloudy scene:
+    both combinations' GBM pairs are refitted on their own tiles' features, the rest of the
+    package is untouched, the manifest records each; with fewer than 5 of a class on the
+    clouded tiles desc+asc keeps its base members and the log says so."""
+    import csv
+
+    from sentinel_landslide.core.channels import COMBINATION_BY_NAME
+    from sentinel_landslide.engine.verdicts import simulate_verdicts
+    from sentinel_landslide.models.package import load_package, sha256_file
+    from sentinel_landslide.training.adapt import MIN_COMBO_PER_CLASS, adapt
+
+    scene, opts, src, g, truth, modes = cloudy_grid
+    assert MIN_COMBO_PER_CLASS == 5
+    chosen = _pick(g, truth, modes, "s2+desc+asc", 6, 10) + _pick(g, truth, modes, "desc+asc", 6, 8)
+    v = simulate_verdicts(truth, chosen)
+    grid = _with_verdicts(src, tmp_path / "both.gpkg", {int(g.fid[i]): v[i] for i in chosen})
+    res = adapt(str(grid), opts, str(package.folder), str(tmp_path / "pkg"), rounds_scale=0.1)
+    combos = res.combinations
+    assert combos["s2+desc+asc"]["adapted"] and combos["desc+asc"]["adapted"], res.log
+    assert combos["s2+desc+asc"]["verdicts"]["confirmed"] == 6 and combos["s2+desc+asc"]["verdicts"]["rejected"] == 10
+    assert combos["desc+asc"]["verdicts"]["confirmed"] == 6 and combos["desc+asc"]["verdicts"]["rejected"] == 8
+    assert (res.n_confirmed, res.n_rejected) == (12, 18) and not any("not used" in line for line in res.log)
+    new = load_package(tmp_path / "pkg")  # checksums verified
+    refitted = {"lgbm_s2+desc+asc", "xgb_s2+desc+asc", "lgbm_desc+asc", "xgb_desc+asc"}
+    for m in package.manifest["members"]:
+        same = sha256_file(package.path(m)) == sha256_file(new.folder / m["file"])
+        assert same == (m["name"] not in refitted), m["name"]
+    hist = new.manifest["metrics"]["adaptation"]["history"][-1]
+    assert set(hist["combinations"]) == {"s2+desc+asc", "desc+asc"}
+    assert hist["combinations"]["desc+asc"]["members_refitted"] == ["lgbm_desc+asc", "xgb_desc+asc"]
+    assert "5 of each" in hist["combination_rule"]
+    # the clouded tiles' examples carry features over desc+asc's channels only
+    with open(tmp_path / "pkg" / "local_examples.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    sar = [r for r in rows if r["mode"] == "desc+asc"]
+    assert len(sar) == 14 and len([r for r in rows if r["mode"] == "s2+desc+asc"]) == 16
+    spec = next(s for s in package.members_for("desc+asc") if s["name"] == "lgbm_desc+asc")
+    assert all(r[f] != "" for r in sar for f in spec["inputs"]["features"])
+    s2_only = [f for f in rows[0] if f.startswith(("B", "ndvi", "NDVI")) and f not in spec["inputs"]["features"]]
+    assert s2_only and all(r[f] == "" for r in sar for f in s2_only)
+    assert set(COMBINATION_BY_NAME["desc+asc"].channels).isdisjoint({"B2", "B3", "B4", "B8"})
+
+    few = _pick(g, truth, modes, "s2+desc+asc", 6, 10) + _pick(g, truth, modes, "desc+asc", 3, 8)
+    v = simulate_verdicts(truth, few)
+    grid = _with_verdicts(src, tmp_path / "few.gpkg", {int(g.fid[i]): v[i] for i in few})
+    res = adapt(str(grid), opts, str(package.folder), str(tmp_path / "pkg2"), rounds_scale=0.1)
+    assert not res.combinations["desc+asc"]["adapted"] and res.combinations["s2+desc+asc"]["adapted"]
+    assert any(line.startswith("Combination desc+asc: base members kept") for line in res.log), res.log
+    new = load_package(tmp_path / "pkg2")
+    for name in ("lgbm_desc+asc", "xgb_desc+asc"):
+        m = next(x for x in package.manifest["members"] if x["name"] == name)
+        assert sha256_file(package.path(m)) == sha256_file(new.folder / m["file"])
+    assert new.threshold("desc+asc") == package.threshold("desc+asc")
+    with open(tmp_path / "pkg2" / "local_examples.csv", newline="", encoding="utf-8") as fh:
+        assert sum(r["mode"] == "desc+asc" for r in csv.DictReader(fh)) == 11  # saved for a later round
