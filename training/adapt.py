@@ -6,6 +6,12 @@
    features are the ones detect scored.  The base package's ensemble scores them too.
    Earlier rounds' examples (``local_examples.csv`` of an adapted base package) are kept;
    a tile reviewed again takes its new verdict.
+   Every input combination detect scored reviewed tiles with is handled on its own (features
+   over its channels): the run's full combination is refitted with at least one verdict of each
+   class, a fallback combination (e.g. ``desc+asc`` under cloud) with at least
+   MIN_COMBO_PER_CLASS (5) of each; otherwise its base members and threshold are kept, the log
+   says so and its verdicts are saved in ``local_examples.csv`` for a later round.  Steps 2-4
+   run per refitted combination; the manifest records each (``history[-1].combinations``).
 2. Gradient-boosting members of the mode (LightGBM + XGBoost, ``train_gbm``'s
    hyper-parameters and tree counts) are refitted on the base training features (the real
    table ``train_features_7147.csv.gz``; where it is absent, the local examples alone, with
