@@ -16,7 +16,7 @@ from ..core.errors import InputError
 from ..engine.accuracy import accuracy_from_tiles, accuracy_page_html, accuracy_table_text
 from ..engine.verdicts import verdict_label
 from ..rendering.compat import VECTOR_POLYGON, is_null
-from .common import LandslideAlgorithm
+from .common import LandslideAlgorithm, detect_grid
 from .sample import grid_arrays
 
 MEASURES = (("OVERALL", "overall", "Overall accuracy"), ("PRECISION", "users", "User's accuracy (precision)"),
@@ -76,13 +76,7 @@ class AccuracyAlgorithm(LandslideAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        grid = self.parameterAsSource(parameters, self.GRID, context)
-        if grid is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.GRID))
-        names = grid.fields().names()
-        if "prob" not in names or "flagged" not in names:
-            raise QgsProcessingException(
-                "The grid has no 'prob' or 'flagged' field: choose the output of 'Detect landslides (Sentinel-1/2)'.")
+        grid, names = detect_grid(self, parameters, self.GRID, context)
         try:
             acc = accuracy_of_features(list(grid.getFeatures()), names)
         except InputError as exc:

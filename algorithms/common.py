@@ -87,6 +87,18 @@ def add_input_parameters(alg, advanced_cls) -> None:
         alg.addParameter(p)
 
 
+def detect_grid(alg, parameters, name, context):
+    """(source, field names) of a grid written by detect, or a message saying what to choose."""
+    grid = alg.parameterAsSource(parameters, name, context)
+    if grid is None:
+        raise QgsProcessingException(alg.invalidSourceError(parameters, name))
+    names = grid.fields().names()
+    if "prob" not in names or "flagged" not in names:
+        raise QgsProcessingException(
+            "The grid has no 'prob' or 'flagged' field: choose the output of 'Detect landslides (Sentinel-1/2)'.")
+    return grid, names
+
+
 def model_parameter() -> QgsProcessingParameterFile:
     return QgsProcessingParameterFile("MODEL", "Model package folder (empty: the bundled model)",
                                       behavior=FILE_FOLDER,

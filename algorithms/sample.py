@@ -18,7 +18,7 @@ from qgis.core import (
 from ..core.errors import InputError
 from ..engine.sampling import DEFAULT_PER_CLASS, draw_sample, sample_report
 from ..rendering.compat import INT, NUMBER_INTEGER, VECTOR_POLYGON, is_null
-from .common import LandslideAlgorithm, StyleLoader
+from .common import LandslideAlgorithm, StyleLoader, detect_grid
 
 
 def grid_arrays(features, names) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +74,7 @@ class SampleAlgorithm(LandslideAlgorithm):
             self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
 
     def processAlgorithm(self, parameters, context, feedback):
-        grid = self.parameterAsSource(parameters, self.GRID, context)
-        if grid is None:
-            raise QgsProcessingException(self.invalidSourceError(parameters, self.GRID))
-        names = grid.fields().names()
-        if "prob" not in names or "flagged" not in names:
-            raise QgsProcessingException(
-                "The grid has no 'prob' or 'flagged' field: choose the output of 'Detect landslides (Sentinel-1/2)'.")
+        grid, names = detect_grid(self, parameters, self.GRID, context)
         feats = list(grid.getFeatures())
         flagged, scored = grid_arrays(feats, names)
         try:
