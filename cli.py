@@ -89,7 +89,7 @@ def main(argv=None) -> int:
     e.add_argument("--inventory", help="landslide polygons (any OGR format) for Train.csv labels")
     e.add_argument("--min-fraction", type=float, default=0.01)
     b = sub.add_parser("batch", help="many scenes on a Dask cluster (needs dask[distributed])")
-    b.add_argument("--scenes", required=True, help="CSV: id, s2, s2_mask, s1_desc_post, ... (see distributed/batch.py)")
+    b.add_argument("--scenes", required=True, help="CSV: id, s2, s2_mask, s1_desc_post, ... (see cluster/batch.py)")
     b.add_argument("--out", required=True, help="folder: <id>.gpkg per scene, index.csv, index.json")
     where = b.add_mutually_exclusive_group()
     where.add_argument("--scheduler", help="address of a running Dask scheduler (tcp://host:8786)")
@@ -237,9 +237,9 @@ def _adapt(a) -> int:
 def _batch(a) -> int:
     """Exit 0 when every scene is done or skipped, 1 when some failed (see the index), 2 on a
     problem with the whole run (package, CSV, cluster)."""
-    from .distributed import MissingDask
-    from .distributed.batch import read_scenes, run_batch
-    from .distributed.cluster import open_client
+    from .cluster import MissingDask
+    from .cluster.batch import read_scenes, run_batch
+    from .cluster.client import open_client
 
     try:
         pkg = load_package(a.model)

@@ -139,8 +139,8 @@ class DetectAlgorithm(LandslideAlgorithm):
         scheduler = (self.parameterAsString(parameters, "DASK_SCHEDULER", context) or "").strip()
         try:
             if scheduler:  # dask is imported only on this path
-                from ..distributed import MissingDask
-                from ..distributed.cluster import detect_on_cluster
+                from ..cluster import MissingDask
+                from ..cluster.client import detect_on_cluster
 
                 feedback.pushInfo(f"Scoring on the Dask cluster at {scheduler}")
                 try:

@@ -6,7 +6,7 @@ Called from ``bench/run.py``'s main (skip with ``--skip-scaleout``); standalone:
 
     python -m sentinel_landslide.bench.scaleout --side 2745 [--workers 2]
 
-The cluster runs go through ``distributed.batch.run_batch`` exactly as ``cli batch`` does
+The cluster runs go through ``cluster.batch.run_batch`` exactly as ``cli batch`` does
 (plan on a worker, bands of tile rows as tasks, grid assembled and written by the client),
 timed from submission to the written GeoPackage; the cluster's start-up is not timed (a
 cluster is long-lived), each worker's package and ensemble loading is (as in the single
@@ -36,7 +36,7 @@ def _csv(path: Path, scenes: dict) -> Path:
 
 
 def _import_runtime() -> None:
-    from ..distributed import tasks  # noqa: F401 (what the tasks import)
+    from ..cluster import tasks  # noqa: F401 (what the tasks import)
     from ..models.ensemble import require
 
     for module in ("onnxruntime", "lightgbm", "xgboost"):
@@ -55,7 +55,7 @@ def _compute_seconds(client, since: float) -> tuple[int, float]:
 
 
 def _batch(client, scenes: dict, package, folder: Path, band_rows=None) -> dict:
-    from ..distributed.batch import read_scenes, run_batch
+    from ..cluster.batch import read_scenes, run_batch
 
     table = _csv(folder / "scenes.csv", scenes)
     t_epoch, t0 = time.time(), time.perf_counter()
@@ -74,7 +74,7 @@ def run_scaleout(paths: dict, package: Path, single: dict | None = None, workers
                  small_scenes: int = 32, band_rows: int | None = None, emit=None, log=None) -> list:
     """Figures (dicts) of the scale-out comparison; ``single`` is a bench ``run_child('detect')``
     result on the same scene (else one is run here)."""
-    from ..distributed.cluster import open_client
+    from ..cluster.client import open_client
     from ..models.package import load_package
     from . import run as br
 

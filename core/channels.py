@@ -82,32 +82,14 @@ SOURCE_CHANNELS = {
     "S1_DESC": tuple(c.index for c in CHANNELS if c.source == "S1_DESC"),
     "S1_ASC": tuple(c.index for c in CHANNELS if c.source == "S1_ASC"),
 }
-# Channel groups: what the per-patch features and the networks' encoders are built on.
-GROUP_SOURCES = {"optical": ("S2",), "sar": ("S1_DESC", "S1_ASC")}
-GROUP_CHANNELS = {g: tuple(c for s in srcs for c in SOURCE_CHANNELS[s]) for g, srcs in GROUP_SOURCES.items()}
-
-# Which input groups each detection mode needs.  A partial SAR set (one orbit only, or
-# post without pre) cannot make the diff channels, so SAR counts as present only when
-# both orbits with both dates are given.
+# The three modes of earlier versions (package schema 1) and their sources; the
+# combinations that replace them are LEGACY_MODE_NAMES below.
 MODE_SOURCES = {
     "combined": ("S2", "S1_DESC", "S1_ASC"),
     "optical": ("S2",),
     "sar": ("S1_DESC", "S1_ASC"),
 }
 MODE_CHANNELS = {m: tuple(sorted(c for s in srcs for c in SOURCE_CHANNELS[s])) for m, srcs in MODE_SOURCES.items()}
-
-
-def mode_groups(mode: str) -> tuple[str, ...]:
-    """The channel groups whose sources a mode has complete."""
-    return tuple(g for g, srcs in GROUP_SOURCES.items() if all(s in MODE_SOURCES[mode] for s in srcs))
-
-
-def mode_for_sources(sources: set[str]) -> str | None:
-    """The richest mode the given input groups allow, or None."""
-    for mode in ("combined", "optical", "sar"):
-        if all(s in sources for s in MODE_SOURCES[mode]):
-            return mode
-    return None
 
 
 # Combinations: which sources a run (or one tile) has.  Sentinel-2 present or not; each

@@ -170,12 +170,6 @@ def resolve_combination(opts: DetectOptions, log: list) -> tuple[Combination, di
     return combo, layers
 
 
-def resolve_mode(opts: DetectOptions, log: list) -> tuple[str, dict]:
-    """``resolve_combination`` by name (earlier versions' spelling)."""
-    combo, layers = resolve_combination(opts, log)
-    return combo.name, layers
-
-
 def offered_combinations(pkg, allowed_modes=None) -> list:
     """The combinations a package (or the ``allowed_modes`` list) can score, by name."""
     names = pkg.available_modes() if allowed_modes is None else allowed_modes

@@ -13,10 +13,10 @@ ALLOWED = {
     "models": {"core"},
     "training": {"core", "engine", "models"},
     "pipeline": {"core", "engine", "models"},
-    "distributed": {"core", "engine", "models", "pipeline"},
+    "cluster": {"core", "engine", "models", "pipeline"},
     "fetch": {"core", "engine"},
     "rendering": {"core", "engine", "models"},
-    "algorithms": {"core", "engine", "models", "training", "pipeline", "rendering", "distributed", "fetch"},
+    "algorithms": {"core", "engine", "models", "training", "pipeline", "rendering", "cluster", "fetch"},
     "gui": {"core", "engine", "models", "training", "pipeline", "rendering", "algorithms"},
 }
 TOP = set(ALLOWED) | {"cli", "plugin", "bench", "scripts", "tests"}

@@ -21,7 +21,7 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def cluster_address():
-    from sentinel_landslide.distributed import require_dask
+    from sentinel_landslide.cluster import require_dask
 
     distributed = require_dask() if _has_dask() else pytest.skip("dask[distributed] is not installed")
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
@@ -34,7 +34,7 @@ def cluster_address():
 
 
 def _has_dask() -> bool:
-    from sentinel_landslide.distributed import MissingDask, require_dask
+    from sentinel_landslide.cluster import MissingDask, require_dask
 
     try:
         require_dask()

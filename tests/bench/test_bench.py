@@ -149,7 +149,7 @@ def test_scaleout_figures_on_a_tiny_scene(tiny_scene, package_dir, tmp_path, mon
     pytest.importorskip("dask")
     import sentinel_landslide.bench.run as br
     from sentinel_landslide.bench.scaleout import results_lines, run_scaleout
-    from sentinel_landslide.distributed import MissingDask, require_dask
+    from sentinel_landslide.cluster import MissingDask, require_dask
 
     try:
         require_dask()

@@ -15,8 +15,8 @@ import pytest
 
 from ..helpers import PLUGINS, scene_options
 
-try:  # Dask's distributed, not the plugin's package of the same name (see distributed/__init__.py)
-    from sentinel_landslide.distributed import MissingDask, require_dask
+try:
+    from sentinel_landslide.cluster import MissingDask, require_dask
 
     require_dask()
 except MissingDask:
@@ -96,7 +96,7 @@ def subprocess_cluster(tmp_path):
 
 @pytest.fixture(scope="session")
 def local_client():
-    from sentinel_landslide.distributed.cluster import open_client
+    from sentinel_landslide.cluster.client import open_client
 
     with open_client(None, workers=2) as client:
         client.wait_for_workers(2, timeout=START_TIMEOUT)

@@ -29,7 +29,7 @@ from ..core.errors import InputError
 from ..engine.align import InputLayer
 from ..engine.detect import DetectOptions
 from . import require_dask, tasks
-from .cluster import default_band_rows, slots, task_options
+from .client import default_band_rows, slots, task_options
 
 S1_COLUMNS = {role.lower(): role for role in S1_ROLES}  # s1_desc_post -> S1_DESC_POST
 INPUT_COLUMNS = ("s2", "s2_mask") + tuple(S1_COLUMNS)

@@ -53,8 +53,8 @@ def reference_grids(reference, tmp_path, package_dir):
 
 
 def test_detect_on_a_local_cluster_equals_the_single_process_run(local_client, scenes, reference, package_dir):
-    from sentinel_landslide.distributed import tasks
-    from sentinel_landslide.distributed.cluster import detect_on_cluster
+    from sentinel_landslide.cluster import tasks
+    from sentinel_landslide.cluster.client import detect_on_cluster
     from sentinel_landslide.models.package import load_package
 
     pkg = load_package(package_dir)
@@ -78,7 +78,7 @@ def test_a_cloudy_scene_on_the_cluster_equals_the_single_process_run(local_clien
     """Per-tile fallback across bands: tiles under the SYNTHETIC cloud are scored by the SAR
     combination in some bands and not others; modes, thresholds, the cloud-mask share and the
     tiles per mode are those of the single-process run."""
-    from sentinel_landslide.distributed.cluster import detect_on_cluster
+    from sentinel_landslide.cluster.client import detect_on_cluster
     from sentinel_landslide.engine.align import InputLayer
     from sentinel_landslide.engine.synthetic import make_scene
     from sentinel_landslide.models.package import load_package
@@ -98,8 +98,8 @@ def test_a_cloudy_scene_on_the_cluster_equals_the_single_process_run(local_clien
 
 
 def test_cancel_stops_the_cluster_run(local_client, scenes, package_dir):
+    from sentinel_landslide.cluster.client import detect_on_cluster
     from sentinel_landslide.core.errors import Cancelled
-    from sentinel_landslide.distributed.cluster import detect_on_cluster
     from sentinel_landslide.models.package import load_package
 
     calls = []
@@ -166,7 +166,8 @@ def test_batch_on_scheduler_and_worker_subprocesses_equals_single_process(subpro
 
 def test_a_worker_killed_mid_run_changes_nothing(subprocess_cluster, scenes, reference, package_dir):
     import distributed
-    from sentinel_landslide.distributed.cluster import detect_on_cluster
+
+    from sentinel_landslide.cluster.client import detect_on_cluster
     from sentinel_landslide.models.package import load_package
 
     pkg = load_package(package_dir)
@@ -202,7 +203,7 @@ def test_a_worker_killed_mid_run_changes_nothing(subprocess_cluster, scenes, ref
 def test_missing_dask_names_the_install_command(monkeypatch, absent):
     import importlib.util
 
-    from sentinel_landslide.distributed import MissingDask, require_dask
+    from sentinel_landslide.cluster import MissingDask, require_dask
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == absent else real(name, *a))
