@@ -58,7 +58,7 @@ from ..engine.verdicts import GridTiles, read_grid
 from ..models.ensemble import Ensemble
 from ..models.package import ModelPackage, PackageError, load_package, sha256_file, write_manifest
 from .feature_table import load_feature_table
-from .train_gbm import LGB_PARAMS, LGB_ROUNDS, THRESHOLDS, XGB_PARAMS, XGB_ROUNDS, auc_score, prf
+from .train_gbm import LGB_ROUNDS, THRESHOLDS, XGB_ROUNDS, auc_score, fit_lgb, fit_xgb, predict, prf
 
 LOCAL_SHARE = 0.3
 MIN_PER_CLASS = 10
@@ -286,23 +286,10 @@ def _folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 def _fit(kind: str, X, y, w, names, rounds: int, seed: int, threads: int, min_leaf: int):
+    """train_gbm's fit with the local examples' weights."""
     if kind == "lightgbm":
-        import lightgbm as lgb
-
-        params = dict(LGB_PARAMS, seed=seed, num_threads=threads, verbose=-1, deterministic=True, force_col_wise=True,
-                      min_data_in_leaf=min_leaf)
-        return lgb.train(params, lgb.Dataset(X, label=y, weight=w, feature_name=list(names)), num_boost_round=rounds)
-    import xgboost as xgb
-
-    params = dict(XGB_PARAMS, seed=seed, nthread=threads)
-    return xgb.train(params, xgb.DMatrix(X, label=y, weight=w, missing=np.nan, feature_names=list(names)),
-                     num_boost_round=rounds)
-
-
-def _predict(kind: str, booster, X, threads: int) -> np.ndarray:
-    if kind == "lightgbm":
-        return np.asarray(booster.predict(X, num_threads=threads), dtype=np.float64)
-    return np.asarray(booster.inplace_predict(X, missing=np.nan), dtype=np.float64)
+        return fit_lgb(X, y, names, rounds, seed, threads, weight=w, min_leaf=min_leaf)
+    return fit_xgb(X, y, names, rounds, seed, threads, weight=w)
 
 
 def _net_weights(specs: list, base_w: dict, members: dict, y: np.ndarray, reweight: bool) -> dict:
@@ -548,7 +535,7 @@ def _plan_mode(pkg, local, n_prev, base_table, prev, seed, threads, rounds_scale
             tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
             X, yy, ww, names = design(s, tr)
             b = _fit(s["kind"], X, yy, ww, names, rounds(s), seed + f, 1, min_leaf)
-            return va, s["name"], _predict(s["kind"], b, feature_matrix(local["features"], names)[va], 1)
+            return va, s["name"], predict(s["kind"], b, feature_matrix(local["features"], names)[va], 1)
 
         # one single-threaded fit per core (LightGBM / XGBoost release the GIL): OpenMP teams
         # of 2 threads on 2 busy cores ran XGBoost 5x slower than one thread each

@@ -128,23 +128,24 @@ def min_data_in_leaf(n_rows: int) -> int:
     return min(int(LGB_PARAMS["min_data_in_leaf"]), max(5, int(n_rows) // 10))
 
 
-def fit_lgb(X, y, names, rounds, seed, threads, quick=False):
+def fit_lgb(X, y, names, rounds, seed, threads, quick=False, weight=None, min_leaf=None):
+    """``weight``: per-row sample weights; ``min_leaf``: overrides the size-based leaf minimum."""
     import lightgbm as lgb
 
     params = dict(LGB_PARAMS, **({"learning_rate": QUICK_LR["lightgbm"]} if quick else {}))
-    params["min_data_in_leaf"] = min_data_in_leaf(len(y))
+    params["min_data_in_leaf"] = min_data_in_leaf(len(y)) if min_leaf is None else min_leaf
     params.update(seed=seed, num_threads=threads, verbose=-1, deterministic=True,
                   force_col_wise=True)
-    ds = lgb.Dataset(X, label=y, feature_name=list(names), free_raw_data=True)
+    ds = lgb.Dataset(X, label=y, weight=weight, feature_name=list(names), free_raw_data=True)
     return lgb.train(params, ds, num_boost_round=rounds)
 
 
-def fit_xgb(X, y, names, rounds, seed, threads, quick=False):
+def fit_xgb(X, y, names, rounds, seed, threads, quick=False, weight=None):
     import xgboost as xgb
 
     params = dict(XGB_PARAMS, **({"eta": QUICK_LR["xgboost"]} if quick else {}))
     params.update(seed=seed, nthread=threads)
-    d = xgb.DMatrix(X, label=y, missing=np.nan, feature_names=list(names))
+    d = xgb.DMatrix(X, label=y, weight=weight, missing=np.nan, feature_names=list(names))
     return xgb.train(params, d, num_boost_round=rounds)
 
 
