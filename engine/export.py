@@ -20,7 +20,7 @@ from ..core.channels import CHANNEL_NAMES, COMBINATIONS, N_CHANNELS
 from ..core.errors import Cancelled, InputError
 from .align import bounded_gdal_cache
 from .detect import DetectOptions, TiledScene
-from .truth import Truth, is_landslide, reproject_wkts
+from .truth import Truth, box_wkb, is_landslide, reproject_wkts
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -118,8 +118,7 @@ def _export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inv
                 f.SetField("col", col)
                 f.SetField("valid_frac", float(b.tile_valid[j]))
                 f.SetField("mode", b.modes[j])
-                x0, y0, x1, y1 = tiles.tile_bounds(row, col)
-                f.SetGeometry(ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0},{x1} {y0},{x1} {y1},{x0} {y1},{x0} {y0}))"))
+                f.SetGeometry(ogr.CreateGeometryFromWkb(box_wkb(*tiles.tile_bounds(row, col))))
                 vl.CreateFeature(f)
             n_rows += len(keep)
             n_pos += 0 if labels is None else int(labels.sum())
