@@ -155,8 +155,9 @@ def open_layer(layer: InputLayer) -> gdal.Dataset:
 
 
 def _srs(wkt: str) -> osr.SpatialReference:
+    """A CRS from WKT or anything GDAL reads as one ("EPSG:4326"), x = easting / longitude."""
     s = osr.SpatialReference()
-    s.ImportFromWkt(wkt)
+    s.SetFromUserInput(wkt)
     s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     return s
 
@@ -176,10 +177,15 @@ def transform_bounds(bounds, src_wkt: str, dst_wkt: str):
     return tuple(ct.TransformBounds(bounds[0], bounds[1], bounds[2], bounds[3], 21))
 
 
-def utm_wkt_for(lon: float, lat: float) -> str:
+def utm_epsg_for(lon: float, lat: float) -> int:
+    """The WGS 84 / UTM zone's EPSG code at a point."""
     zone = int(math.floor((lon + 180.0) / 6.0)) % 60 + 1
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def utm_wkt_for(lon: float, lat: float) -> str:
     s = osr.SpatialReference()
-    s.ImportFromEPSG((32600 if lat >= 0 else 32700) + zone)
+    s.ImportFromEPSG(utm_epsg_for(lon, lat))
     return s.ExportToWkt()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from ..core.errors import Cancelled
+from ..engine.align import transform_bounds, utm_epsg_for
 from .errors import NetworkError, TokenExpired
 
 gdal.UseExceptions()
@@ -62,39 +63,15 @@ class AreaGrid:
         return f"EPSG:{self.epsg}"
 
 
-def _srs(wkt_or_code: str) -> osr.SpatialReference:
-    s = osr.SpatialReference()
-    s.SetFromUserInput(wkt_or_code or "EPSG:4326")
-    s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return s
-
-
-def _edges(x0, y0, x1, y1, n=21):
-    t = np.linspace(0.0, 1.0, n)
-    xs = np.concatenate([x0 + (x1 - x0) * t, np.full(n, x1), x1 - (x1 - x0) * t, np.full(n, x0)])
-    ys = np.concatenate([np.full(n, y0), y0 + (y1 - y0) * t, np.full(n, y1), y1 - (y1 - y0) * t])
-    return list(zip(xs.tolist(), ys.tolist()))
-
-
-def _transform_bounds(pts, src, dst):
-    ct = osr.CoordinateTransformation(src, dst)
-    out = ct.TransformPoints(pts)
-    xs, ys = [p[0] for p in out], [p[1] for p in out]
-    return min(xs), min(ys), max(xs), max(ys)
-
-
 def area_grid(extent: tuple) -> AreaGrid:
     """extent = (xmin, ymin, xmax, ymax, crs as WKT or 'EPSG:n'; empty = EPSG:4326)."""
     x0, y0, x1, y1, crs = extent
     if not (x1 > x0 and y1 > y0):
         raise ValueError("The area is empty.")
-    src = _srs(crs)
-    ll = _srs("EPSG:4326")
-    lon0, lat0, lon1, lat1 = _transform_bounds(_edges(x0, y0, x1, y1), src, ll)
-    lon, lat = (lon0 + lon1) / 2, (lat0 + lat1) / 2
-    zone = min(60, max(1, int(math.floor((lon + 180) / 6)) + 1))
-    epsg = (32600 if lat >= 0 else 32700) + zone
-    u0, v0, u1, v1 = _transform_bounds(_edges(x0, y0, x1, y1), src, _srs(f"EPSG:{epsg}"))
+    crs = crs or "EPSG:4326"
+    lon0, lat0, lon1, lat1 = transform_bounds((x0, y0, x1, y1), crs, "EPSG:4326")
+    epsg = utm_epsg_for((lon0 + lon1) / 2, (lat0 + lat1) / 2)
+    u0, v0, u1, v1 = transform_bounds((x0, y0, x1, y1), crs, f"EPSG:{epsg}")
     snap = (math.floor(u0 / PIXEL) * PIXEL, math.floor(v0 / PIXEL) * PIXEL,
             math.ceil(u1 / PIXEL) * PIXEL, math.ceil(v1 / PIXEL) * PIXEL)
     return AreaGrid(epsg, snap, (lon0, lat0, lon1, lat1))
