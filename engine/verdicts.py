@@ -19,6 +19,21 @@ ogr.UseExceptions()
 CONFIRMED, REJECTED, UNSURE = "confirmed", "rejected", "unsure"
 LABELS = {CONFIRMED: 1, REJECTED: 0}
 
+# How a reviewed tile was chosen (grid field ``pick``).  Only ``random`` tiles (the stratified
+# random sample, drawn within each map class with known inclusion probabilities) are a sample
+# of the region; every other pick is purposive and must never be weighted as if random.
+PICK_FIELD = "pick"
+PICK_RANDOM = "random"  # stratified random sample (landslide:sample or the panel's random share)
+PICK_UNCERTAIN = "uncertain"  # purposive: probability near the threshold / members disagree
+PICK_INFORMATIVE = "informative"  # purposive: uncertain and unlike the tiles already reviewed
+PICK_PROBABLE = "probable"  # purposive: most probable tiles
+PICK_MANUAL = "manual"  # purposive: the analyst chose the tile
+PURPOSIVE_PICKS = (PICK_UNCERTAIN, PICK_INFORMATIVE, PICK_PROBABLE, PICK_MANUAL)
+# The map class (1 flagged, 0 not) a tile belonged to when the stratified sample was first
+# drawn, set on every scored tile then and carried over when a grid is re-scored, so design
+# weights stay those of the draw (N_h and n_h counted on this field, not on today's flags).
+STRATUM_FIELD = "stratum"
+
 
 def verdict_label(review) -> int | None:
     """1 (confirmed), 0 (rejected) or None (unsure, empty, anything else)."""
@@ -51,6 +66,21 @@ class GridTiles:
         return np.array([np.nan if (v := verdict_label(r)) is None else v for r in self.review], dtype=np.float64)
 
     @property
+    def pick(self) -> list:
+        """How each tile was chosen for review (``PICK_*``; '' where unknown).  A tile with a
+        ``sample`` number and no pick is a stratified random sample tile (older grids)."""
+        picks = self.extra.get(PICK_FIELD) or [None] * len(self.fid)
+        return [p if p else (PICK_RANDOM if s > 0 else "") for p, s in zip(picks, self.sample)]
+
+    @property
+    def stratum(self) -> np.ndarray:
+        """Map class at the time of the stratified draw (1/0); today's ``flagged`` where unset."""
+        st = self.extra.get(STRATUM_FIELD)
+        if st is None:
+            return self.flagged.astype(np.int64)
+        return np.array([int(f) if v is None else int(v) for v, f in zip(st, self.flagged)], dtype=np.int64)
+
+    @property
     def scored(self) -> np.ndarray:
         return np.array([s == "ok" for s in self.status]) & np.isfinite(self.prob)
 
@@ -78,6 +108,8 @@ def read_grid(path: str, layer: str | None = None) -> GridTiles:
         raise InputError(f"'{path}' is not a landslide grid from detect: it has no {', '.join(sorted(missing))} field.")
     keys = ("fid", "tile_id", "row", "col", "bounds", "prob", "flagged", "status", "review", "sample", "uncertainty")
     cols: dict[str, list] = {k: [] for k in keys}
+    optional = [n for n in (PICK_FIELD, STRATUM_FIELD) if n in names]
+    extra: dict[str, list] = {n: [] for n in optional}
     for f in lyr:
         g = f.GetGeometryRef()
         x0, x1, y0, y1 = g.GetEnvelope() if g is not None else (np.nan,) * 4
@@ -94,6 +126,8 @@ def read_grid(path: str, layer: str | None = None) -> GridTiles:
         cols["sample"].append(int(_get(f, defn, "sample", 0) or 0))
         u = _get(f, defn, "uncertainty")
         cols["uncertainty"].append(np.nan if u is None else u)
+        for name in optional:
+            extra[name].append(_get(f, defn, name))
     srs = lyr.GetSpatialRef()
     wkt = srs.ExportToWkt() if srs is not None else ""
     ds = None
@@ -101,7 +135,7 @@ def read_grid(path: str, layer: str | None = None) -> GridTiles:
                      np.array(cols["row"], dtype=np.int64), np.array(cols["col"], dtype=np.int64),
                      np.array(cols["bounds"], dtype=np.float64).reshape(-1, 4), np.array(cols["prob"], dtype=np.float64),
                      np.array(cols["flagged"], dtype=bool), cols["status"], cols["review"],
-                     np.array(cols["sample"], dtype=np.int64), np.array(cols["uncertainty"], dtype=np.float64), wkt)
+                     np.array(cols["sample"], dtype=np.int64), np.array(cols["uncertainty"], dtype=np.float64), wkt, extra)
 
 
 def write_fields(path: str, values: dict, fid_values: dict | None = None, layer: str | None = None) -> None:
