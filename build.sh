@@ -9,6 +9,9 @@
 #   ./build.sh bench     benchmarks (bench/), writes bench/results.md
 #   ./build.sh width     how network width moves the nets' share of the matmul rate (bench/width.py)
 #   ./build.sh int8      int8 networks where OOF metrics hold and they run faster (training/quantize.py)
+#   ./build.sh docs      the documentation site (docs/ -> site/, mkdocs --strict); run by ./build.sh test
+#   ./build.sh regen-docs  regenerate the site's generated parts: algorithm pages (from the algorithms'
+#                        definitions), screenshots (rendered by QGIS) and metadata.txt's changelog
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(pwd)
@@ -45,7 +48,7 @@ pip_req() {
   touch "$stamp"
 }
 
-setup() {  # $1: runtime | dev | train
+setup() {  # $1: runtime | dev | train | docs
   need_apt "${2:-}"
   if [ ! -x "$PY" ]; then
     log "creating $VENV (with QGIS's system site packages)"
@@ -54,7 +57,8 @@ setup() {  # $1: runtime | dev | train
   case "$1" in
     runtime) pip_req requirements-runtime.txt ;;
     dev) pip_req requirements-dev.txt ;;
-    train) pip_req requirements-dev.txt; pip_req requirements-train.txt ;;
+    train) pip_req requirements-dev.txt; pip_req requirements-train.txt; pip_req requirements-docs.txt ;;
+    docs) pip_req requirements-runtime.txt; pip_req requirements-docs.txt ;;
   esac
   mkdir -p "$PLUGINS"
   [ -L "$PLUGINS/sentinel_landslide" ] || ln -sfn "$ROOT" "$PLUGINS/sentinel_landslide"
@@ -73,6 +77,18 @@ case "${1:-}" in
     # anything imports qgis); then the QGIS shell with pytest-qgis
     "$PY" -m pytest -p no:pytest_qgis -m "not qgis" "${@:2}"
     "$PY" -m pytest -m qgis "${@:2}"
+    "$0" docs
+    ;;
+  docs)
+    setup docs
+    # strict: a broken link, a missing page, image or included file fails the build
+    NO_MKDOCS_2_WARNING=1 "$VENV/bin/mkdocs" build --strict --clean --site-dir site
+    ;;
+  regen-docs)
+    setup train
+    "$PY" -m sentinel_landslide.scripts.docs_reference
+    "$PY" -m sentinel_landslide.scripts.changelog --write
+    "$PY" -m sentinel_landslide.scripts.screenshots "${@:2}"
     ;;
   lint)
     setup dev
@@ -91,8 +107,8 @@ case "${1:-}" in
     "$PY" -m sentinel_landslide.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
     # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in training/nn_export.py
     "$PY" -m sentinel_landslide.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
-    # README's per-combination table (OOF F1, precision, recall, AUC, threshold, members) from the manifest
-    "$PY" -m sentinel_landslide.training.combo_table --readme README.md
+    # the per-combination table of the site's "Accuracy and speed" page is generated from the
+    # manifest at each docs build (docs/hooks.py -> training/combo_table.py)
     ;;
   bench)
     setup train
@@ -110,5 +126,5 @@ case "${1:-}" in
     setup "${2:-dev}"
     ;;
   *)
-    sed -n '2,9p' "$0"; exit 2 ;;
+    sed -n '2,13p' "$0"; exit 2 ;;
 esac

@@ -49,17 +49,9 @@ class AccuracyAlgorithm(LandslideAlgorithm):
     GROUP_ID = "evaluation"
 
     def shortHelpString(self):
-        return self.tr(
-            "Estimates the accuracy of a landslide grid and the landslide area from the review verdicts on a "
-            "stratified random sample ('Draw a stratified accuracy sample' or the review panel's 'Draw accuracy "
-            "sample'), with the stratified estimators of Olofsson et al. (2014, Remote Sensing of Environment "
-            "148, 42-57).\n\n"
-            "Strata: flagged and not flagged scored tiles. Verdicts: 'confirmed' = landslide, 'rejected' = not; "
-            "'unsure' and unreviewed sample tiles are left out, and verdicts on tiles outside the sample are not "
-            "used (they were not drawn at random). Each class needs at least 2 sample verdicts.\n\n"
-            "Outputs: overall accuracy, precision (user's accuracy of the landslide class), recall (producer's "
-            "accuracy), F1, and the number and area of landslide tiles, each with a 95 % confidence interval "
-            "(estimate +- 1.96 standard errors), as numbers and as an optional HTML table.")
+        return self.short_help(
+            "Estimates overall accuracy, precision, recall, F1 and the landslide area with 95 % confidence "
+            "intervals from the review verdicts on a stratified sample (Olofsson et al. 2014).")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(

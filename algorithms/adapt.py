@@ -31,25 +31,10 @@ class AdaptAlgorithm(LandslideAlgorithm):
     GROUP_ID = "training"
 
     def shortHelpString(self):
-        return self.tr(
-            "Fits a new model package to this region from the analyst's verdicts, in about a minute on a CPU.\n\n"
-            "GRID: a grid from 'Detect landslides' whose 'review' field holds verdicts (confirmed = landslide, "
-            "rejected = not; unsure is ignored), for example the most uncertain tiles reviewed in the review panel. "
-            "Give the same layers detect used (S2, S2_MASK, S1_*): the reviewed tiles are cut and their features "
-            "computed exactly as detect does.\n\n"
-            "Each input combination detect scored the reviewed tiles with is adapted on its own tiles: the run's "
-            "full combination with at least one verdict of each class, a fallback one (e.g. desc+asc where S2 is "
-            "clouded) with at least 5 of each; otherwise its members are kept (logged).\n\n"
-            "What changes: the gradient-boosting members of each such combination are refitted on the base training features "
-            "(the real competition table, when present) plus the local examples, which together weigh 30 % of the "
-            "fit; networks are kept and, with 10 or more verdicts of each class, re-weighted by how well they rank "
-            "the verdicts (no better than chance: weight 0); with 10 or more of each class the threshold is "
-            "re-chosen as the F1-optimal one of cross-validated probabilities of the local examples, else the base "
-            "package's is kept.\n\n"
-            "OUTPUT: a new package folder (must be new or empty) that 'Detect landslides' uses like any package; "
-            "its manifest records the base package, the grid, the verdict counts and the local cross-validated "
-            "metrics. Run adapt again on a later round of verdicts with the adapted package as MODEL: earlier "
-            "rounds' examples are kept. Nothing is written on failure.")
+        return self.short_help(
+            "Fits a new model package to this region from the analyst's review verdicts, in about a minute on "
+            "a CPU: gradient-boosting members refitted, networks re-weighted, threshold re-chosen. Nothing is "
+            "written on failure.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer(

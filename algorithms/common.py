@@ -15,6 +15,7 @@ from qgis.core import (
 from qgis.PyQt.QtCore import QCoreApplication
 
 from ..core.channels import ROLE_LABELS, S1_ROLES, S2_BAND_PARAMS
+from ..core.links import algorithm_url
 from ..engine.align import InputLayer
 from ..engine.detect import DetectOptions
 from ..engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
@@ -57,6 +58,17 @@ class LandslideAlgorithm(QgsProcessingAlgorithm):
 
     def groupId(self):  # noqa: N802 (QGIS API)
         return self.GROUP_ID
+
+    def helpUrl(self):  # noqa: N802 (QGIS API)
+        """The algorithm's page on the documentation site (the dialog's Help button)."""
+        return algorithm_url(self.NAME)
+
+    def short_help(self, summary: str) -> str:
+        """The dialog's help panel: a summary of a sentence or two and the link to the page that
+        holds the parameters, how to read the results and the pitfalls (docs/algorithms/)."""
+        url = self.helpUrl()
+        return (self.tr(summary) + "\n\n" + self.tr("Parameters, how to read the results and pitfalls:")
+                + f' <a href="{url}">{url}</a>')
 
 
 def add_input_parameters(alg, advanced_cls) -> None:

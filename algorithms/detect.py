@@ -56,34 +56,11 @@ class DetectAlgorithm(LandslideAlgorithm):
     GROUP_ID = "detection"
 
     def shortHelpString(self):
-        return self.tr(
-            "Scores every 640 m x 640 m tile (64 x 64 pixels at 10 m) of the area for landslide "
-            "presence with an ensemble of transformer and gradient-boosting models (arXiv 2604.05959).\n\n"
-            "Inputs: a post-event Sentinel-2 image (R, G, B, NIR; L2A reflectance x 10000, with or "
-            "without the +1000 offset, or 0-1 floats) and/or Sentinel-1 VV/VH calibrated backscatter (dB, "
-            "linear power or linear amplitude, detected from the values) for the descending and ascending orbits, "
-            "each before and after the event. Layers "
-            "may differ in CRS, resolution and extent: they are warped onto one 10 m grid (the "
-            "Sentinel-2 UTM grid) over their common area.\n\n"
-            "Any combination runs: Sentinel-2 or not, and each orbit absent, post-event only (VV, VH) or "
-            "post and pre (also the change). An optional Sentinel-2 cloud mask (an L2A SCL raster, "
-            "or 0/1 with 1 = invalid; any CRS and resolution; also taken from an 'SCL' band of the "
-            "Sentinel-2 layer) removes clouds, shadows and cirrus from the optical pixels.\n\n"
-            "Per tile fallback: each tile is scored by the richest combination whose sources are valid "
-            "there (at least the minimum valid fraction each): a tile under cloud with SAR is scored by "
-            "the SAR members with that combination's threshold; a tile with nothing valid is 'nodata'. "
-            "The tile's 'mode' field names its combination (e.g. s2+desc+asc, desc+asc, s2, desc_post); "
-            "'s2_valid' and 'sar_valid' give the valid fractions. The log says which members ran for "
-            "each combination and counts tiles per mode.\n\n"
-            "Output: one polygon per tile with the ensemble probability 'prob', 'flagged' (prob >= "
-            "threshold), each member's probability (p_*), the valid-pixel fraction, and 'status' "
-            "('nodata' tiles, with too few valid pixels, get no probability), and 'uncertainty' (0-1: "
-            "0.7 x closeness of prob to the threshold + 0.3 x spread of the members' probabilities; see the "
-            "README). The threshold defaults "
-            "to the model package's value for each tile's combination.\n\n"
-            "Dask scheduler (advanced): the address of a running Dask cluster (tcp://host:8786) scores "
-            "the scene there in bands of tile rows, with the same result; the inputs and the model package "
-            "must be on paths the workers see. Empty: in this process.")
+        return self.short_help(
+            "Scores every 640 m x 640 m tile of the area for landslide presence with an ensemble of "
+            "transformer and gradient-boosting models (arXiv 2604.05959), from a post-event Sentinel-2 image "
+            "and/or Sentinel-1 VV/VH layers in any CRS, resolution and extent, and writes a styled "
+            "probability grid with a per-tile uncertainty.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED

@@ -102,25 +102,10 @@ class EvaluateAlgorithm(LandslideAlgorithm):
     GROUP_ID = "evaluation"
 
     def shortHelpString(self):
-        return self.tr(
-            "Scores a landslide probability grid (the output of 'Detect landslides') against a landslide "
-            "inventory: polygons of mapped landslides, in any CRS.\n\n"
-            "Truth: a tile is positive when the inventory polygons (merged, so overlaps count once) cover at "
-            "least the minimum area fraction of it.\n\n"
-            "Prediction: with a threshold given, a tile is predicted positive when prob >= threshold; without "
-            "one, the grid's 'flagged' field is used, i.e. the threshold detect applied (the model package's "
-            "value for each tile's combination, or the one the analyst set). Tiles with status 'nodata' (or no probability) "
-            "are excluded from every metric; the log and the report say how many.\n\n"
-            "Outputs: precision, recall, F1, accuracy, ROC AUC and average precision, and the confusion counts "
-            "TP/FP/TN/FN in tiles, as numbers a model can use; the grid with 'truth', 'area_frac' and "
-            "'outcome' (TP, FP, FN, TN or nodata) fields, styled by outcome; ROC and precision-recall curves "
-            "as PNG; and an HTML report with the figures, the curves and a map of the outcomes.\n\n"
-            "Per input combination: where the grid has detect's 'mode' field (the combination of inputs that "
-            "scored each tile, e.g. s2+desc+asc, or desc_post under a cloud), the same counts and ratios (tiles, "
-            "TP, FP, FN, TN, precision, recall, F1) for each mode value, nodata tiles in a row of their own: in "
-            "the log, the report, an optional CSV and the BY_MODE output (JSON). Ratios with a "
-            "zero denominator are 0 (e.g. precision with no flagged tile); AUC is empty when the inventory "
-            "makes every evaluated tile positive, or none.")
+        return self.short_help(
+            "Scores a landslide probability grid against a landslide inventory: precision, recall, F1, ROC "
+            "AUC and confusion counts, overall and per input combination, with the grid styled by outcome, "
+            "curves and an HTML report.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(

@@ -28,13 +28,10 @@ class ExportPatchesAlgorithm(LandslideAlgorithm):
     GROUP_ID = "training"
 
     def shortHelpString(self):
-        return self.tr(
-            "Aligns the Sentinel-1/2 layers exactly as 'Detect landslides' does and writes every tile as "
-            "a 64 x 64 x 12 .npy patch (the Zindi competition layout, channels R, G, B, NIR, S1 desc VV, VH, "
-            "dVV, dVH, S1 asc VV, VH, dVV, dVH) into the output folder, with Train.csv (ID,label) when a "
-            "landslide inventory is given (label 1 when landslides cover at least the minimum fraction of "
-            "the tile) and patches.gpkg with the footprints. Train a model package on the folder with "
-            "'Train a model package'.")
+        return self.short_help(
+            "Aligns the Sentinel-1/2 layers exactly as 'Detect landslides' does and writes every tile as a 64 "
+            "x 64 x 12 .npy patch in the competition layout, labelled from an optional landslide inventory, "
+            "for 'Train a model package'.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED

@@ -41,21 +41,10 @@ class FetchAlgorithm(LandslideAlgorithm):
     GROUP_ID = "detection"
 
     def shortHelpString(self):
-        return self.tr(
-            "Finds and downloads, for an area and an event date, the layers landslide:detect needs, cut to the "
-            "area (only the area's windows of the Cloud Optimized GeoTIFFs are read), on one 10 m UTM grid.\n\n"
-            "Sentinel-2 L2A: the post-event acquisition with the least cloud OVER THE AREA, measured from the "
-            "SCL band of each candidate's window (not the scene's metadata), granules of one acquisition "
-            "mosaicked. Sentinel-1, per orbit direction: the post-event scene nearest after the event and the "
-            "pre-event scene nearest before it on the SAME relative orbit, VV and VH, calibrated terrain-"
-            "corrected backscatter (Planetary Computer sentinel-1-rtc, linear power); uncalibrated GRD is "
-            "refused. The log states every choice; ITEMS (items.csv) lists the chosen items.\n\n"
-            "EVENT_DATE: a date and time in UTC (the widget's clock is read as UTC; from qgis_process or a model "
-            "also a string: YYYY-MM-DD, YYYY-MM-DDTHH:MM, with Z or an offset converted to UTC). A date without a "
-            "time, or a widget time of 00:00, means the whole event day: its scenes are used neither as pre nor "
-            "as post (give 00:01 for an event just after midnight).\n\n"
-            "MAX_CLOUD: percent of the area's covered pixels. A CACHE_FOLDER lets a rerun with the "
-            "same inputs skip the network. Needs internet and the pystac-client package.")
+        return self.short_help(
+            "Finds and downloads, for an area and an event date, the Sentinel-1/2 layers 'Detect landslides' "
+            "needs from a STAC catalog, cut to the area on one 10 m UTM grid. Needs internet and the "
+            "pystac-client package.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterExtent("EXTENT", self.tr("Area of interest")))

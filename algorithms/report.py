@@ -79,20 +79,10 @@ class ReportAlgorithm(LandslideAlgorithm):
         return super().flags() | NO_THREADING
 
     def shortHelpString(self):
-        return self.tr(
-            "Writes a report of the tiles of a landslide probability grid (the output of 'Detect landslides'), "
-            "built with a QGIS print layout and atlas.\n\n"
-            "Page 1 is an overview: a map of the grid with the reported tiles outlined and numbered, the counts "
-            "of flagged and reviewed tiles, and a table of the reported tiles. Then one page per tile, highest "
-            "probability first: a map of the tile and its neighbours, image chips (Sentinel-2 true colour, "
-            "NDVI, and the SAR VV / VH change, post minus pre in dB, for each orbit given), the probability, "
-            "each ensemble member's probability and the review verdict and note recorded in the review panel "
-            "(Plugins > Sentinel Landslide > Review flagged tiles).\n\n"
-            "Tiles: the flagged tiles, the tiles confirmed in review, or the flagged tiles not rejected. "
-            "Maximum number of tile pages: the highest-probability tiles are kept (0: no limit).\n\n"
-            "Source layers are optional: without them the tile pages show the map and the numbers only. "
-            "Give a PDF file, an HTML file or both; the HTML report shows the same pages as images (in a "
-            "folder next to it) with a linked table of the tiles.")
+        return self.short_help(
+            "Writes a PDF and/or HTML report of a landslide grid's tiles with a QGIS print layout and atlas: "
+            "an overview page, then one page per tile with its map, image chips, probabilities and review "
+            "verdict.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED

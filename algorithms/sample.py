@@ -47,16 +47,9 @@ class SampleAlgorithm(LandslideAlgorithm):
     GROUP_ID = "evaluation"
 
     def shortHelpString(self):
-        return self.tr(
-            "Draws a seeded stratified random sample of the tiles of a landslide grid (the output of 'Detect "
-            "landslides'): the strata are the map classes, flagged and not flagged, and each gets its own sample "
-            "size (default 50 each, capped at the number of tiles; Olofsson et al. 2014 advise at least 50-100 "
-            "for a rare class). Nodata tiles are never drawn.\n\n"
-            "Reviewing only flagged tiles measures precision, never recall: the random unflagged tiles find the "
-            "landslides the map missed.\n\n"
-            "Output: a copy of the grid with 'sample' = 1 on the drawn tiles, 0 elsewhere (an earlier sample is "
-            "replaced; verdicts are kept). Review the sample tiles in the review panel ('Sample tiles only'), "
-            "then run 'Accuracy from a stratified sample'. The same seed on the same grid draws the same sample.")
+        return self.short_help(
+            "Draws a seeded stratified random sample of a landslide grid's tiles (flagged and not flagged, 50 "
+            "each by default) to review for an honest accuracy estimate.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFeatureSource(

@@ -23,17 +23,10 @@ class TrainAlgorithm(LandslideAlgorithm):
     GROUP_ID = "training"
 
     def shortHelpString(self):
-        return self.tr(
-            "Trains a model package from a patch folder in the competition layout (ID.npy 64 x 64 x 12 + "
-            "Train.csv with ID,label), e.g. one written by 'Export training patches'. Gradient-boosting "
-            "members (LightGBM + XGBoost per mode) are trained on per-patch statistics computed exactly as "
-            "detection computes them; the neural members (multi-encoder transformers) need PyTorch and timm "
-            "in QGIS's Python and take long on a CPU. Out-of-fold metrics and thresholds are written into "
-            "the package's manifest. Use the output folder as MODEL in 'Detect landslides'.\n\n"
-            "Patches exported from partial inputs (e.g. Sentinel-2 and a descending post-event scene only) hold "
-            "the channels they lack as NaN and name their input combination in Train.csv's 'mode' column; "
-            "each combination is trained on the patches that have all its channels, and one that too few "
-            "patches support (fewer than FOLDS of each class) is skipped, as the log says.")
+        return self.short_help(
+            "Trains a model package (LightGBM + XGBoost per input combination, optionally the neural members) "
+            "from a patch folder in the competition layout; use the output folder as MODEL in 'Detect "
+            "landslides'.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterFile("PATCHES", self.tr("Patch folder (ID.npy + Train.csv)"),

@@ -12,7 +12,7 @@ from osgeo import gdal, ogr, osr
 from qgis.core import QgsApplication, QgsProcessingException, QgsProcessingFeedback, QgsVectorLayer
 from qgis.PyQt.QtGui import QImage
 
-from ..helpers import scene_params
+from ..helpers import ROOT, scene_params
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,9 @@ def test_help_and_outputs_are_declared(provider):
     outs = {o.name() for o in alg.outputDefinitions()}
     assert {"PRECISION", "RECALL", "F1", "AUC", "TP", "FP", "TN", "FN", "OUTPUT", "OUTPUT_ROC", "OUTPUT_PR",
             "OUTPUT_HTML"} <= outs
-    assert "nodata" in alg.shortHelpString()
+    # the dialog's help is short and links to the page, whose notes say how nodata tiles count
+    assert alg.helpUrl() in alg.shortHelpString()
+    assert "nodata" in (ROOT / "docs" / "algorithms" / "_notes" / "evaluate.md").read_text(encoding="utf-8")
 
 
 def test_runs_in_a_background_task_like_the_processing_dialog(provider, detect_grid, synthetic_scene, tmp_path):
