@@ -23,6 +23,7 @@ if not (PLUGINS / "sentinel_landslide").exists():
 if str(PLUGINS) not in sys.path:  # MkDocs restores sys.path after loading a hook: import the package now
     sys.path.insert(0, str(PLUGINS))
 import sentinel_landslide  # noqa: E402, F401
+
 COMBO = "<!-- generated: combo-table -->"
 NN = "<!-- generated: nn-table -->"
 INCLUDE = re.compile(r"<!-- include: (\S+) -->")

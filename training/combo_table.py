@@ -2,7 +2,9 @@
 threshold and members for every input combination, from its manifest alone.
 
     python -m sentinel_landslide.training.combo_table                 # bundled package, to stdout
-    python -m sentinel_landslide.training.combo_table --readme README.md   # refresh README's table
+    python -m sentinel_landslide.training.combo_table --readme FILE.md     # refresh the table between FILE's markers
+
+The documentation site renders it at each build (scripts/docs_hooks.py, docs/accuracy.md).
 
 Which OOF record a row shows:
 - "whole ensemble": ``metrics.nn_proxy.ensembles[combination]`` when it covers exactly the
