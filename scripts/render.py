@@ -7,34 +7,26 @@ RES = Path(__file__).resolve().parents[1] / "resources"
 
 
 def render_map(png: str, s2_path: str, grid_path: str, truth_path: str | None = None,
-               width: int = 1400, title: str | None = None) -> str:
-    """Works inside QGIS or standalone (then it starts and stops its own QgsApplication)."""
+               width: int = 1400, title: str | None = None, style: str = "landslide_grid.qml") -> str:
+    """Works inside QGIS or standalone (then it starts and stops its own QgsApplication).
+    ``style``: the grid's style, a file of resources/ (e.g. landslide_grid_uncertainty.qml)."""
     from qgis.core import QgsApplication
 
     if QgsApplication.instance() is not None:
-        return _render(png, s2_path, grid_path, truth_path, width, title)
+        return _render(png, s2_path, grid_path, truth_path, width, title, style)
     app = QgsApplication([], False)
     app.initQgis()
     try:
-        _render(png, s2_path, grid_path, truth_path, width, title)  # its layers die before exitQgis
+        _render(png, s2_path, grid_path, truth_path, width, title, style)  # its layers die before exitQgis
     finally:
         app.exitQgis()
     return png
 
 
-def _render(png, s2_path, grid_path, truth_path, width, title):
-    from qgis.core import (
-        QgsContrastEnhancement,
-        QgsMapRendererCustomPainterJob,
-        QgsMapSettings,
-        QgsMultiBandColorRenderer,
-        QgsRasterLayer,
-        QgsVectorLayer,
-    )
-    from qgis.PyQt.QtCore import QSize
-    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+def s2_true_colour(s2):
+    """Give a Sentinel-2 layer (bands R, G, B first) a 2-98 % stretched true-colour renderer."""
+    from qgis.core import QgsContrastEnhancement, QgsMultiBandColorRenderer
 
-    s2 = QgsRasterLayer(s2_path, "Sentinel-2 true colour")
     rend = QgsMultiBandColorRenderer(s2.dataProvider(), 1, 2, 3)
     for setter, band in ((rend.setRedContrastEnhancement, 1), (rend.setGreenContrastEnhancement, 2),
                          (rend.setBlueContrastEnhancement, 3)):
@@ -45,8 +37,17 @@ def _render(png, s2_path, grid_path, truth_path, width, title):
         ce.setContrastEnhancementAlgorithm(QgsContrastEnhancement.ContrastEnhancementAlgorithm.StretchToMinimumMaximum)
         setter(ce)
     s2.setRenderer(rend)
+    return s2
+
+
+def _render(png, s2_path, grid_path, truth_path, width, title, style="landslide_grid.qml"):
+    from qgis.core import QgsMapRendererCustomPainterJob, QgsMapSettings, QgsRasterLayer, QgsVectorLayer
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+
+    s2 = s2_true_colour(QgsRasterLayer(s2_path, "Sentinel-2 true colour"))
     grid = QgsVectorLayer(grid_path, "grid", "ogr")
-    grid.loadNamedStyle(str(RES / "landslide_grid.qml"))
+    grid.loadNamedStyle(str(RES / style))
     layers = [grid]
     if truth_path:
         truth = QgsVectorLayer(truth_path, "truth", "ogr")
