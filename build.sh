@@ -2,7 +2,7 @@
 # One entry point for set-up and every job.  Each verb installs what it needs first
 # (idempotent), so a fresh Debian machine needs nothing but this repository.
 #   ./build.sh demo      synthetic S1+S2 scene -> landslide:detect via qgis_process -> grid + PNG map
-#   ./build.sh test      the test suite (headless)
+#   ./build.sh test      lint, the test suite (headless) and the docs site (strict)
 #   ./build.sh lint      ruff (pyflakes, pycodestyle, bugbear, import order) + mypy (core, engine, models, pipeline); run by ./build.sh test
 #   ./build.sh package   dist/sentinel_landslide.zip for "Install from ZIP"
 #   ./build.sh train     regenerate the bundled model package from ../shared/data
@@ -126,5 +126,5 @@ case "${1:-}" in
     setup "${2:-dev}"
     ;;
   *)
-    sed -n '2,13p' "$0"; exit 2 ;;
+    sed -n '2,14p' "$0"; exit 2 ;;
 esac

@@ -35,6 +35,7 @@ SCENE = {"width": 640, "height": 480, "seed": 7}  # engine.synthetic.make_scene'
 COMMON = ("scripts/screenshots.py", "engine/synthetic.py", "models/bundled/manifest.json")
 PICTURES: dict[str, dict] = {
     "tutorial-layers.png": {"files": ("scripts/render.py",)},
+    "fetch-dialog.png": {"algorithms": ("fetch",)},
     "detect-dialog.png": {"algorithms": ("detect",)},
     "grid-map.png": {"files": ("scripts/render.py", "resources/landslide_grid.qml")},
     "uncertainty-map.png": {"files": ("scripts/render.py", "resources/landslide_grid_uncertainty.qml")},
@@ -126,7 +127,6 @@ def _settle(app, n: int = 6):
 
 def _save(img, name: str, width: int | None = None) -> None:
     from qgis.PyQt.QtCore import Qt
-
     from qgis.PyQt.QtGui import QImage
 
     if width and img.width() > width:
@@ -252,6 +252,13 @@ def render_all(work: Path) -> None:
 
     # 1. the layers
     _save(_render_layers([truth, s2], s2.extent(), s2.crs(), WIDTH), "tutorial-layers.png")
+    # 1b. the fetch dialog, filled in for the worked real event (not run: it needs internet)
+    from qgis.PyQt.QtCore import QDate, QDateTime, QTime
+
+    event = QDateTime(QDate(2024, 7, 29), QTime(23, 0), Qt.TimeSpec.UTC)
+    _dialog(app, win, "landslide:fetch", {"EXTENT": "76.10,76.20,11.44,11.52 [EPSG:4326]", "EVENT_DATE": event,
+                                          "POST_DAYS": 30, "PRE_DAYS": 30, "MAX_CLOUD": 40,
+                                          "OUTPUT_FOLDER": "wayanad"}, "fetch-dialog.png")
     # 2. the detect dialog, filled in
     inputs = {role: lyr.id() for role, lyr in layers.items()}
     _dialog(app, win, "landslide:detect", dict(inputs, OUTPUT=str(work / "grid.gpkg")), "detect-dialog.png")
