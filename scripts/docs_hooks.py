@@ -4,6 +4,7 @@ filled in at build time so no figure is ever copied by hand.
 - ``<!-- generated: combo-table -->``: the per-combination table of the bundled package,
   from its manifest (``training/combo_table.py``, the function ``./build.sh train`` used to
   write into the README);
+- ``<!-- generated: gbm-table -->``: each combination's LightGBM, XGBoost and pair OOF figures;
 - ``<!-- generated: nn-table -->``: the bundled neural members, their weights and proxy OOF
   figures, from the same manifest;
 - ``<!-- include: PATH -->``: a Markdown file of the repository (e.g. ``bench/results.md``)
@@ -26,6 +27,7 @@ import sentinel_landslide  # noqa: E402, F401
 
 COMBO = "<!-- generated: combo-table -->"
 NN = "<!-- generated: nn-table -->"
+GBM = "<!-- generated: gbm-table -->"
 INCLUDE = re.compile(r"<!-- include: (\S+) -->")
 
 
@@ -57,6 +59,27 @@ def nn_table() -> str:
     return "\n".join(out) + "\n"
 
 
+def gbm_table() -> str:
+    """Each combination's LightGBM and XGBoost members and their pair, out-of-fold on the real
+    features (``metrics.gbm_real_features`` of the bundled manifest)."""
+    from sentinel_landslide.models.package import load_package
+
+    g = load_package().manifest.get("metrics", {}).get("gbm_real_features", {})
+    members, pairs = g.get("members", {}), g.get("ensembles", {})
+
+    def f(v):
+        return "-" if v is None else f"{v:.3f}"
+
+    out = ["| combination | LightGBM F1 | XGBoost F1 | pair F1 | pair precision | pair recall | pair AUC | pair threshold |",
+           "|---|---|---|---|---|---|---|---|"]
+    for name, e in pairs.items():
+        lgb, xgb = members.get(f"lgbm_{name}", {}), members.get(f"xgb_{name}", {})
+        out.append(f"| `{name}` | {f(lgb.get('oof_f1'))} | {f(xgb.get('oof_f1'))} | {f(e.get('oof_f1'))} | "
+                   f"{f(e.get('oof_precision'))} | {f(e.get('oof_recall'))} | {f(e.get('oof_auc'))} | "
+                   f"{f(e.get('threshold'))} |")
+    return "\n".join(out) + "\n"
+
+
 def shifted(path: Path) -> str:
     """The file's text with every ATX heading one level deeper (fenced code untouched)."""
     out, fence = [], False
@@ -74,6 +97,8 @@ def expand(markdown: str) -> str:
         markdown = markdown.replace(COMBO, combo_table())
     if NN in markdown:
         markdown = markdown.replace(NN, nn_table())
+    if GBM in markdown:
+        markdown = markdown.replace(GBM, gbm_table())
 
     def include(m):
         path = ROOT / m.group(1)

@@ -127,3 +127,7 @@ def test_hook_fills_the_generated_tables(tmp_path):
     table = docs_hooks.expand("<!-- generated: combo-table -->")
     assert table.startswith("| combination |") and table.count("\n| `") == 17
     assert "<!-- generated: combo-table -->" in (ROOT / "docs" / "accuracy.md").read_text(encoding="utf-8")
+    gbm = docs_hooks.expand("<!-- generated: gbm-table -->")
+    assert gbm.count("\n| `") == 17 and "| `s2+desc+asc` |" in gbm
+    nets = docs_hooks.expand("<!-- generated: nn-table -->")
+    assert nets.count("\n| `nn_") == 7
