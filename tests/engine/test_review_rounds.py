@@ -4,7 +4,6 @@ to a re-scored grid by tile position, and detect's run record (engine/outputs.py
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 
 def _strata(n=200, flagged_share=0.2, seed=0):
