@@ -89,7 +89,7 @@ VERDICT_COLOURS = {"confirmed": QColor(200, 30, 30), "rejected": QColor(90, 90, 
                    "unsure": QColor(220, 140, 0)}
 CHIP_SIZE = 150
 TITLE_ROW_H = CHIP_SIZE + render.TITLE_H + render.LEGEND_H + 12  # one row of chips
-COL_TILE, COL_PROB, COL_REVIEW = range(3)
+COL_TILE, COL_PROB, COL_REVIEW, COL_PICK = range(4)
 DEFAULT_BATCH = 20
 RANDOM_SHARE = 0.5  # half of each batch from the stratified random sample, half informative
 FID_ROLE = Qt.ItemDataRole.UserRole
@@ -97,6 +97,13 @@ FID_ROLE = Qt.ItemDataRole.UserRole
 
 def _text(v) -> str:
     return "" if is_null(v) else str(v)
+
+
+def pick_text(row) -> str:
+    """How a listed tile was chosen: 'random #3' (sample number), 'informative', 'manual'..."""
+    if row.sample:
+        return f"{PICK_RANDOM} #{row.sample}"
+    return row.pick
 
 
 def is_grid_layer(layer) -> bool:
@@ -255,7 +262,7 @@ class ReviewDock(QgsDockWidget):
 
         split = QSplitter(Qt.Orientation.Vertical, main)
         self.tree = QTreeWidget(split)
-        self.tree.setHeaderLabels(["Tile", "Probability", "Review"])
+        self.tree.setHeaderLabels(["Tile", "Probability", "Review", "Picked"])
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -511,7 +518,7 @@ class ReviewDock(QgsDockWidget):
                                      self.order_combo.currentData(), self.sample_only.isChecked(), fids)
         select = None
         for r in self.rows:
-            it = QTreeWidgetItem([r.label, "" if r.prob is None else f"{r.prob:.3f}", r.review])
+            it = QTreeWidgetItem([r.label, "" if r.prob is None else f"{r.prob:.3f}", r.review, pick_text(r)])
             it.setData(COL_TILE, FID_ROLE, r.fid)
             it.setTextAlignment(COL_PROB, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self._colour_item(it, r.review)
@@ -684,10 +691,11 @@ class ReviewDock(QgsDockWidget):
             return False
         if not self._write(fid, verdict, self.note.text().strip()):
             return False
+        it = self.tree.currentItem()
         for r in getattr(self, "all_rows", []):
             if r.fid == fid:
                 r.review = verdict or ""
-        it = self.tree.currentItem()
+                it.setText(COL_PICK, pick_text(r))
         it.setText(COL_REVIEW, verdict or "")
         self._colour_item(it, verdict)
         self._update_progress()
