@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qgis.core import QgsTask
+from qgis.core import QgsApplication, QgsTask
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QDialog, QDialogButtonBox, QFormLayout, QLabel, QVBoxLayout
 
@@ -29,6 +29,7 @@ from ..rendering.compat import RASTER_FILTER
 # share of the task's progress bar: adapt's stages, then detect, then writing the grid
 ADAPT_STAGES = ("features", "cross-validation", "fit")
 ADAPT_SPAN, DETECT_SPAN = 50.0, 45.0
+_RUNNING: set = set()  # Python owns the tasks it starts: keep each alive until the manager is done with it
 
 
 def next_round_paths(grid_path: str) -> tuple[Path, Path]:
@@ -120,7 +121,13 @@ class AdaptRescoreTask(QgsTask):
             os.remove(tmp)
         return False
 
+    def start(self) -> None:
+        """Hand the task to QGIS's task manager (kept alive here until it ends)."""
+        _RUNNING.add(self)
+        QgsApplication.taskManager().addTask(self)
+
     def finished(self, ok: bool) -> None:  # main thread
+        _RUNNING.discard(self)
         if not ok and self.error is None:
             self.error = "Adapt and re-score was cancelled: no new grid was written."
         if self.on_done is not None:

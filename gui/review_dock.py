@@ -898,9 +898,7 @@ class ReviewDock(QgsDockWidget):
         self.task_progress.show()
         self.cancel_button.show()
         self.rescore_button.setEnabled(False)
-        from qgis.core import QgsApplication
-
-        QgsApplication.taskManager().addTask(task)
+        task.start()
         return task
 
     def cancel_rescore(self):
@@ -979,7 +977,12 @@ class ReviewDock(QgsDockWidget):
             bar.pushMessage("Sentinel Landslide", text, level, 6)
 
     def cleanup(self):
-        """Disconnect from the project and remove canvas items (plugin unload)."""
+        """Disconnect from the project and remove canvas items (plugin unload); a running
+        Adapt and re-score is cancelled (it writes no grid then)."""
+        if self.task is not None:
+            self.task.on_done = None
+            self.task.cancel()
+            self.task = None
         project = QgsProject.instance()
         for sig, slot in ((project.layersAdded, self.refresh_layers), (project.layersRemoved, self.refresh_layers)):
             try:

@@ -246,6 +246,30 @@ def test_adapt_and_rescore_cancelled_writes_no_grid(plugin, qgis_iface, grid, sy
     assert dock.task is None and dock.rescore_button.isEnabled()
 
 
+def test_cancel_during_detect_leaves_no_grid(plugin, qgis_iface, grid, synthetic_scene, tmp_path):  # noqa: F811
+    """Cancelled once adapt has written its package (during detect): no grid, no partial
+    file; the complete adapted package stays.  The task's run() is called here directly."""
+    import os
+
+    from sentinel_landslide.gui.rescore import AdaptRescoreTask, next_round_paths, recorded_inputs
+
+    add_grid(grid)
+    dock = open_dock(plugin, qgis_iface)
+    dock.next_tiles(12)
+    review_listed(dock, truth_of(grid, synthetic_scene))
+    opts, model = recorded_inputs(str(grid))
+    new_grid, package = next_round_paths(str(grid))
+
+    class CancelInDetect(AdaptRescoreTask):
+        def _cancelled(self):
+            return os.path.isdir(self.package_out)
+
+    task = CancelInDetect(str(grid), opts, model, str(package), str(new_grid), rounds_scale=0.1)
+    assert task.run() is False and "cancelled" in task.error
+    assert (package / "manifest.json").exists() and not new_grid.exists()
+    assert not list(tmp_path.glob("*.part.gpkg"))
+
+
 def test_without_a_run_record_the_inputs_are_asked(plugin, qgis_iface, grid, monkeypatch):  # noqa: F811
     import os
 
