@@ -452,6 +452,7 @@ class ReviewDock(QgsDockWidget):
         self._flush_note()
         self._shown_fid = None
         self.layer = layer
+        self.batch_fids = None  # a batch belongs to its grid: another grid lists its own pending picks
         self.renderer = None
         self._clear_highlight()
         if layer is not None:
