@@ -232,6 +232,13 @@ def test_adapt_and_rescore_end_to_end(plugin, qgis_iface, grid, synthetic_scene,
     adapted = load_package(tmp_path / "grid_adapted_r2")  # a complete package (checksums verified)
     assert {f["model"] for f in dock.layer.getFeatures()} == {adapted.name}  # scored by it
 
+    # the next round on the new grid adds to the same sample: random tiles numbered on from 11
+    nxt = dock.next_tiles(10)
+    assert len(nxt) == 10 and dock.tree.topLevelItemCount() == 10
+    third = read(new_path, "sample", "pick", "review")
+    assert sorted(v[0] for v in third.values() if v[0]) == list(range(1, 16))
+    assert sum(1 for v in third.values() if v[1]) == 30
+
 
 def test_adapt_and_rescore_cancelled_writes_no_grid(plugin, qgis_iface, grid, synthetic_scene, tmp_path):  # noqa: F811
     add_grid(grid)
@@ -270,23 +277,33 @@ def test_cancel_during_detect_leaves_no_grid(plugin, qgis_iface, grid, synthetic
     assert not list(tmp_path.glob("*.part.gpkg"))
 
 
-def test_without_a_run_record_the_inputs_are_asked(plugin, qgis_iface, grid, monkeypatch):  # noqa: F811
+def test_without_a_run_record_the_inputs_are_asked(plugin, qgis_iface, grid, synthetic_scene, monkeypatch):  # noqa: F811
+    """No <grid>.detect.json: the dialog asks for the layers, prefilled with the panel's chip
+    layers, and builds detect's options from them; refusing it starts nothing."""
     import os
 
     from sentinel_landslide.gui import rescore
 
+    from .test_review import add_sources
+
     os.remove(str(grid) + ".detect.json")
     add_grid(grid)
+    add_sources(synthetic_scene)
     dock = open_dock(plugin, qgis_iface)
     asked = []
 
     class Refused(rescore.InputsDialog):
         def exec(self):
-            asked.append({r: cb.currentLayer() for r, cb in self.combos.items()})
+            asked.append(self.options())
             return 0
 
     monkeypatch.setattr(rescore, "InputsDialog", Refused)
-    assert dock.adapt_and_rescore() is None and len(asked) == 1 and dock.task is None
+    assert dock.adapt_and_rescore() is None and dock.task is None
+    assert len(asked) == 1
+    opts, model = asked[0]
+    assert opts.s2.path == synthetic_scene["S2"] and opts.s2.bands is None and opts.s2_mask is None
+    assert {r: x.path for r, x in opts.s1.items()} == {r: synthetic_scene[r] for r in opts.s1} and len(opts.s1) == 4
+    assert model is None  # empty: the bundled package
 
 
 def test_screenshot_of_the_review_rounds(plugin, qgis_iface, grid, synthetic_scene, tmp_path):  # noqa: F811
