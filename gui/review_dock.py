@@ -706,7 +706,9 @@ class ReviewDock(QgsDockWidget):
                 self.select_index(idx + 1)
             else:
                 self._show_current()
-                self._message(f"Last tile reached: {self.progress_label.text()}.", INFO)
+                end = (" Batch done: 'Next tiles to review' for another, or 'Adapt and re-score'."
+                       if self.batch_only.isChecked() else "")
+                self._message(f"Last tile reached: {self.progress_label.text()}.{end}", INFO)
         else:
             self._show_current()
         return True
