@@ -127,7 +127,7 @@ def main(argv=None) -> int:
         pkg = load_package(a.model)
         opts = _options(a)
         if a.cmd == "detect":
-            from .engine.outputs import write_grid, write_probability_raster
+            from .engine.outputs import write_grid, write_probability_raster, write_run_record
 
             opts.threshold, opts.tta = a.threshold, a.tta
             res = run_detection(opts, pkg, progress=lambda s, f, m="": print(f"\r{s} {f:5.0%}", end="", file=sys.stderr))
@@ -135,6 +135,7 @@ def main(argv=None) -> int:
             for line in res.log:
                 print(line, file=sys.stderr)
             write_grid(a.out, res, pkg.name)
+            write_run_record(a.out, opts, pkg.folder)
             if a.raster:
                 write_probability_raster(a.raster, res, pkg.patch_size)
             print(json.dumps({"grid": a.out, "tiles": len(res.records), "flagged": res.flagged, "mode": res.mode,
@@ -163,12 +164,15 @@ def main(argv=None) -> int:
 def _sample(a) -> int:
     from osgeo import gdal
 
-    from .engine.sampling import draw_sample, sample_report
-    from .engine.verdicts import read_grid, write_fields
+    from .engine.sampling import extend_sample, sample_report, stratum_to_record
+    from .engine.verdicts import PICK_FIELD, PICK_RANDOM, STRATUM_FIELD, read_grid, write_fields
 
     try:
         grid = read_grid(a.grid)
-        chosen = draw_sample(grid.flagged, grid.scored, a.n_flagged, a.n_unflagged, seed=a.seed)
+        stratum = grid.extra.get(STRATUM_FIELD)
+        purposive = np.isfinite(grid.labels) & np.array([p != PICK_RANDOM for p in grid.pick])
+        chosen, numbers = extend_sample(grid.flagged, grid.scored, grid.sample, a.n_flagged, a.n_unflagged,
+                                        seed=a.seed, stratum=stratum, exclude=purposive)
         path = a.grid
         if a.out and Path(a.out).resolve() != Path(a.grid).resolve():
             if Path(a.out).exists():
@@ -176,20 +180,28 @@ def _sample(a) -> int:
             gdal.UseExceptions()
             gdal.VectorTranslate(a.out, a.grid)
             path = a.out
-        inside = np.zeros(len(grid.fid), dtype=bool)
-        inside[chosen] = True
-        try:  # an earlier sample is replaced; verdicts are kept
-            write_fields(path, {"sample": {int(f): int(v) for f, v in zip(grid.fid, inside)}})
+        fid = grid.fid
+        sample = grid.sample.copy()
+        sample[chosen] = numbers
+        inside = sample > 0
+        strata = dict(stratum_to_record(grid.flagged, grid.scored, stratum))
+        try:  # an earlier sample is kept and topped up (engine/sampling.py ADD_RULE); verdicts are kept
+            write_fields(path, {"sample": {int(fid[i]): int(n) for i, n in zip(chosen, numbers)},
+                                PICK_FIELD: {int(fid[i]): PICK_RANDOM for i in np.flatnonzero(inside)},
+                                STRATUM_FIELD: {int(fid[i]): v for i, v in strata.items()}})
         except (RuntimeError, AttributeError) as exc:
             raise InputError(f"The sample could not be written to '{path}' ({exc}): write it to a GeoPackage "
                              "(--out sampled.gpkg).") from None
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(sample_report(grid.flagged, grid.scored, chosen), file=sys.stderr)
-    print(json.dumps({"grid": str(path), "sampled": int(inside.sum()),
-                      "sampled_flagged": int((inside & grid.flagged).sum()),
-                      "sampled_unflagged": int((inside & ~grid.flagged).sum())}))
+    in1 = grid.stratum == 1
+    for i, v in strata.items():
+        in1[i] = v == 1
+    print(sample_report(in1, grid.scored, np.flatnonzero(inside)), file=sys.stderr)
+    print(json.dumps({"grid": str(path), "sampled": int(inside.sum()), "added": len(chosen),
+                      "sampled_flagged": int((inside & in1).sum()),
+                      "sampled_unflagged": int((inside & ~in1).sum())}))
     return 0
 
 

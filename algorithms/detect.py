@@ -1,6 +1,8 @@
 """landslide:detect: S1/S2 layers in, landslide-probability tile grid out."""
 from __future__ import annotations
 
+import os
+
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
@@ -21,7 +23,7 @@ from qgis.core import (
 )
 
 from ..core.errors import Cancelled, InputError
-from ..engine.outputs import field_spec, mode_counts_text, record_values, write_probability_raster
+from ..engine.outputs import field_spec, mode_counts_text, record_values, write_probability_raster, write_run_record
 from ..models.ensemble import MissingDependency
 from ..models.package import PackageError, load_package
 from ..pipeline import run_detection
@@ -173,5 +175,7 @@ class DetectAlgorithm(LandslideAlgorithm):
             outputs[self.OUTPUT_RASTER] = raster
             StyleLoader.attach(context, raster, "probability_raster.qml")
         StyleLoader.attach(context, dest_id, "landslide_grid.qml", "Landslide probability grid")
+        if os.path.isfile(str(dest_id).split("|")[0]):  # what it was scored from, for 'Adapt and re-score'
+            write_run_record(str(dest_id), opts, pkg.folder)
         feedback.pushInfo(result.summary())
         return outputs

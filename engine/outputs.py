@@ -2,13 +2,16 @@
 probability raster (a Cloud Optimized GeoTIFF, one pixel per tile)."""
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import struct
 
 import numpy as np
 from osgeo import gdal, ogr, osr
 
-from .detect import DetectResult
+from .align import InputLayer
+from .detect import DetectOptions, DetectResult
 
 gdal.UseExceptions()
 ogr.UseExceptions()
@@ -112,3 +115,67 @@ def write_probability_raster(path: str, result: DetectResult, patch_size: int) -
     drv = gdal.GetDriverByName("COG") or gdal.GetDriverByName("GTiff")
     drv.CreateCopy(path, mem, options=["COMPRESS=DEFLATE"] if drv.ShortName == "COG" else ["COMPRESS=DEFLATE", "TILED=YES"])
     return path
+
+
+# -- the run record: what detect scored a grid from ------------------------------------------
+# ``<grid file>.detect.json`` beside a grid written to a file: the layers and options of the
+# run and the model package, so the review panel's "Adapt and re-score" can run adapt and
+# detect again on the same layers.  Options of the run only (not how it was computed:
+# threads, bands of a cluster task, unit conventions found).
+RUN_RECORD_SUFFIX = ".detect.json"
+_NOT_RECORDED = ("threads", "tile_rows", "conventions", "rows_per_batch")
+
+
+def run_record_path(grid_path: str) -> str:
+    return str(grid_path).split("|")[0] + RUN_RECORD_SUFFIX
+
+
+def _plain(v):
+    if isinstance(v, InputLayer):
+        return {"role": v.role, "path": v.path, "bands": v.bands, "nodata": v.nodata}
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_plain(x) for x in v]
+    return v
+
+
+def write_run_record(grid_path: str, opts: DetectOptions, model_folder) -> str:
+    """Write the run record of a grid (see RUN_RECORD_SUFFIX); returns its path."""
+    rec = {"options": {f.name: _plain(getattr(opts, f.name)) for f in dataclasses.fields(opts)
+                       if f.name not in _NOT_RECORDED},
+           "model": str(model_folder) if model_folder else None}
+    path = run_record_path(grid_path)
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(rec, fh, indent=1, default=str)
+    return path
+
+
+def read_run_record(grid_path: str) -> tuple[DetectOptions, str | None] | None:
+    """(options, model package folder) detect recorded for a grid; None where there is no
+    record or it no longer fits (an input file gone)."""
+    path = run_record_path(grid_path)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            rec = json.load(fh)
+        known = {f.name for f in dataclasses.fields(DetectOptions)}
+        kw = {k: v for k, v in rec.get("options", {}).items() if k in known}
+
+        def layer(d):
+            return None if d is None else InputLayer(d["role"], d["path"], d.get("bands"), d.get("nodata"))
+        for k in ("s2", "s2_mask"):
+            if k in kw:
+                kw[k] = layer(kw[k])
+        kw["s1"] = {r: layer(d) for r, d in (kw.get("s1") or {}).items()}
+        if kw.get("extent") is not None:
+            kw["extent"] = tuple(kw["extent"])
+        opts = DetectOptions(**kw)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    layers = [x for x in (opts.s2, opts.s2_mask, *opts.s1.values()) if x is not None]
+    local = [x.path.split("|")[0] for x in layers if not x.path.startswith("/vsi") and "://" not in x.path]
+    if not layers or not all(os.path.exists(p) for p in local):
+        return None
+    return opts, rec.get("model")

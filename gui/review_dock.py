@@ -4,12 +4,21 @@ chips of each from the source layers, and record a verdict per tile.
 Verdicts go to the grid's ``review`` / ``review_note`` fields through the data provider
 at once (one small transaction per verdict), so nothing waits in an edit buffer and
 closing QGIS loses nothing.
+
+Review rounds: "Next tiles to review" draws a batch (engine/review_select.py: part
+stratified random, part informative) and writes ``pick``, ``sample`` (numbered on) and
+``stratum`` into the grid; each round adds to the sample.  A verdict on a tile no batch or
+sample asked for gets ``pick = manual``.  The running estimate of the region's landslide
+share (engine/design.py) follows each verdict.  "Adapt and re-score" (gui/rescore.py) adapts
+the model to the verdicts and scores the same layers again in a background task.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
+import numpy as np
 from qgis.core import QgsCoordinateTransform, QgsFeatureRequest, QgsField, QgsProject, QgsRasterLayer, QgsVectorLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsMapLayerComboBox, QgsRubberBand
 from qgis.PyQt import sip
@@ -30,6 +39,7 @@ from qgis.PyQt.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSizePolicy,
+    QSpinBox,
     QSplitter,
     QTreeWidget,
     QTreeWidgetItem,
@@ -43,7 +53,11 @@ except ImportError:  # Qt6 without QGIS's re-export
     from qgis.PyQt.QtGui import QShortcut
 
 from ..core.errors import InputError
-from ..engine.sampling import DEFAULT_PER_CLASS, draw_sample, sample_report
+from ..engine.design import estimate_share
+from ..engine.review_rounds import batch_threshold, batch_values
+from ..engine.review_select import next_batch
+from ..engine.sampling import DEFAULT_PER_CLASS, extend_sample, sample_report, strata_of, stratum_to_record
+from ..engine.verdicts import PICK_FIELD, PICK_MANUAL, PICK_RANDOM, STRATUM_FIELD, verdict_label
 from ..rendering import render
 from ..rendering.chips import S1_ROLES, ChipRenderer, Sources, chip_titles, finite_or_none, guess_sources
 from ..rendering.compat import (
@@ -75,12 +89,21 @@ VERDICT_COLOURS = {"confirmed": QColor(200, 30, 30), "rejected": QColor(90, 90, 
                    "unsure": QColor(220, 140, 0)}
 CHIP_SIZE = 150
 TITLE_ROW_H = CHIP_SIZE + render.TITLE_H + render.LEGEND_H + 12  # one row of chips
-COL_TILE, COL_PROB, COL_REVIEW = range(3)
+COL_TILE, COL_PROB, COL_REVIEW, COL_PICK = range(4)
+DEFAULT_BATCH = 20
+RANDOM_SHARE = 0.5  # half of each batch from the stratified random sample, half informative
 FID_ROLE = Qt.ItemDataRole.UserRole
 
 
 def _text(v) -> str:
     return "" if is_null(v) else str(v)
+
+
+def pick_text(row) -> str:
+    """How a listed tile was chosen: 'random #3' (sample number), 'informative', 'manual'..."""
+    if row.sample:
+        return f"{PICK_RANDOM} #{row.sample}"
+    return row.pick
 
 
 def is_grid_layer(layer) -> bool:
@@ -101,7 +124,9 @@ class TileRow:
     status: str
     review: str
     uncertainty: float | None = None
-    sample: int = 0
+    sample: int = 0  # number in the stratified random sample; 0 = not in it
+    pick: str = ""  # how the tile was chosen for review (engine/verdicts.py PICK_*)
+    stratum: int | None = None  # map class at the first stratified draw
 
     @property
     def label(self) -> str:
@@ -110,10 +135,15 @@ class TileRow:
 
 
 def filter_tiles(rows: list[TileRow], flagged_only=True, min_prob=0.0, status=None, review=None,
-                 order="prob", sample_only=False) -> list[TileRow]:
+                 order="prob", sample_only=False, fids=None) -> list[TileRow]:
     """The tiles to review: highest probability first, or with ``order="uncertainty"`` the
     most uncertain first (engine/uncertainty.py); nodata tiles last.  ``sample_only``: only
-    the tiles of the stratified accuracy sample (``sample`` field), flagged or not."""
+    the tiles of the stratified accuracy sample (``sample`` field), flagged or not.
+    ``fids``: only these tiles (a batch), flagged or not, in the batch's order."""
+    if fids is not None:
+        by_fid = {r.fid: r for r in rows}
+        return [by_fid[f] for f in fids if f in by_fid
+                and (status is None or by_fid[f].status == status) and (review is None or by_fid[f].review == review)]
     out = []
     for r in rows:
         if sample_only and not r.sample:
@@ -218,7 +248,8 @@ class ReviewDock(QgsDockWidget):
                                     "flagged or not: review them all for landslide:accuracy")
         self.sample_button = QPushButton("Draw accuracy sample", main)
         self.sample_button.setToolTip("Mark a seeded stratified random sample of flagged and unflagged tiles in the "
-                                      "grid's 'sample' field (replaces an earlier sample) and list only them")
+                                      "grid's 'sample' field and list only them. An earlier sample is kept and "
+                                      "topped up to this size per map class")
         self.sample_size = QDoubleSpinBox(main)
         self.sample_size.setDecimals(0)
         self.sample_size.setRange(2, 10000)
@@ -227,10 +258,11 @@ class ReviewDock(QgsDockWidget):
         for w in (self.order_combo, self.sample_only, self.sample_size, self.sample_button):
             filt2.addWidget(w)
         lay.addLayout(filt2)
+        lay.addWidget(self._build_rounds(main))
 
         split = QSplitter(Qt.Orientation.Vertical, main)
         self.tree = QTreeWidget(split)
-        self.tree.setHeaderLabels(["Tile", "Probability", "Review"])
+        self.tree.setHeaderLabels(["Tile", "Probability", "Review", "Picked"])
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
@@ -319,7 +351,58 @@ class ReviewDock(QgsDockWidget):
         self.order_combo.currentIndexChanged.connect(self.reload_tiles)
         self.sample_only.toggled.connect(self.reload_tiles)
         self.sample_button.clicked.connect(lambda: self.draw_sample())
+        self.batch_only.toggled.connect(self.reload_tiles)
+        self.batch_button.clicked.connect(lambda: self.next_tiles())
+        self.rescore_button.clicked.connect(lambda: self.adapt_and_rescore())
+        self.cancel_button.clicked.connect(self.cancel_rescore)
         self.tree.currentItemChanged.connect(self._current_changed)
+
+    def _build_rounds(self, parent) -> QWidget:
+        """'Review rounds': the batch button, the running share estimate, Adapt and re-score."""
+        box = QgsCollapsibleGroupBox("Review rounds", parent)
+        box.setObjectName("review_rounds")
+        v = QVBoxLayout(box)
+        row = QHBoxLayout()
+        self.batch_size = QSpinBox(box)
+        self.batch_size.setObjectName("batch_size")
+        self.batch_size.setRange(1, 1000)
+        self.batch_size.setValue(DEFAULT_BATCH)
+        self.batch_size.setPrefix("batch: ")
+        self.batch_size.setToolTip("Tiles per batch: half drawn at random within each map class (the stratified "
+                                   "sample, which keeps the estimates honest), half the most informative for the "
+                                   "model (uncertain and unlike the tiles already reviewed)")
+        self.batch_button = QPushButton("Next tiles to review", box)
+        self.batch_button.setObjectName("next_batch")
+        self.batch_button.setToolTip(self.batch_size.toolTip() + ". Each batch adds to the sample.")
+        self.batch_only = QCheckBox("Batch only", box)
+        self.batch_only.setToolTip("List only the tiles of the last batch (or, after a restart, the tiles picked "
+                                   "for review that have no verdict yet)")
+        self.rescore_button = QPushButton("Adapt and re-score", box)
+        self.rescore_button.setObjectName("adapt_rescore")
+        self.rescore_button.setToolTip("Adapt the model to the verdicts so far, then score the same layers again "
+                                       "with it (in the background); the new grid opens with the verdicts carried "
+                                       "over and the old one is kept")
+        for w in (self.batch_size, self.batch_button, self.batch_only, self.rescore_button):
+            row.addWidget(w)
+        v.addLayout(row)
+        self.share_label = QLabel(box)
+        self.share_label.setObjectName("share_estimate")
+        self.share_label.setWordWrap(True)
+        self.share_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        v.addWidget(self.share_label)
+        task_row = QHBoxLayout()
+        self.task_progress = QProgressBar(box)
+        self.task_progress.setRange(0, 100)
+        self.task_progress.setFormat("Adapt and re-score: %p %")
+        self.cancel_button = QPushButton("Cancel", box)
+        task_row.addWidget(self.task_progress, 1)
+        task_row.addWidget(self.cancel_button)
+        v.addLayout(task_row)
+        self.task_progress.hide()
+        self.cancel_button.hide()
+        self.batch_fids: list | None = None
+        self.task = None
+        return box
 
     def _install_shortcuts(self):
         """Single keys, active only while the focus is inside this dock (so they never
@@ -369,6 +452,7 @@ class ReviewDock(QgsDockWidget):
         self._flush_note()
         self._shown_fid = None
         self.layer = layer
+        self.batch_fids = None  # a batch belongs to its grid: another grid lists its own pending picks
         self.renderer = None
         self._clear_highlight()
         if layer is not None:
@@ -400,8 +484,8 @@ class ReviewDock(QgsDockWidget):
         names = [f.name() for f in lyr.fields()]
         req = QgsFeatureRequest()
         req.setFlags(NO_GEOMETRY)
-        wanted = [n for n in ("tile_id", "row", "col", "prob", "flagged", "status", "review", "uncertainty", "sample")
-                  if n in names]
+        wanted = [n for n in ("tile_id", "row", "col", "prob", "flagged", "status", "review", "uncertainty", "sample",
+                              PICK_FIELD, STRATUM_FIELD) if n in names]
         req.setSubsetOfAttributes(wanted, lyr.fields())
         rows = []
         for f in lyr.getFeatures(req):
@@ -409,12 +493,13 @@ class ReviewDock(QgsDockWidget):
                 return f[n] if n in names else None
             prob = finite_or_none(None if is_null(get("prob")) else get("prob"))
             flagged = get("flagged")
-            unc, sample = get("uncertainty"), get("sample")
+            unc, sample, stratum = get("uncertainty"), get("sample"), get(STRATUM_FIELD)
             rows.append(TileRow(f.id(), get("tile_id"), get("row"), get("col"), prob,
                                 bool(flagged) if not is_null(flagged) else False,
                                 _text(get("status")) or ("ok" if prob is not None else "nodata"),
                                 _text(get("review")), finite_or_none(None if is_null(unc) else unc),
-                                0 if is_null(sample) or not sample else 1))
+                                0 if is_null(sample) or not sample else max(1, int(sample)),
+                                _text(get(PICK_FIELD)), None if is_null(stratum) else int(stratum)))
         return rows
 
     def reload_tiles(self, *_):
@@ -422,13 +507,19 @@ class ReviewDock(QgsDockWidget):
         self.tree.blockSignals(True)
         self.tree.clear()
         self.rows = []
+        self.all_rows = []
         if self.layer is not None:
-            self.rows = filter_tiles(self._read_rows(), self.flagged_only.isChecked(), self.min_prob.value(),
+            self.all_rows = self._read_rows()
+            fids = None
+            if self.batch_only.isChecked():
+                fids = self.batch_fids if self.batch_fids is not None else [
+                    r.fid for r in self.all_rows if r.pick and r.pick != PICK_MANUAL and not r.review]
+            self.rows = filter_tiles(self.all_rows, self.flagged_only.isChecked(), self.min_prob.value(),
                                      self.status_filter.currentData(), self.review_filter.currentData(),
-                                     self.order_combo.currentData(), self.sample_only.isChecked())
+                                     self.order_combo.currentData(), self.sample_only.isChecked(), fids)
         select = None
         for r in self.rows:
-            it = QTreeWidgetItem([r.label, "" if r.prob is None else f"{r.prob:.3f}", r.review])
+            it = QTreeWidgetItem([r.label, "" if r.prob is None else f"{r.prob:.3f}", r.review, pick_text(r)])
             it.setData(COL_TILE, FID_ROLE, r.fid)
             it.setTextAlignment(COL_PROB, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self._colour_item(it, r.review)
@@ -476,6 +567,37 @@ class ReviewDock(QgsDockWidget):
         self.progress_label.setText(f"{done} of {n} reviewed")
         self.progress.setRange(0, max(n, 1))
         self.progress.setValue(done)
+        self.update_share()
+
+    def share_estimate(self):
+        """The running estimate of the region's landslide share from the verdicts so far
+        (engine/design.py); None without a grid."""
+        rows = getattr(self, "all_rows", [])
+        if self.layer is None or not rows:
+            return None
+        labels = [np.nan if (v := verdict_label(r.review)) is None else v for r in rows]
+        picks = [r.pick or (PICK_RANDOM if r.sample else "") for r in rows]
+        scored = [r.status == "ok" and r.prob is not None for r in rows]
+        stratum = strata_of([r.flagged for r in rows], scored, [r.stratum for r in rows])
+        return estimate_share(labels, picks, stratum, scored)
+
+    def update_share(self):
+        est = self.share_estimate()
+        if est is None:
+            self.share_label.setText("")
+            return
+        if not math.isfinite(est.share):
+            self.share_label.setText(f"<b>Landslide share of the region</b>: not known yet. {est.note}.")
+            return
+        text = (f"<b>Landslide share of the region</b>: {100 * est.share:.1f} % "
+                f"(95 % interval {100 * est.lo:.1f} - {100 * est.hi:.1f} %), about <b>{est.count:.0f}</b> of "
+                f"{est.n_scored} tiles ({est.count_lo:.0f} - {est.count_hi:.0f}); from {est.n_random} random and "
+                f"{est.n_purposive} purposive verdicts.")
+        flagged = sum(1 for r in self.all_rows if r.flagged and r.status == "ok")
+        text += f" The map flags {flagged}."
+        if est.note:
+            text += f" <i>{est.note}.</i>"
+        self.share_label.setText(text)
 
     # -- the current tile ----------------------------------------------------------------
     def _current_changed(self, *_):
@@ -571,6 +693,10 @@ class ReviewDock(QgsDockWidget):
         if not self._write(fid, verdict, self.note.text().strip()):
             return False
         it = self.tree.currentItem()
+        for r in getattr(self, "all_rows", []):
+            if r.fid == fid:
+                r.review = verdict or ""
+                it.setText(COL_PICK, pick_text(r))
         it.setText(COL_REVIEW, verdict or "")
         self._colour_item(it, verdict)
         self._update_progress()
@@ -580,7 +706,9 @@ class ReviewDock(QgsDockWidget):
                 self.select_index(idx + 1)
             else:
                 self._show_current()
-                self._message(f"Last tile reached: {self.progress_label.text()}.", INFO)
+                end = (" Batch done: 'Next tiles to review' for another, or 'Adapt and re-score'."
+                       if self.batch_only.isChecked() else "")
+                self._message(f"Last tile reached: {self.progress_label.text()}.{end}", INFO)
         else:
             self._show_current()
         return True
@@ -615,8 +743,10 @@ class ReviewDock(QgsDockWidget):
             self._message("The grid layer is read-only: verdicts cannot be saved. Save it as a GeoPackage.",
                           CRITICAL)
             return False
+        change = {idx[0]: verdict, idx[1]: note or None}
+        change.update(self._manual_pick(fid, verdict))
         # the provider writes to the file at once: no edit buffer to forget to save
-        ok = prov.changeAttributeValues({fid: {idx[0]: verdict, idx[1]: note or None}})
+        ok = prov.changeAttributeValues({fid: change})
         if not ok:
             err = "; ".join(prov.errors()) if hasattr(prov, "errors") else ""
             self._message(f"The verdict could not be saved to {lyr.name()}: {err}", CRITICAL)
@@ -628,10 +758,188 @@ class ReviewDock(QgsDockWidget):
         lyr.triggerRepaint()
         return True
 
+    def _manual_pick(self, fid, verdict) -> dict:
+        """{field index: value}: ``pick = manual`` for a verdict on a tile no batch or sample
+        asked for; cleared again when that verdict is cleared."""
+        row = next((r for r in getattr(self, "all_rows", []) if r.fid == fid), None)
+        if row is None or row.sample or (row.pick and row.pick != PICK_MANUAL):
+            return {}
+        want = PICK_MANUAL if verdict else ""
+        if want == row.pick:
+            return {}
+        idx = self._field_index(PICK_FIELD, STRING)
+        if idx < 0:
+            return {}
+        row.pick = want
+        return {idx: want or None}
+
+    def _field_index(self, name, kind) -> int:
+        """Index of a field of the grid, added when missing (-1 where it cannot be)."""
+        lyr = self.layer
+        if lyr.fields().indexOf(name) < 0:
+            prov = lyr.dataProvider()
+            if not prov.capabilities() & CAN_ADD_FIELDS or not prov.addAttributes([QgsField(name, kind)]):
+                return -1
+            lyr.updateFields()
+        return lyr.fields().indexOf(name)
+
+    def _write_fields(self, values: dict, rows: list) -> bool:
+        """Write {field: {row index: value}} through the provider at once (one transaction)."""
+        lyr = self.layer
+        prov = lyr.dataProvider()
+        if not prov.capabilities() & CAN_CHANGE_VALUES:
+            self._message("The grid layer is read-only: the batch cannot be saved. Save it as a GeoPackage.", CRITICAL)
+            return False
+        kinds = {PICK_FIELD: STRING, "sample": INT, STRATUM_FIELD: INT}
+        changes: dict = {}
+        for name, per_row in values.items():
+            idx = self._field_index(name, kinds.get(name, STRING))
+            if idx < 0:
+                self._message(f"The grid has no '{name}' field and one cannot be added: save it as a GeoPackage.",
+                              CRITICAL)
+                return False
+            for i, v in per_row.items():
+                changes.setdefault(rows[i].fid, {})[idx] = v
+        if changes and not prov.changeAttributeValues(changes):
+            self._message("The batch could not be saved to the grid.", CRITICAL)
+            return False
+        lyr.triggerRepaint()
+        return True
+
+    def next_tiles(self, n: int | None = None) -> list:
+        """Draw the next batch (engine/review_select.py: half stratified random, half
+        informative), write ``pick``, ``sample`` and ``stratum`` into the grid, and list the
+        batch, first tile selected.  Returns the batch's fids ([] when nothing is left)."""
+        if self.layer is None:
+            return []
+        self._flush_note()
+        n = int(n if n is not None else self.batch_size.value())
+        rows = self._read_rows()
+        names = [f.name() for f in self.layer.fields()]
+        prob = np.array([np.nan if r.prob is None else r.prob for r in rows], dtype=np.float64)
+        flagged = np.array([r.flagged for r in rows], dtype=bool)
+        scored = np.array([r.status == "ok" and r.prob is not None for r in rows], dtype=bool)
+        sample = np.array([r.sample for r in rows], dtype=np.int64)
+        recorded = [r.stratum for r in rows] if STRATUM_FIELD in names else None
+        stratum = strata_of(flagged, scored, recorded)
+        verdict = np.array([verdict_label(r.review) is not None for r in rows], dtype=bool)
+        asked = np.array([bool(r.pick) or r.sample > 0 for r in rows], dtype=bool)
+        in_random = np.array([r.pick == PICK_RANDOM or r.sample > 0 for r in rows], dtype=bool)
+        members = [n_ for n_ in names if n_.startswith("p_")]
+        features = None
+        if members:
+            req = QgsFeatureRequest()
+            req.setFlags(NO_GEOMETRY)
+            req.setSubsetOfAttributes(members, self.layer.fields())
+            by_fid = {f.id(): [np.nan if is_null(f[m]) else float(f[m]) for m in members]
+                      for f in self.layer.getFeatures(req)}
+            features = np.array([by_fid[r.fid] for r in rows], dtype=np.float64)
+        chosen, picks = next_batch(prob, stratum, scored, verdict | asked, features, n,
+                                   threshold=batch_threshold(prob, flagged), random_share=RANDOM_SHARE,
+                                   seed=int(asked.sum()), in_random=in_random)
+        if not len(chosen):
+            self._message("Every scored tile has been picked or reviewed: no tile left for a batch.", INFO)
+            return []
+        values = batch_values(flagged, scored, sample, recorded, chosen, picks)
+        if not self._write_fields(values, rows):
+            return []
+        self.batch_fids = [rows[i].fid for i in chosen]
+        n_rand = sum(1 for p in picks if p == PICK_RANDOM)
+        self._message(f"Next {len(chosen)} tiles to review: {n_rand} drawn at random (sample now "
+                      f"{int((sample > 0).sum()) + n_rand} tiles), {len(chosen) - n_rand} informative.", INFO)
+        self.sample_only.blockSignals(True)
+        self.sample_only.setChecked(False)
+        self.sample_only.blockSignals(False)
+        if self.review_filter.currentData() is not None:
+            self.review_filter.setCurrentIndex(0)
+        if self.batch_only.isChecked():
+            self.reload_tiles()
+        else:
+            self.batch_only.setChecked(True)  # lists the batch (reload_tiles via the signal)
+        self.select_index(0)
+        return list(self.batch_fids)
+
+    # -- adapt and re-score --------------------------------------------------------------
+    def grid_path(self) -> str | None:
+        lyr = self.layer
+        if lyr is None or lyr.providerType() != "ogr":
+            return None
+        path = lyr.source().split("|")[0]
+        return path if os.path.isfile(path) else None
+
+    def adapt_and_rescore(self, inputs=None, threads: int = 2, rounds_scale: float = 1.0):
+        """Start the background task (gui/rescore.py).  ``inputs``: (DetectOptions, model
+        folder); None: the grid's run record, else asked in a dialog.  Returns the task (None
+        when it was not started)."""
+        from .rescore import AdaptRescoreTask, InputsDialog, has_inputs, next_round_paths, recorded_inputs
+
+        if self.task is not None:
+            self._message("Adapt and re-score is already running.", INFO)
+            return None
+        grid = self.grid_path()
+        if grid is None:
+            self._message("Adapt and re-score needs the grid in a file: save it as a GeoPackage first.", WARNING)
+            return None
+        self._flush_note()
+        if inputs is None:
+            inputs = recorded_inputs(grid)
+        if inputs is None:
+            dlg = InputsDialog({role: cb.currentLayer() for role, cb in self.source_combos.items()}, self)
+            if not dlg.exec():
+                return None
+            inputs = dlg.options()
+        opts, model = inputs
+        if not has_inputs(opts):
+            self._message("Choose at least one Sentinel-1 or Sentinel-2 layer to re-score.", WARNING)
+            return None
+        new_grid, package = next_round_paths(grid)
+        task = AdaptRescoreTask(grid, opts, model, str(package), str(new_grid), on_done=self._rescore_done,
+                                threads=threads, rounds_scale=rounds_scale)
+        task.progressChanged.connect(lambda v: self.task_progress.setValue(int(v)))
+        self.task = task
+        self.task_progress.setValue(0)
+        self.task_progress.show()
+        self.cancel_button.show()
+        self.rescore_button.setEnabled(False)
+        task.start()
+        return task
+
+    def cancel_rescore(self):
+        if self.task is not None:
+            self.task.cancel()
+
+    def _rescore_done(self, task, ok: bool):
+        self.task = None
+        if sip.isdeleted(self):
+            return
+        self.task_progress.hide()
+        self.cancel_button.hide()
+        self.rescore_button.setEnabled(True)
+        if not ok:
+            self._message(task.error or "Adapt and re-score failed.", WARNING)
+            return
+        res = task.result
+        old = self.layer
+        new = QgsVectorLayer(res["grid"], f"{old.name() if old is not None else 'grid'} (re-scored)", "ogr")
+        if not new.isValid():
+            self._message(f"The re-scored grid {res['grid']} could not be opened.", CRITICAL)
+            return
+        from ..rendering import RESOURCES
+
+        new.loadNamedStyle(str(RESOURCES / "landslide_grid.qml"))
+        QgsProject.instance().addMapLayer(new)
+        self.grid_combo.setLayer(new)
+        lost = f"; {res['lost']} reviewed tile(s) found no tile in the new grid" if res["lost"] else ""
+        self._message(f"Adapted to {res['confirmed']} confirmed and {res['rejected']} rejected verdicts (threshold "
+                      f"{res['threshold']:.3f}); the new grid flags {res['flagged']} of {res['tiles']} tiles, "
+                      f"{res['carried']} verdicts carried over{lost}. The previous grid is kept.", INFO)
+
     def draw_sample(self, per_class: int | None = None, seed: int = 42) -> int:
         """Mark a seeded stratified random sample (engine/sampling.py) in the grid's
-        ``sample`` field (1 in the sample, 0 not; an earlier sample is replaced), then list
-        only the sample tiles.  Returns the number of tiles drawn (0 on failure)."""
+        ``sample`` field (numbered; ``pick = random``, ``stratum`` recorded), then list only
+        the sample tiles.  An earlier sample is kept and topped up to ``per_class`` tiles per
+        stratum (ADD_RULE).  Returns the number of tiles added (0 on failure or when the
+        sample is already that large)."""
         lyr = self.layer
         if lyr is None:
             return 0
@@ -639,30 +947,31 @@ class ReviewDock(QgsDockWidget):
         rows = self._read_rows()
         flagged = [r.flagged for r in rows]
         scored = [r.status == "ok" and r.prob is not None for r in rows]
+        sample = np.array([r.sample for r in rows], dtype=np.int64)
+        recorded = [r.stratum for r in rows] if lyr.fields().indexOf(STRATUM_FIELD) >= 0 else None
+        purposive = [verdict_label(r.review) is not None and r.pick != PICK_RANDOM and not r.sample for r in rows]
         try:
-            chosen = draw_sample(flagged, scored, n, n, seed=seed)
+            chosen, numbers = extend_sample(flagged, scored, sample, n, n, seed=seed, stratum=recorded,
+                                            exclude=purposive)
         except InputError as exc:
             self._message(str(exc), WARNING)
             return 0
-        prov = lyr.dataProvider()
-        if not prov.capabilities() & CAN_CHANGE_VALUES:
-            self._message("The grid layer is read-only: the sample cannot be saved. Save it as a GeoPackage.", CRITICAL)
+        values = {"sample": {int(i): int(k) for i, k in zip(chosen, numbers)},
+                  PICK_FIELD: {int(i): PICK_RANDOM for i in chosen},
+                  STRATUM_FIELD: stratum_to_record(flagged, scored, recorded)}
+        if not self._write_fields({k: v for k, v in values.items() if v}, rows):
             return 0
-        if lyr.fields().indexOf("sample") < 0:
-            if not prov.capabilities() & CAN_ADD_FIELDS or not prov.addAttributes([QgsField("sample", INT)]):
-                self._message("The grid has no 'sample' field and one cannot be added.", CRITICAL)
-                return 0
-            lyr.updateFields()
-        idx = lyr.fields().indexOf("sample")
-        inside = {rows[i].fid for i in chosen}
-        if not prov.changeAttributeValues({r.fid: {idx: 1 if r.fid in inside else 0} for r in rows}):
-            self._message("The sample could not be saved to the grid.", CRITICAL)
-            return 0
-        self._message(sample_report(flagged, scored, chosen) + f" (seed {seed}); review them all, then run "
-                      "'Accuracy from a stratified sample'.", INFO)
-        self.sample_only.setChecked(True)  # lists them (reload_tiles via the signal)
-        self.reload_tiles()
-        lyr.triggerRepaint()
+        sample[chosen] = numbers
+        strata = strata_of(flagged, scored, recorded)
+        self._message(sample_report(strata == 1, scored, np.flatnonzero(sample > 0)) + f" ({len(chosen)} added, "
+                      f"seed {seed}); review them all, then run 'Accuracy from a stratified sample'.", INFO)
+        self.batch_only.blockSignals(True)
+        self.batch_only.setChecked(False)
+        self.batch_only.blockSignals(False)
+        if self.sample_only.isChecked():
+            self.reload_tiles()
+        else:
+            self.sample_only.setChecked(True)  # lists them (reload_tiles via the signal)
         return len(chosen)
 
     def _message(self, text: str, level=INFO):
@@ -671,7 +980,12 @@ class ReviewDock(QgsDockWidget):
             bar.pushMessage("Sentinel Landslide", text, level, 6)
 
     def cleanup(self):
-        """Disconnect from the project and remove canvas items (plugin unload)."""
+        """Disconnect from the project and remove canvas items (plugin unload); a running
+        Adapt and re-score is cancelled (it writes no grid then)."""
+        if self.task is not None:
+            self.task.on_done = None
+            self.task.cancel()
+            self.task = None
         project = QgsProject.instance()
         for sig, slot in ((project.layersAdded, self.refresh_layers), (project.layersRemoved, self.refresh_layers)):
             try:

@@ -27,7 +27,7 @@ def sampled_grid(provider, synthetic_scene, tmp_path_factory) -> Path:
     path = Path(res["OUTPUT"].split("|")[0])
     g = read_grid(path)
     truth = tile_truth(g.bounds, synthetic_scene["truth"])
-    chosen = np.flatnonzero(g.sample == 1)
+    chosen = np.flatnonzero(g.sample > 0)
     verdicts = simulate_verdicts(truth, chosen)
     verdicts[chosen[0]] = "unsure"  # ignored by the estimators
     write_fields(path, {"review": {int(g.fid[i]): verdicts[i] for i in range(len(g.fid)) if verdicts[i]}})
@@ -40,12 +40,49 @@ def test_sample_is_stratified_and_seeded(provider, sampled_grid, tmp_path):
     from sentinel_landslide.engine.verdicts import read_grid
 
     g = read_grid(sampled_grid)
-    assert set(np.unique(g.sample)) == {0, 1}
-    assert (g.sample[g.flagged] == 1).sum() == 8 and (g.sample[~g.flagged] == 1).sum() == 12
-    assert g.scored[g.sample == 1].all()
+    assert set(np.unique(g.sample)) == set(range(21))  # numbered 1..20
+    assert (g.sample[g.flagged] > 0).sum() == 8 and (g.sample[~g.flagged] > 0).sum() == 12
+    assert g.scored[g.sample > 0].all()
+    assert all(p == "random" for p, s in zip(g.extra["pick"], g.sample) if s)
+    assert not any(p for p, s in zip(g.extra["pick"], g.sample) if not s)
+    assert np.array_equal(g.stratum[g.scored], g.flagged[g.scored].astype(int))  # recorded at the first draw
+    # the same sizes again: the sample is already that large, nothing is added or replaced
     again = processing.run("landslide:sample", {"GRID": str(sampled_grid), "N_FLAGGED": 8, "N_UNFLAGGED": 12,
                                                 "SEED": 1, "OUTPUT": str(tmp_path / "again.gpkg")})
-    assert np.array_equal(read_grid(again["OUTPUT"].split("|")[0]).sample, g.sample)  # same seed, same sample
+    assert np.array_equal(read_grid(again["OUTPUT"].split("|")[0]).sample, g.sample)
+
+
+def test_sample_again_tops_up_and_keeps_the_first_tiles(provider, sampled_grid, tmp_path):
+    """A second draw with larger sizes adds only the missing tiles, numbered on, in the
+    strata recorded at the first draw (not today's flags), never among tiles reviewed
+    purposively; the first sample and its verdicts stay."""
+    import shutil
+
+    import processing
+
+    from sentinel_landslide.engine.verdicts import read_grid, write_fields
+
+    src = tmp_path / "src.gpkg"
+    shutil.copy(sampled_grid, src)
+    g = read_grid(src)
+    # a flagged tile reviewed on purpose (not in the sample) and a stratum that differs from today's flag
+    purposive = int(np.flatnonzero(g.flagged & (g.sample == 0) & g.scored)[0])
+    moved = int(np.flatnonzero(~g.flagged & (g.sample == 0) & g.scored)[0])
+    write_fields(src, {"review": {int(g.fid[purposive]): "confirmed"}, "pick": {int(g.fid[purposive]): "uncertain"},
+                       "stratum": {int(g.fid[moved]): 1}})
+    n1 = int(g.flagged[g.scored].sum()) + 1  # every tile of stratum 1 that may be drawn, and more
+    res = processing.run("landslide:sample", {"GRID": str(src), "N_FLAGGED": n1, "N_UNFLAGGED": 14, "SEED": 5,
+                                              "OUTPUT": str(tmp_path / "more.gpkg")})
+    h = read_grid(res["OUTPUT"].split("|")[0])
+    first = g.sample > 0
+    assert np.array_equal(h.sample[first], g.sample[first])  # kept, same numbers
+    assert [h.review[i] for i in np.flatnonzero(first)] == [g.review[i] for i in np.flatnonzero(first)]
+    added = (h.sample > 0) & ~first
+    assert sorted(h.sample[added]) == list(range(21, 21 + int(added.sum())))  # numbered on
+    assert h.sample[purposive] == 0 and h.extra["pick"][purposive] == "uncertain"
+    assert h.sample[moved] > 0  # drawn in its recorded stratum (1), where every free tile was taken
+    assert ((h.sample > 0) & (h.stratum == 0)).sum() == 14
+    assert res["SAMPLED"] == int((h.sample > 0).sum())
 
 
 def test_accuracy_matches_the_engine_estimators(provider, sampled_grid, synthetic_scene, tmp_path):
@@ -56,8 +93,8 @@ def test_accuracy_matches_the_engine_estimators(provider, sampled_grid, syntheti
 
     g = read_grid(sampled_grid)
     lab = g.labels
-    s1 = (g.sample == 1) & g.flagged & np.isfinite(lab)
-    s0 = (g.sample == 1) & ~g.flagged & np.isfinite(lab)
+    s1 = (g.sample > 0) & g.flagged & np.isfinite(lab)
+    s0 = (g.sample > 0) & ~g.flagged & np.isfinite(lab)
     assert s1.sum() + s0.sum() == 19  # one unsure
     ref = stratified_accuracy(int((g.flagged & g.scored).sum()), int((~g.flagged & g.scored).sum()),
                               int(lab[s1].sum()), int(s1.sum()), int(lab[s0].sum()), int(s0.sum()))

@@ -51,10 +51,18 @@ def test_most_uncertain_first_and_draw_accuracy_sample(plugin, qgis_iface, grid_
     drawn = dock.draw_sample(per_class=4, seed=3)
     assert drawn == 8
     assert dock.sample_only.isChecked() and dock.tree.topLevelItemCount() == 8
+    first = {r.fid: r.sample for r in dock.all_rows if r.sample}
+    assert sorted(first.values()) == list(range(1, 9))  # numbered
+    # a second draw tops the sample up to 6 per map class: the first 8 tiles keep their numbers
+    assert dock.draw_sample(per_class=6, seed=3) == 4
+    assert dock.tree.topLevelItemCount() == 12
     QgsProject.instance().removeAllMapLayers()
     ds = ogr.Open(str(grid))
     lyr = ds.GetLayer(0)
-    marked = [(f["flagged"], f["sample"]) for f in lyr]
+    marked = {f.GetFID(): (f["flagged"], f["sample"], f["pick"]) for f in lyr}
     ds = None
-    assert sum(s for _, s in marked) == 8
-    assert sum(1 for fl, s in marked if s and fl) == 4 and sum(1 for fl, s in marked if s and not fl) == 4
+    assert all(marked[fid][1] == n for fid, n in first.items())
+    assert sorted(s for _, s, _ in marked.values() if s) == list(range(1, 13))
+    assert all(p == "random" for _, s, p in marked.values() if s)
+    assert sum(1 for fl, s, _ in marked.values() if s and fl) == 6
+    assert sum(1 for fl, s, _ in marked.values() if s and not fl) == 6

@@ -86,6 +86,15 @@ def test_cli_analyst_loop_sample_accuracy_adapt(tmp_path, synthetic_scene, packa
     assert _run(["sample", "--grid", str(grid), "--out", str(again), "--n-flagged", "6", "--n-unflagged", "20",
                  "--seed", "3"]).returncode == 0
     assert (read_grid(again).sample == g.sample).all()  # seeded
+    # rounds add up: sampling the sampled grid again (in place) with 4 more unflagged tiles keeps the
+    # first sample and its numbers, adds only the 4, numbered on, with pick = random
+    p = _run(["sample", "--grid", str(again), "--n-flagged", "6", "--n-unflagged", "24", "--seed", "4"])
+    assert p.returncode == 0 and json.loads(p.stdout.strip().splitlines()[-1])["added"] == 4, p.stderr
+    h = read_grid(again)
+    added = (h.sample > 0) & ~inside
+    assert (h.sample[inside] == g.sample[inside]).all() and added.sum() == 4 and not (added & g.flagged).any()
+    assert sorted(h.sample[added]) == list(range(int(g.sample.max()) + 1, int(g.sample.max()) + 5))
+    assert all(h.pick[i] == "random" for i in np.flatnonzero(h.sample > 0))
 
     truth = tile_truth(g.bounds, synthetic_scene["truth"])
     chosen = np.flatnonzero(inside)
