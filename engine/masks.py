@@ -47,7 +47,7 @@ class S2Mask:
         b = transform_bounds(native_bounds(src), src.GetProjection(), grid.crs_wkt)
         g = grid.bounds
         if b[0] >= g[2] or b[2] <= g[0] or b[1] >= g[3] or b[3] <= g[1]:
-            raise InputError(f"The {layer.label} does not overlap the processing area (the common area of the "
+            raise InputError(f"The {layer.label} does not overlap the processing area (the union of the "
                              "Sentinel-1/2 layers).")
         lo, hi = self._range(src, layer)
         if not (math.isfinite(lo) and math.isfinite(hi)):
