@@ -83,6 +83,11 @@ class DetectAlgorithm(LandslideAlgorithm):
             "0.7 x closeness of prob to the threshold + 0.3 x spread of the members' probabilities; see the "
             "README). The threshold defaults "
             "to the model package's value for each tile's combination.\n\n"
+            "Detection limit (SYNTHETIC planted scars, docs/concepts/detection-limit.md): with Sentinel-2 at least "
+            "half of the scar tiles are flagged only from a scar of about 5 % of the tile (2 ha of its 41 ha; "
+            "from 1 % they already rank above scar-free tiles), and the SAR-only combinations do not tell a planted "
+            "scar from none at any size, so a typical real landslide tile (about 0.2 ha of scar, 0.5 %) lies below "
+            "the limit at the package's thresholds.\n\n"
             "Dask scheduler (advanced): the address of a running Dask cluster (tcp://host:8786) scores "
             "the scene there in bands of tile rows, with the same result; the inputs and the model package "
             "must be on paths the workers see. Empty: in this process.")

@@ -216,8 +216,8 @@ def page(rows: list[dict], png_rel: str, command: str, tiles: int, pkg_name: str
             drops.append(f"{c} {sel[-1]['flagged']}/{sel[-1]['n']} at {pct(sel[-1]['share'])} against "
                          f"{top['flagged']}/{top['n']} at {pct(top['share'])}")
     drop = ("" if not drops else " Fewer of the largest scars are flagged than of middling ones ("
-            + "; ".join(drops) + "): a scar filling a quarter of the tile does not look like the training "
-            "patches' landslides to the models, though it still ranks above every scar-free tile.")
+            + "; ".join(drops) + "): the models score a scar filling a quarter of the tile lower than a "
+            "middling one, though it still ranks above the scar-free tiles (AUC in the table).")
     found = [c for c in combos if isinstance(v := limit(rows, c, c_ref), float) and v <= real]
     where = (f"at or above the limit of {', '.join(found)}" if found else
              "below the share at which any combination flags half the scar tiles")
