@@ -194,7 +194,8 @@ class Scene:
         self.aligned = {role: AlignedLayer.open(lyr, grid) for role, lyr in layers.items()}
         for al in self.aligned.values():
             log.append(f"{al.layer.label}: resampling {al.resampling}")
-        self.mask = S2Mask(mask, grid, log) if mask is not None and S2_ROLE in self.aligned else None
+        # its masked share counts the S2 footprint only
+        self.mask = S2Mask(mask, grid, log, layers[S2_ROLE]) if mask is not None and S2_ROLE in self.aligned else None
         self.s2conv: Optional[units.S2Convention] = None
         self.sarconv = {}
         given = opts.conventions or {}

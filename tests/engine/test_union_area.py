@@ -129,3 +129,24 @@ def test_s2_only_beside_sar_is_scored_with_s2(strip_scene, package):
     assert res.grid.x0 == 380480.0 - PS * 10
     assert modes[1] == modes[2] == modes[3] == "s2+desc+asc"
     assert modes[0] == "s2" and modes[4] == "s2"
+
+
+def test_cloud_mask_share_counts_the_s2_footprint_only(strip_scene, package, tmp_path):
+    """A clear SCL over the S2 footprint: the SAR-only strips around it (no mask there)
+    are not reported as masked, and the S2 tiles stay optical."""
+    from sentinel_landslide.engine.align import InputLayer
+    from sentinel_landslide.pipeline import run_detection
+
+    s2 = gdal.Open(strip_scene["union"]["S2"])
+    scl = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "scl.tif"), s2.RasterXSize, s2.RasterYSize, 1, gdal.GDT_Byte)
+    scl.SetProjection(s2.GetProjection())
+    scl.SetGeoTransform(s2.GetGeoTransform())
+    scl.GetRasterBand(1).SetDescription("SCL")
+    scl.GetRasterBand(1).WriteArray(np.full((s2.RasterYSize, s2.RasterXSize), 4, np.uint8))  # vegetation
+    scl = None
+    opts = _options(strip_scene["union"])
+    opts.s2_mask = InputLayer("S2_MASK", str(tmp_path / "scl.tif"), [1])
+    res = run_detection(opts, package)
+    assert "Cloud mask: 0.0% of the area masked (not valid Sentinel-2 pixels)" in res.log
+    assert res.timings["mask_total_px"] == 192 * 192
+    assert {r.mode for r in res.records if 1 <= r.col <= 3} == {"s2+desc+asc"}
