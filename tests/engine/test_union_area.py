@@ -150,3 +150,29 @@ def test_cloud_mask_share_counts_the_s2_footprint_only(strip_scene, package, tmp
     assert "Cloud mask: 0.0% of the area masked (not valid Sentinel-2 pixels)" in res.log
     assert res.timings["mask_total_px"] == 192 * 192
     assert {r.mode for r in res.records if 1 <= r.col <= 3} == {"s2+desc+asc"}
+
+
+def test_reads_outside_a_layers_footprint_are_no_data(tmp_path):
+    """Two rasters side by side (one on the grid, read directly; one in 20 m pixels,
+    warped): on the union grid each reads its own values inside its footprint and NaN
+    outside, window by window, for rows wholly outside it too."""
+    from sentinel_landslide.engine.align import AlignedLayer, InputLayer, plan_grid
+
+    from .test_detect import write_tif
+
+    a = write_tif(tmp_path / "a.tif", np.full((4, 64, 128), 2000, np.float32), 32633, (500000, 10, 0, 5000000, 0, -10))
+    # 20 m pixels, east of a by 640 m and 640 m lower: overlapping a's south-east quarter
+    b = write_tif(tmp_path / "b.tif", np.full((2, 32, 64), -9.0, np.float32), 32633, (500640, 20, 0, 4999680, 0, -20))
+    la, lb = InputLayer("S2", a, [1, 2, 3, 4]), InputLayer("S1_DESC_POST", b, [1, 2])
+    g = plan_grid([la, lb])
+    assert (g.x0, g.y0, g.width, g.height) == (500000, 5000000, 64 + 128, 32 + 64)
+    ra, rb = AlignedLayer.open(la, g), AlignedLayer.open(lb, g)
+    assert ra.direct and not rb.direct
+    for row0, nrows in ((0, 32), (32, 32), (64, 32)):
+        va, vb = ra.read(row0, nrows), rb.read(row0, nrows)
+        rows = np.arange(row0, row0 + nrows)[:, None]
+        cols = np.arange(g.width)[None, :]
+        in_a = (rows < 64) & (cols < 128)
+        in_b = (rows >= 32) & (cols >= 64)
+        assert (np.isfinite(va[0]) == in_a).all() and (va[0][in_a] == 2000).all()
+        assert (np.isfinite(vb[0]) == in_b).all() and np.allclose(vb[0][in_b], -9.0)
