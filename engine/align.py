@@ -76,6 +76,9 @@ class Grid:
     res: float
     width: int
     height: int
+    # (col0, row0, col1, row1): the processing area's pixels when the grid reaches beyond
+    # it (to whole tiles on the west and north: plan_grid's tile_px); None = the whole grid
+    area: tuple | None = None
 
     @property
     def geotransform(self):
@@ -84,6 +87,12 @@ class Grid:
     @property
     def bounds(self):
         return (self.x0, self.y0 - self.height * self.res, self.x0 + self.width * self.res, self.y0)
+
+    @property
+    def area_bounds(self):
+        """(xmin, ymin, xmax, ymax) of the processing area (``bounds`` when ``area`` is None)."""
+        c0, r0, c1, r1 = self.area or (0, 0, self.width, self.height)
+        return (self.x0 + c0 * self.res, self.y0 - r1 * self.res, self.x0 + c1 * self.res, self.y0 - r0 * self.res)
 
 
 # Sentinel-2 band names per role (R, G, B, NIR), as band descriptions spell them
@@ -198,33 +207,50 @@ def _intersect(a, b):
     return [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])]
 
 
+def _cover(a, b):
+    return [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+
+
+def _empty(box) -> bool:
+    return box[0] >= box[2] or box[1] >= box[3]
+
+
 def _processing_area_lonlat(layers: list, dss: list, extent=None) -> tuple:
-    """(lon0, lat0, lon1, lat1) of the area detection will cover: the layers' common
-    extent clipped to ``extent``.  Falls back to the reference layer's bounds where that
-    area is empty (plan_grid then says which layer does not overlap)."""
+    """(lon0, lat0, lon1, lat1) of the area detection will cover: the union of the layers'
+    extents clipped to ``extent``.  Falls back to the reference layer's bounds where that
+    area is empty (plan_grid then says what does not overlap)."""
     wgs84 = osr.SRS_WKT_WGS84_LAT_LONG
     ref_box = list(transform_bounds(native_bounds(dss[0]), dss[0].GetProjection(), wgs84))
     box = ref_box
     try:
         for ds in dss[1:]:
-            box = _intersect(box, transform_bounds(native_bounds(ds), ds.GetProjection(), wgs84))
+            box = _cover(box, transform_bounds(native_bounds(ds), ds.GetProjection(), wgs84))
         if extent is not None and extent[4]:  # an extent without a CRS is in the grid's, not yet known
             box = _intersect(box, transform_bounds(extent[:4], extent[4], wgs84))
     except RuntimeError:
         return tuple(ref_box)
-    return tuple(box) if box[0] < box[2] and box[1] < box[3] else tuple(ref_box)
+    return tuple(box) if not _empty(box) else tuple(ref_box)
 
 
-def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) -> Grid:
-    """The target grid: the reference layer's metric CRS (S2 if given, else the first
-    SAR layer) or, when it is geographic, the UTM zone of the centre of the area
-    processed (common extent clipped to ``extent``), not of the whole raster; the common extent
-    of all layers, clipped to ``extent`` = (xmin, ymin, xmax, ymax, crs_wkt) if given;
-    pixel edges snapped to the reference raster's own 10 m lattice where it has one."""
+def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M, tile_px: int | None = None,
+              min_reach: float = 0.0) -> Grid:
+    """The target grid over the processing area: the union of the layers' extents, clipped
+    to ``extent`` = (xmin, ymin, xmax, ymax, crs_wkt) if given (a pixel outside a layer's
+    footprint is no data for that layer; detection falls back per tile to the inputs valid
+    there).  CRS: the reference layer's (S2 if given, else the first SAR layer) when metric,
+    else the UTM zone of the centre of the area processed, not of the whole raster.  Pixel
+    edges snap to the reference raster's own 10 m lattice where it has one.
+
+    ``tile_px``: tiles of that many pixels start at the corner of the area all layers
+    cover (clipped to ``extent``), as they did when the grid was that common area, so the
+    tiles there are the same; the grid reaches out to the union in whole tiles on the west
+    and north (``Grid.area`` is then the union's pixel window in it; the rest is no data),
+    on the sides where the union reaches at least ``min_reach`` of a tile beyond the common
+    area (a tile with less could not have that valid fraction)."""
     if not layers:
         raise InputError("No input layer was given.")
     dss = [open_layer(lyr) for lyr in layers]
-    ref, ref_ds = layers[0], dss[0]
+    ref_ds = dss[0]
     ref_wkt = ref_ds.GetProjection()
     if _is_metric_projected(ref_wkt):
         crs = _srs(ref_wkt).ExportToWkt()
@@ -232,41 +258,57 @@ def plan_grid(layers: list[InputLayer], extent=None, res: float = PIXEL_SIZE_M) 
         lon0, lat0, lon1, lat1 = _processing_area_lonlat(layers, dss, extent)
         crs = utm_wkt_for((lon0 + lon1) / 2, (lat0 + lat1) / 2)
 
-    box = None
+    boxes = []
     for layer, ds in zip(layers, dss):
         try:
-            b = transform_bounds(native_bounds(ds), ds.GetProjection(), crs)
+            boxes.append(list(transform_bounds(native_bounds(ds), ds.GetProjection(), crs)))
         except RuntimeError as exc:
             raise InputError(f"The {layer.label} layer cannot be reprojected to the analysis grid ({exc}).") from None
-        if box is None:
-            box = list(b)
-            continue
-        nb = [max(box[0], b[0]), max(box[1], b[1]), min(box[2], b[2]), min(box[3], b[3])]
-        if nb[0] >= nb[2] or nb[1] >= nb[3]:
-            raise InputError(f"The {layer.label} layer does not overlap the {ref.label} layer.")
-        box = nb
-    if box is None:
-        raise InputError("No input layer was given.")
+    # a layer that overlaps no other is a mistake (another place, a wrong CRS), not coverage
+    for i in [*range(1, len(layers)), 0]:  # the reference layer last: it names the other
+        layer, b = layers[i], boxes[i]
+        if len(boxes) > 1 and all(_empty(_intersect(b, o)) for j, o in enumerate(boxes) if j != i):
+            other = layers[1 if i == 0 else 0]
+            raise InputError(f"The {layer.label} layer does not overlap the {other.label} layer "
+                             "(nor any other input layer).")
+    union, common = boxes[0], boxes[0]
+    for b in boxes[1:]:
+        union, common = _cover(union, b), _intersect(common, b)
     if extent is not None:
         e = transform_bounds(extent[:4], extent[4], crs) if extent[4] else tuple(extent[:4])
-        nb = [max(box[0], e[0]), max(box[1], e[1]), min(box[2], e[2]), min(box[3], e[3])]
-        if nb[0] >= nb[2] or nb[1] >= nb[3]:
+        union, common = _intersect(union, e), _intersect(common, e)
+        if _empty(union):
             raise InputError("The processing extent does not overlap the input layers.")
-        box = nb
 
     # snap to the reference raster's lattice when it is metric with a 10 m multiple pixel
     ox, oy = 0.0, 0.0
     gt = ref_ds.GetGeoTransform()
     if _srs(ref_wkt).IsSame(_srs(crs)) and gt[2] == 0 and gt[4] == 0:
         ox, oy = gt[0] % res, gt[3] % res
-    x0 = math.floor((box[0] - ox) / res + 1e-6) * res + ox
-    y1 = math.ceil((box[3] - oy) / res - 1e-6) * res + oy
-    x1 = math.ceil((box[2] - ox) / res - 1e-6) * res + ox
-    y0 = math.floor((box[1] - oy) / res + 1e-6) * res + oy
-    width, height = int(round((x1 - x0) / res)), int(round((y1 - y0) / res))
+
+    def snap(box):  # (x0, y1, x1, y0): outward to the lattice
+        return (math.floor((box[0] - ox) / res + 1e-6) * res + ox, math.ceil((box[3] - oy) / res - 1e-6) * res + oy,
+                math.ceil((box[2] - ox) / res - 1e-6) * res + ox, math.floor((box[1] - oy) / res + 1e-6) * res + oy)
+
+    x0, y1, x1, y0 = snap(union)
+    gx0, gy1 = x0, y1
+    if tile_px and not _empty(common):
+        # tiles start at the common area's corner; a side of the union reaching less than
+        # min_reach of a tile beyond it (a reprojected footprint's sliver) holds no tile
+        # that could be scored, and is left out
+        cx0, cy1, cx1, cy0 = snap(common)
+        reach = max(1.0, min_reach * tile_px) * res - 1e-6
+        x0, y1 = (x0 if cx0 - x0 >= reach else cx0), (y1 if y1 - cy1 >= reach else cy1)
+        x1, y0 = (x1 if x1 - cx1 >= reach else cx1), (y0 if cy0 - y0 >= reach else cy0)
+        step = tile_px * res
+        gx0 = cx0 - math.ceil((cx0 - x0) / step - 1e-6) * step
+        gy1 = cy1 + math.ceil((y1 - cy1) / step - 1e-6) * step
+    width, height = int(round((x1 - gx0) / res)), int(round((gy1 - y0) / res))
     if width < 1 or height < 1:
-        raise InputError("The common area of the inputs is smaller than one pixel.")
-    return Grid(crs, x0, y1, res, width, height)
+        raise InputError("The area of the inputs is smaller than one pixel.")
+    c0, r0 = int(round((x0 - gx0) / res)), int(round((gy1 - y1) / res))
+    area = None if (c0, r0) == (0, 0) else (c0, r0, width, height)
+    return Grid(crs, gx0, gy1, res, width, height, area)
 
 
 def sample_windows(grid: Grid, max_size: int = 512, k: int = 8) -> list[tuple[int, int, int, int]]:

@@ -194,7 +194,8 @@ class Scene:
         self.aligned = {role: AlignedLayer.open(lyr, grid) for role, lyr in layers.items()}
         for al in self.aligned.values():
             log.append(f"{al.layer.label}: resampling {al.resampling}")
-        self.mask = S2Mask(mask, grid, log) if mask is not None and S2_ROLE in self.aligned else None
+        # its masked share counts the S2 footprint only
+        self.mask = S2Mask(mask, grid, log, layers[S2_ROLE]) if mask is not None and S2_ROLE in self.aligned else None
         self.s2conv: Optional[units.S2Convention] = None
         self.sarconv = {}
         given = opts.conventions or {}
@@ -266,6 +267,12 @@ class Scene:
                 if pre_role in self.aligned:  # post only: the change channels stay NaN
                     pre = self.sarconv[pre_role].to_db(self.aligned[pre_role].read(row0, nrows, out=diff), inplace=True)
                     np.subtract(post, pre, out=diff)  # post - pre, dB
+        if g.area is not None and nrows:  # the grid's whole tiles beyond the processing area: no data
+            c0, r0, c1, r1 = g.area
+            out[:, :, :c0] = np.nan
+            out[:, :, c1:] = np.nan
+            out[:, :max(0, min(nrows, r0 - row0))] = np.nan
+            out[:, max(0, min(nrows, r1 - row0)):] = np.nan
         return out
 
 
@@ -317,7 +324,7 @@ def _orbit_sources(orbit: str) -> tuple[str, str]:
 
 
 class TiledScene:
-    """The inputs of one run on their common 10 m grid, cut into patches.
+    """The inputs of one run on one 10 m grid over the union of their extents, cut into patches.
 
     Shared by detection and patch export; iterating yields ``Batch`` objects while a
     background thread reads and warps the next band of rows (GDAL releases the GIL).
@@ -352,8 +359,10 @@ class TiledScene:
             log.append(f"The model package has no members for {self.mode}: tiles where all of it is valid are scored "
                        f"as {self.scored_as.name}, the richest combination it offers within the inputs.")
         ordered = [layers[r] for r in INPUT_ROLES if r in layers]
-        self.grid = plan_grid(ordered, opts.extent, pkg.manifest["pixel_size_m"])
         self.ps = ps = pkg.patch_size
+        # the union of the inputs; tiles start where today's common-area grid started
+        self.grid = plan_grid(ordered, opts.extent, pkg.manifest["pixel_size_m"], tile_px=ps,
+                              min_reach=opts.min_valid_fraction)
         g = self.grid
         self.n_rows, self.n_cols = -(-g.height // ps), -(-g.width // ps)
         log.append(f"Grid: {g.width} x {g.height} px at {g.res:g} m, {self.n_rows} x {self.n_cols} tiles of {ps} px")
@@ -376,7 +385,8 @@ class TiledScene:
         g, ps = self.grid, self.ps
         x0 = g.x0 + col * ps * g.res
         y1 = g.y0 - row * ps * g.res
-        return (x0, max(y1 - ps * g.res, g.y0 - g.height * g.res), min(x0 + ps * g.res, g.x0 + g.width * g.res), y1)
+        a = g.area_bounds  # clipped to the processing area (the grid may reach beyond it in whole tiles)
+        return (max(x0, a[0]), max(y1 - ps * g.res, a[1]), min(x0 + ps * g.res, a[2]), min(y1, a[3]))
 
     def _source_masks(self, patches: np.ndarray) -> dict:
         """{source: (n, ps*ps) bool}: s2, desc_post, desc_change, asc_post, asc_change

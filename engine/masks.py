@@ -40,14 +40,17 @@ def find_scl_band(path: str) -> int | None:
 class S2Mask:
     """``invalid(row0, nrows)`` -> (nrows, width) bool, True where the S2 pixel is not valid."""
 
-    def __init__(self, layer: InputLayer, grid: Grid, log: list):
+    def __init__(self, layer: InputLayer, grid: Grid, log: list, footprint: InputLayer | None = None):
+        """``footprint``: the Sentinel-2 layer; the masked share then counts only the grid
+        pixels inside its bounds (the processing area may reach beyond Sentinel-2, where
+        the mask has nothing to say)."""
         layer = InputLayer(S2_MASK_ROLE, layer.path, list(layer.bands or [1]), layer.nodata)
         self.layer = layer
         src = open_layer(layer)
         b = transform_bounds(native_bounds(src), src.GetProjection(), grid.crs_wkt)
         g = grid.bounds
         if b[0] >= g[2] or b[2] <= g[0] or b[1] >= g[3] or b[3] <= g[1]:
-            raise InputError(f"The {layer.label} does not overlap the processing area (the common area of the "
+            raise InputError(f"The {layer.label} does not overlap the processing area (the union of the "
                              "Sentinel-1/2 layers).")
         lo, hi = self._range(src, layer)
         if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -69,6 +72,14 @@ class S2Mask:
                        f"({self.aligned.resampling})")
         self.masked = 0
         self.total = 0
+        self._count = None  # (col0, row0, col1, row1) of the grid counted in masked / total; None = all
+        if footprint is not None:
+            s2 = open_layer(footprint)
+            fb, r = transform_bounds(native_bounds(s2), s2.GetProjection(), grid.crs_wkt), grid.res
+            self._count = (max(0, math.floor((fb[0] - grid.x0) / r + 1e-6)),
+                           max(0, math.floor((grid.y0 - fb[3]) / r + 1e-6)),
+                           min(grid.width, math.ceil((fb[2] - grid.x0) / r - 1e-6)),
+                           min(grid.height, math.ceil((grid.y0 - fb[1]) / r - 1e-6)))
 
     def _range(self, src: gdal.Dataset, layer: InputLayer) -> tuple[float, float]:
         """Minimum and maximum over the whole band (its nodata left out), and a check on a
@@ -111,8 +122,12 @@ class S2Mask:
 
     def invalid(self, row0: int, nrows: int) -> np.ndarray:
         out = self._invalid(self.aligned.read(row0, nrows)[0])
-        self.masked += int(out.sum())
-        self.total += out.size
+        part = out
+        if self._count is not None:
+            c0, r0, c1, r1 = self._count
+            part = out[max(0, r0 - row0):max(0, min(nrows, r1 - row0)), c0:max(c0, c1)]
+        self.masked += int(part.sum())
+        self.total += part.size
         return out
 
     @property

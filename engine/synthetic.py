@@ -258,3 +258,107 @@ def _write_scl(path: Path, width: int, height: int, res: float, cloud: float) ->
     scl[ux < edge - 60] = 9
     band.WriteArray(scl)
     ds = None
+
+
+# ---- planted scars of controlled size and contrast (the detection-limit benchmark) ----
+
+TILE_PX = 64  # the bundled packages' patch: 64 x 64 px = 41 ha at 10 m
+
+
+def scar_pixels(share: float, rng: np.random.Generator, tile_px: int = TILE_PX, aspect: float = 3.0) -> np.ndarray:
+    """(tile_px, tile_px) bool: one elongated elliptical scar covering exactly
+    ``round(share * tile_px**2)`` pixels (at least one), at a random place and orientation
+    inside the tile.  The pixels are the ones nearest the ellipse's centre in the
+    ellipse's own metric, so the count is exact whatever the discretisation."""
+    n = tile_px * tile_px
+    k = int(min(n, max(1, round(share * n))))
+    a = math.sqrt(aspect * k / math.pi)  # half length (px) of an ellipse of k px, b = a / aspect
+    lo, hi = a + 1, tile_px - 1 - a
+    cx, cy = (rng.uniform(lo, hi), rng.uniform(lo, hi)) if hi > lo else (tile_px / 2, tile_px / 2)
+    theta = rng.uniform(0, math.pi)
+    yy, xx = np.mgrid[0:tile_px, 0:tile_px] + 0.5
+    dx, dy = xx - cx, yy - cy
+    u = dx * math.cos(theta) + dy * math.sin(theta)
+    v = -dx * math.sin(theta) + dy * math.cos(theta)
+    r2 = (u / a) ** 2 + (v * aspect / a) ** 2
+    out = np.zeros(n, dtype=bool)
+    out[np.argsort(r2.ravel(), kind="stable")[:k]] = True
+    return out.reshape(tile_px, tile_px)
+
+
+def make_planted_scene(folder: str | Path, shares, n_per_share: int, n_background: int, contrast: float = 1.0,
+                       seed: int = 7, cols: int = 12, look: dict | None = None) -> dict:
+    """A SYNTHETIC scene of 64 x 64 px tiles for measuring the detection limit: each of
+    ``n_per_share`` tiles per share in ``shares`` holds one planted scar of exactly that
+    share of the tile's pixels (``scar_pixels``); ``n_background`` tiles hold none.  Tiles
+    are placed at random on a grid ``cols`` tiles wide.
+
+    The scar is what ``make_scene`` calls a landslide in each modality, its contrast scaled
+    by ``contrast`` (1 = the generator's): Sentinel-2 moves from the vegetation toward the
+    bare-soil reflectance (bright R, G, B, lower NIR) by ``contrast`` of the difference;
+    the post-event Sentinel-1 backscatter of both orbits rises by ``contrast`` x the
+    generator's change (descending 3.5 / 3.0 dB VV / VH, ascending 0.5 / 0.5 dB), the
+    pre-event scene has no scar.  Unlike ``make_scene``, no hillslope context (more NIR and
+    brighter SAR around the scar) is added: only the scar itself can be detected.  All
+    layers are on one UTM 10 m grid.  Writes s2.tif, s1_{desc,asc}_{post,pre}.tif and
+    tiles.json ({"tiles": [[row, col, share, planted px], ...]}); returns the paths and
+    ``tiles`` (the same list)."""
+    L = dict(LOOK, **(look or {}))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, int(round(contrast * 1000))])
+    kinds = [float(s) for s in shares for _ in range(n_per_share)] + [0.0] * n_background
+    n = len(kinds)
+    rows = -(-n // cols)
+    ps, res = TILE_PX, 10.0
+    w, h = cols * ps, rows * ps
+    order = rng.permutation(rows * cols)[:n]
+    scar = np.zeros((h, w), dtype=bool)
+    valid = np.zeros((h, w), dtype=bool)
+    tiles = []
+    for share, cell in zip(kinds, order):
+        r, c = divmod(int(cell), cols)
+        valid[r * ps:(r + 1) * ps, c * ps:(c + 1) * ps] = True
+        px = 0
+        if share > 0:
+            m = scar_pixels(share, rng)
+            scar[r * ps:(r + 1) * ps, c * ps:(c + 1) * ps] = m
+            px = int(m.sum())
+        tiles.append([r, c, share, px])
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(EPSG)
+    utm = srs.ExportToWkt()
+    gt = (ORIGIN[0], res, 0, ORIGIN[1], 0, -res)
+    paths = {"S2": folder / "s2.tif"}
+    veg, soil, amp = (np.array(L[k], np.float32) for k in ("veg", "soil", "amp"))
+    tex, fine = _smooth_noise(rng, h, w), _smooth_noise(rng, h, w, 3)
+    bright = rng.random((h, w)) < 0.004  # houses, roads, rock
+    s2 = _create(paths["S2"], w, h, 4, gdal.GDT_UInt16, utm, gt, 0,
+                 f"SYNTHETIC Sentinel-2 R,G,B,NIR with planted scars (contrast {contrast:g})")
+    for b in range(4):
+        v = veg[b] * (1 + amp[b] * tex + 0.5 * amp[b] * fine) + rng.normal(0, 30, (h, w))
+        v = np.where(bright, v + 700, v)
+        bare = soil[b] * (1 + 0.06 * tex) + rng.normal(0, 120, (h, w))
+        v = np.where(scar, v + contrast * (bare - v), v)
+        s2.GetRasterBand(b + 1).WriteArray(np.where(valid, np.clip(v, 1, 65535), 0).astype(np.uint16))
+    s2 = None
+    base = {"desc": np.array([-10.0, -16.4], np.float32), "asc": np.array([-10.6, -17.0], np.float32)}
+    change = {"desc": np.array(L["change_desc"], np.float32), "asc": np.array(L["change_asc"], np.float32)}
+    for orbit in ("desc", "asc"):
+        terrain = _smooth_noise(rng, h, w, 6) + 0.6 * _smooth_noise(rng, h, w, 2)  # shared by both dates
+        for date in ("post", "pre"):
+            role = f"S1_{orbit.upper()}_{date.upper()}"
+            paths[role] = folder / f"s1_{orbit}_{date}.tif"
+            ds = _create(paths[role], w, h, 2, gdal.GDT_Float32, utm, gt, float("nan"),
+                         f"SYNTHETIC Sentinel-1 {orbit} {date}-event VV,VH dB with planted scars")
+            for k in range(2):
+                speckle = 10 * np.log10(rng.gamma(L["looks"], 1 / L["looks"], (h, w)))
+                v = base[orbit][k] + L["terrain_db"] * terrain + speckle
+                if date == "post":
+                    v = v + np.where(scar, contrast * change[orbit][k], 0.0)
+                ds.GetRasterBand(k + 1).WriteArray(np.where(valid, v, np.nan).astype(np.float32))
+            ds = None
+    (folder / "tiles.json").write_text(json.dumps({"synthetic": "yes", "contrast": contrast, "tiles": tiles}))
+    out: dict[str, Any] = {k: str(v) for k, v in paths.items()}
+    out["tiles"] = tiles
+    return out

@@ -203,7 +203,8 @@ def _fetch(opts, cat, grid, sources, windows, tmp, log, progress, is_cancelled) 
             outputs[role] = write_cog(pols, ["VV", "VH"], os.path.join(tmp, f"{role}.tif"))
             step(f"{role}: {g.datetime:%Y-%m-%d} ({g.ids}), {100 * g.coverage:.1f}% of the area covered")
             if g.coverage < 0.999:
-                log.append(f"Warning: {role} covers {100 * g.coverage:.1f}% of the area.")
+                log.append(f"Warning: {role} covers {100 * g.coverage:.1f}% of the area; detect scores the tiles "
+                           "outside it with the other layers (every layer is written on the whole area's grid).")
             rows += [_row(role, i, g) for i in g.items]
     log.append("Sentinel-1 is fetched as calibrated, terrain-corrected backscatter (linear power) and Sentinel-2 "
                "as L2A digital numbers: detect identifies the units and the +1000 offset itself.")

@@ -137,6 +137,32 @@ def test_detect_optical_only_and_sar_only(provider, synthetic_scene, tmp_path):
     assert r2["MODE"] == "desc+asc"
 
 
+def test_sar_only_strip_beside_s2_is_scored_in_sar_mode(provider, tmp_path):
+    """The processing area is the union of the inputs: S2 cut to the scene's middle, SAR
+    over all of it (SYNTHETIC); the tiles beside the S2 footprint are in the grid, scored
+    by the SAR members, their mode field saying so."""
+    import processing
+    from osgeo import gdal
+
+    from sentinel_landslide.engine.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "scene", width=320, height=192, seed=3)
+    scene["S2"] = str(tmp_path / "s2_part.tif")
+    gdal.Translate(scene["S2"], str(tmp_path / "scene" / "s2.tif"), srcWin=[48, 0, 192, 192])
+    res = processing.run("landslide:detect", scene_params(scene, tmp_path / "g.gpkg"))
+    assert res["MODE"] == "s2+desc+asc"
+    layer = QgsVectorLayer(res["OUTPUT"], "grid", "ogr")
+    feats = {(f["row"], f["col"]): f for f in layer.getFeatures()}
+    cols = {c for _r, c in feats}
+    assert cols == set(range(6))  # a tile column west of S2, two east (the last too thin to score)
+    for (_r, c), f in feats.items():
+        want = {0: "desc+asc", 4: "desc+asc", 5: None}.get(c, "s2+desc+asc")
+        assert (f["mode"] or None) == want, (c, f["mode"])
+        if want == "desc+asc":
+            assert f["status"] == "ok" and f["s2_valid"] == 0 and f["prob"] is not None
+    assert "desc+asc: 6" in res["TILES_PER_MODE"]
+
+
 @pytest.mark.parametrize("case, message", [
     ("nothing", "No input was given"),
     ("badband", "band 9 does not exist"),

@@ -97,6 +97,29 @@ def test_a_cloudy_scene_on_the_cluster_equals_the_single_process_run(local_clien
     assert res.log == ref.log
 
 
+def test_a_sar_strip_beside_s2_on_the_cluster_equals_the_single_process_run(local_client, tmp_path, package_dir):
+    """The union area: S2 covers part of the SAR scene; the bands are planned over the
+    union (west tile column reaching beyond the S2 corner) and the SAR-only tiles get the
+    same modes and probabilities as in the single-process run."""
+    from osgeo import gdal
+
+    from sentinel_landslide.cluster.client import detect_on_cluster
+    from sentinel_landslide.engine.synthetic import make_scene
+    from sentinel_landslide.models.package import load_package
+    from sentinel_landslide.pipeline import run_detection
+
+    scene = make_scene(tmp_path / "strip", 320, 256, seed=4)
+    scene["S2"] = str(tmp_path / "s2_part.tif")
+    gdal.Translate(scene["S2"], str(tmp_path / "strip" / "s2.tif"), srcWin=[48, 0, 192, 256])
+    pkg = load_package(package_dir)
+    ref = run_detection(scene_options(scene), pkg)
+    assert ref.grid.area is not None and "desc+asc" in ref.mode_counts  # SAR-only tiles beside S2
+    res = detect_on_cluster(scene_options(scene), pkg, client=local_client, band_rows=1)
+    assert [r + (x.mode, x.s2_valid, x.sar_valid) for r, x in zip(records(res), res.records)] == \
+        [r + (x.mode, x.s2_valid, x.sar_valid) for r, x in zip(records(ref), ref.records)]
+    assert res.mode_counts == ref.mode_counts and res.log == ref.log
+
+
 def test_cancel_stops_the_cluster_run(local_client, scenes, package_dir):
     from sentinel_landslide.cluster.client import detect_on_cluster
     from sentinel_landslide.core.errors import Cancelled

@@ -146,9 +146,11 @@ def test_sar_units_on_real_backscatter_as_power_and_as_amplitude(name):
         assert np.abs(c.to_db(lin)[ok] - db[ok]).max() < 1e-3
 
 
-def test_grid_follows_s2_utm_and_common_extent(synthetic_scene):
-    """S1 in EPSG:4326 and 20 m UTM is warped to the S2 UTM 10 m grid; the grid is the
-    common extent, snapped to the S2 pixel lattice."""
+def test_grid_follows_s2_utm_and_covers_the_union(synthetic_scene):
+    """S1 in EPSG:4326 and 20 m UTM is warped to the S2 UTM 10 m grid; the grid covers the
+    union of the inputs, snapped to the S2 pixel lattice; with tiles, the few pixels the
+    reprojected SAR footprints reach beyond S2 (no tile there could be scored) are left
+    out, and the grid is the S2 raster's, as when it was the common extent."""
     from sentinel_landslide.engine.align import InputLayer, plan_grid
 
     layers = [InputLayer("S2", synthetic_scene["S2"], [1, 2, 3, 4])] + [
@@ -161,8 +163,11 @@ def test_grid_follows_s2_utm_and_common_extent(synthetic_scene):
     gt = s2.GetGeoTransform()
     assert g.res == 10
     assert (g.x0 - gt[0]) % 10 == pytest.approx(0, abs=1e-6)
-    assert g.width <= s2.RasterXSize and g.height <= s2.RasterYSize
-    assert g.width >= s2.RasterXSize - 2 and g.height >= s2.RasterYSize - 2
+    assert g.x0 <= gt[0] and g.y0 >= gt[3] and g.width >= s2.RasterXSize and g.height >= s2.RasterYSize
+    assert g.width <= s2.RasterXSize + 20 and g.height <= s2.RasterYSize + 20
+    tiled = plan_grid(layers, tile_px=64, min_reach=0.5)
+    assert (tiled.x0, tiled.y0, tiled.width, tiled.height, tiled.area) == (gt[0], gt[3], s2.RasterXSize,
+                                                                         s2.RasterYSize, None)
 
 
 def test_geographic_s2_gets_a_utm_grid(tmp_path):
@@ -214,8 +219,10 @@ def test_rotated_rasters_are_warped_to_north_up_map_positions(tmp_path):
     s2 = write_tif(tmp_path / "s2.tif", np.full((4, 128, 128), 2000, np.float32), 32633,
                    (500000, 10, 0, 5000000, 0, -10))
     sar, _ = _rotated_ramp(tmp_path, "sar_rot.tif", 20, (499000, 5000600))
-    g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4]), InputLayer("S1_DESC_POST", sar, [1, 2])])
-    assert (g.x0, g.y0, g.width, g.height) == (500000, 5000000, 128, 128)  # the SAR covers it all
+    # the grid is the union of both; the extent keeps it to the S2 raster (the SAR covers it all)
+    g = plan_grid([InputLayer("S2", s2, [1, 2, 3, 4]), InputLayer("S1_DESC_POST", sar, [1, 2])],
+                  extent=(500000, 5000000 - 1280, 501280, 5000000, ""))
+    assert (g.x0, g.y0, g.width, g.height) == (500000, 5000000, 128, 128)
     al = AlignedLayer.open(InputLayer("S1_DESC_POST", sar, [1, 2]), g)
     assert not al.direct and al.resampling == "bilinear"
     block = al.read(0, 128)
