@@ -225,8 +225,6 @@ def page(rows: list[dict], png_rel: str, command: str, tiles: int, pkg_name: str
 
 ## README block
 
-![Detection limit on SYNTHETIC planted scars](docs/img/detection_limit.png)
-
 On SYNTHETIC tiles with one planted scar (generator's contrast), the bundled package flags at
 least half of the scar tiles, at its own thresholds and with under 10 % of scar-free tiles
 flagged: {limits}. The real scene's median landslide tile holds about {REAL_MEDIAN_HA:g} ha of
