@@ -1,6 +1,8 @@
 """landslide:detect: S1/S2 layers in, landslide-probability tile grid out."""
 from __future__ import annotations
 
+import contextlib
+
 from qgis.core import (
     QgsCoordinateReferenceSystem,
     QgsFeature,
@@ -35,6 +37,7 @@ from ..rendering.compat import (
     VECTOR_POLYGON,
     WKB_POLYGON,
 )
+from ..training.scene_adapt import ADAPT_TO_SCENE_DEFAULT, scene_adapted
 from .common import (
     LandslideAlgorithm,
     StyleLoader,
@@ -83,7 +86,13 @@ class DetectAlgorithm(LandslideAlgorithm):
             "to the model package's value for each tile's combination.\n\n"
             "Dask scheduler (advanced): the address of a running Dask cluster (tcp://host:8786) scores "
             "the scene there in bands of tile rows, with the same result; the inputs and the model package "
-            "must be on paths the workers see. Empty: in this process.")
+            "must be on paths the workers see. Empty: in this process.\n\n"
+            "Adapt to the scene: before scoring, the gradient-boosting members of each combination the scene "
+            "uses are refitted on the training feature table (train_features_7147.csv.gz) with its rows "
+            "weighted toward the scene's tile features (networks and thresholds kept); the log gives the "
+            "effective sample size and warns when the scene is unlike the training data. Needs the table; "
+            "the grid's 'model' field ends in '+scene' when the package was adapted. See "
+            "docs/concepts/scene-adaptation.md.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED
@@ -99,6 +108,9 @@ class DetectAlgorithm(LandslideAlgorithm):
         p = QgsProcessingParameterBoolean("TTA", self.tr("Flip test-time augmentation (4x slower networks)"), False)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
+        self.addParameter(QgsProcessingParameterBoolean(
+            "ADAPT_TO_SCENE", self.tr("Adapt the model to the scene (refit its GBMs toward the scene's features)"),
+            ADAPT_TO_SCENE_DEFAULT))
         p = QgsProcessingParameterString(
             "DASK_SCHEDULER", self.tr("Dask scheduler address (empty: run here)"), "", optional=True)
         p.setFlags(p.flags() | adv)
@@ -137,7 +149,15 @@ class DetectAlgorithm(LandslideAlgorithm):
                 feedback.pushInfo(msg)
 
         scheduler = (self.parameterAsString(parameters, "DASK_SCHEDULER", context) or "").strip()
+        adapt_scene = self.parameterAsBool(parameters, "ADAPT_TO_SCENE", context)
+        scene_stack = contextlib.ExitStack()  # ADAPT_TO_SCENE: the adapted package lives until scored
         try:
+            if adapt_scene:
+                pkg, lines = scene_stack.enter_context(scene_adapted(
+                    opts, pkg, progress=lambda f: progress("align", f), is_cancelled=feedback.isCanceled))
+                for line in lines:
+                    (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
+                feedback.pushInfo(f"Model package used: {pkg.name}")
             if scheduler:  # dask is imported only on this path
                 from ..cluster import MissingDask
                 from ..cluster.client import detect_on_cluster
@@ -163,6 +183,8 @@ class DetectAlgorithm(LandslideAlgorithm):
             raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
         except (InputError, PackageError, MissingDependency) as exc:
             raise QgsProcessingException(str(exc)) from None
+        finally:
+            scene_stack.close()
         for line in result.log:
             (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
 
