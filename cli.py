@@ -64,6 +64,15 @@ def _scene_flags(p: argparse.ArgumentParser) -> None:
                    "SENTINEL_LANDSLIDE_BASE_FEATURES or the real competition table where present)")
 
 
+def _scene_adapter(a):
+    """``run_batch``'s ``adapt``: None, or scene_adapted with the command line's table."""
+    if not a.adapt_to_scene:
+        return None
+    from .training.scene_adapt import scene_adapted
+
+    return lambda opts, pkg: scene_adapted(opts, pkg, base_features=a.base_features)
+
+
 def _options(a) -> DetectOptions:
     o = DetectOptions(s2_scale=a.s2_scale, s2_offset=a.s2_offset, sar_units=a.sar_units,
                       min_valid_fraction=a.min_valid)
@@ -110,6 +119,7 @@ def main(argv=None) -> int:
     b.add_argument("--band-rows", type=int, help="tile rows per task (default: about 4 tasks per worker thread)")
     b.add_argument("--task-threads", type=int, default=1, help="threads of each task's ensemble (default 1)")
     b.add_argument("--model", help="model package folder, on a path every worker sees (default: bundled)")
+    _scene_flags(b)
     s = sub.add_parser("sample", help="draw a stratified accuracy sample (flagged / not flagged) into the grid's 'sample' field")
     s.add_argument("--grid", required=True, help="grid from detect")
     s.add_argument("--out", help="copy of the grid with the sample (GeoPackage, GeoJSON, Shapefile); default: the grid itself")
@@ -267,7 +277,7 @@ def _batch(a) -> int:
         scenes = read_scenes(a.scenes)
         with open_client(a.scheduler, a.workers) as client:
             rows = run_batch(scenes, a.out, pkg, client, band_rows=a.band_rows, task_threads=a.task_threads,
-                             log=lambda msg: print(msg, file=sys.stderr))
+                             log=lambda msg: print(msg, file=sys.stderr), adapt=_scene_adapter(a))
     except (InputError, PackageError, MissingDependency, MissingDask, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
