@@ -49,7 +49,8 @@ from ..core.channels import COMBINATION_BY_NAME
 from ..core.errors import Cancelled
 from ..core.features import feature_matrix, patch_features
 from ..engine.detect import DetectOptions, TiledScene
-from ..models.ensemble import package_mode
+from ..models import deps
+from ..models.ensemble import MissingDependency, package_mode
 from ..models.package import ModelPackage, load_package, write_manifest
 from .adapt import base_features_path
 from .feature_table import load_feature_table
@@ -206,6 +207,9 @@ def adapt_to_scene(pkg: ModelPackage, scene: dict, out_folder: str | Path, base_
         log.append(f"Scene adaptation: nothing refitted; the scene is scored with the base package {pkg.name}.")
         res.seconds = time.perf_counter() - t0
         return res
+    absent = deps.missing({deps.KIND_MODULES[m["kind"]] for _n, m, *_ in jobs})
+    if absent:  # the refit needs what scoring the package needs anyway
+        raise MissingDependency(deps.message(absent))
 
     out = Path(out_folder)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
