@@ -2,6 +2,7 @@
 
     python -m sentinel_landslide.cli detect --s2 S2.tif [--s1-desc-post ... --s1-asc-pre ...] \\
         [--s2-mask SCL.tif] --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
+        [--adapt-to-scene | --no-adapt-to-scene] [--base-features train_features_7147.csv.gz]
     python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
     python -m sentinel_landslide.cli batch --scenes SCENES.csv --out DIR [--scheduler ADDRESS | --workers N]
 
@@ -15,6 +16,7 @@ Training: python -m sentinel_landslide.training.train_gbm / train_nn (see --help
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -29,6 +31,7 @@ from .engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
 from .models.ensemble import MissingDependency
 from .models.package import PackageError, load_package
 from .pipeline import run_detection
+from .training.scene_adapt import ADAPT_TO_SCENE_DEFAULT
 
 S1_FLAGS = (("s1_desc_post", "S1_DESC_POST"), ("s1_desc_pre", "S1_DESC_PRE"),
             ("s1_asc_post", "S1_ASC_POST"), ("s1_asc_pre", "S1_ASC_PRE"))
@@ -50,6 +53,24 @@ def _inputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sar-units", choices=SAR_UNIT_CHOICES, default="auto")
     p.add_argument("--min-valid", type=float, default=0.5)
     p.add_argument("--model", help="model package folder (default: bundled)")
+
+
+def _scene_flags(p: argparse.ArgumentParser) -> None:
+    """ADAPT_TO_SCENE of landslide:detect (training/scene_adapt.py; the default lives there)."""
+    p.add_argument("--adapt-to-scene", action=argparse.BooleanOptionalAction, default=ADAPT_TO_SCENE_DEFAULT,
+                   help="refit the GBM members toward the scene's features before scoring (default: "
+                        f"{'on' if ADAPT_TO_SCENE_DEFAULT else 'off'}; docs/concepts/scene-adaptation.md)")
+    p.add_argument("--base-features", help="training feature table for --adapt-to-scene (default: "
+                   "SENTINEL_LANDSLIDE_BASE_FEATURES or the real competition table where present)")
+
+
+def _scene_adapter(a):
+    """``run_batch``'s ``adapt``: None, or scene_adapted with the command line's table."""
+    if not a.adapt_to_scene:
+        return None
+    from .training.scene_adapt import scene_adapted
+
+    return lambda opts, pkg: scene_adapted(opts, pkg, base_features=a.base_features)
 
 
 def _options(a) -> DetectOptions:
@@ -83,6 +104,7 @@ def main(argv=None) -> int:
     d.add_argument("--raster", help="optional probability GeoTIFF (one pixel per tile)")
     d.add_argument("--threshold", type=float)
     d.add_argument("--tta", action="store_true")
+    _scene_flags(d)
     e = sub.add_parser("export", help="write competition-layout patches")
     _inputs(e)
     e.add_argument("--out", required=True, help="folder")
@@ -97,6 +119,7 @@ def main(argv=None) -> int:
     b.add_argument("--band-rows", type=int, help="tile rows per task (default: about 4 tasks per worker thread)")
     b.add_argument("--task-threads", type=int, default=1, help="threads of each task's ensemble (default 1)")
     b.add_argument("--model", help="model package folder, on a path every worker sees (default: bundled)")
+    _scene_flags(b)
     s = sub.add_parser("sample", help="draw a stratified accuracy sample (flagged / not flagged) into the grid's 'sample' field")
     s.add_argument("--grid", required=True, help="grid from detect")
     s.add_argument("--out", help="copy of the grid with the sample (GeoPackage, GeoJSON, Shapefile); default: the grid itself")
@@ -130,7 +153,15 @@ def main(argv=None) -> int:
             from .engine.outputs import write_grid, write_probability_raster, write_run_record
 
             opts.threshold, opts.tta = a.threshold, a.tta
-            res = run_detection(opts, pkg, progress=lambda s, f, m="": print(f"\r{s} {f:5.0%}", end="", file=sys.stderr))
+            with contextlib.ExitStack() as scene_stack:  # --adapt-to-scene: the adapted package lives until scored
+                if a.adapt_to_scene:
+                    from .training.scene_adapt import scene_adapted
+
+                    pkg, lines = scene_stack.enter_context(scene_adapted(opts, pkg, base_features=a.base_features))
+                    for line in lines + [f"Model package used: {pkg.name}"]:
+                        print(line, file=sys.stderr)
+                res = run_detection(opts, pkg, progress=lambda s, f, m="": print(f"\r{s} {f:5.0%}", end="",
+                                                                                 file=sys.stderr))
             print(file=sys.stderr)
             for line in res.log:
                 print(line, file=sys.stderr)
@@ -258,7 +289,7 @@ def _batch(a) -> int:
         scenes = read_scenes(a.scenes)
         with open_client(a.scheduler, a.workers) as client:
             rows = run_batch(scenes, a.out, pkg, client, band_rows=a.band_rows, task_threads=a.task_threads,
-                             log=lambda msg: print(msg, file=sys.stderr))
+                             log=lambda msg: print(msg, file=sys.stderr), adapt=_scene_adapter(a))
     except (InputError, PackageError, MissingDependency, MissingDask, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """landslide:detect: S1/S2 layers in, landslide-probability tile grid out."""
 from __future__ import annotations
 
+import contextlib
 import os
 
 from qgis.core import (
@@ -37,6 +38,7 @@ from ..rendering.compat import (
     VECTOR_POLYGON,
     WKB_POLYGON,
 )
+from ..training.scene_adapt import ADAPT_TO_SCENE_DEFAULT, scene_adapted
 from .common import (
     LandslideAlgorithm,
     StyleLoader,
@@ -81,6 +83,9 @@ class DetectAlgorithm(LandslideAlgorithm):
         p = QgsProcessingParameterBoolean("TTA", self.tr("Flip test-time augmentation (4x slower networks)"), False)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
+        self.addParameter(QgsProcessingParameterBoolean(
+            "ADAPT_TO_SCENE", self.tr("Adapt the model to the scene (refit its GBMs toward the scene's features)"),
+            ADAPT_TO_SCENE_DEFAULT))
         p = QgsProcessingParameterString(
             "DASK_SCHEDULER", self.tr("Dask scheduler address (empty: run here)"), "", optional=True)
         p.setFlags(p.flags() | adv)
@@ -119,7 +124,15 @@ class DetectAlgorithm(LandslideAlgorithm):
                 feedback.pushInfo(msg)
 
         scheduler = (self.parameterAsString(parameters, "DASK_SCHEDULER", context) or "").strip()
+        adapt_scene = self.parameterAsBool(parameters, "ADAPT_TO_SCENE", context)
+        scene_stack = contextlib.ExitStack()  # ADAPT_TO_SCENE: the adapted package lives until scored
         try:
+            if adapt_scene:
+                pkg, lines = scene_stack.enter_context(scene_adapted(
+                    opts, pkg, progress=lambda f: progress("align", f), is_cancelled=feedback.isCanceled))
+                for line in lines:
+                    (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
+                feedback.pushInfo(f"Model package used: {pkg.name}")
             if scheduler:  # dask is imported only on this path
                 from ..cluster import MissingDask
                 from ..cluster.client import detect_on_cluster
@@ -145,6 +158,8 @@ class DetectAlgorithm(LandslideAlgorithm):
             raise QgsProcessingException(self.tr("Cancelled: no output was written.")) from None
         except (InputError, PackageError, MissingDependency) as exc:
             raise QgsProcessingException(str(exc)) from None
+        finally:
+            scene_stack.close()
         for line in result.log:
             (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
 

@@ -15,6 +15,7 @@ every scene with its status (done, skipped, failed), counts and, for a failure, 
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -187,9 +188,18 @@ def write_index(out: Path, rows: list[dict]) -> None:
 
 
 def run_batch(scenes: list[SceneSpec], out_dir: str | Path, pkg, client, band_rows: int | None = None,
-              task_threads: int | None = 1, log=None, on_progress=None) -> list[dict]:
+              task_threads: int | None = 1, log=None, on_progress=None, adapt=None) -> list[dict]:
     """Run every scene on ``client``'s cluster; returns (and writes) the index rows in the
-    CSV's order.  ``on_progress(n_done_bands, n_submitted_bands)`` after each band."""
+    CSV's order.  ``on_progress(n_done_bands, n_submitted_bands)`` after each band.
+    ``adapt(opts, pkg)``: ADAPT_TO_SCENE, a context manager yielding (package, log lines)
+    (``training.scene_adapt.scene_adapted``, passed in by the command line: cluster does not
+    import training); each scene is scored with its own adapted package, in a temporary
+    folder the workers must see, removed when the run ends."""
+    with contextlib.ExitStack() as packages:
+        return _run_batch(scenes, out_dir, pkg, client, band_rows, task_threads, log, on_progress, adapt, packages)
+
+
+def _run_batch(scenes, out_dir, pkg, client, band_rows, task_threads, log, on_progress, adapt, packages) -> list[dict]:
     distributed = require_dask()
     say = log or (lambda msg: None)
     out = Path(out_dir)
@@ -206,7 +216,7 @@ def run_batch(scenes: list[SceneSpec], out_dir: str | Path, pkg, client, band_ro
             index[order] = {"id": s.id, "status": "failed", "message": s.error}
             say(f"{s.id}: failed: {s.error}")
             continue
-        key = scene_key(s, digest)
+        key = scene_key(s, digest + ("+scene" if adapt else ""))
         done = is_done(out, s.id, key)
         if done:
             index[order] = dict({k: done.get(k) for k in INDEX_FIELDS}, status="skipped",
@@ -214,9 +224,21 @@ def run_batch(scenes: list[SceneSpec], out_dir: str | Path, pkg, client, band_ro
             say(f"{s.id}: skipped (done before)")
             continue
         topts = task_options(s.opts, task_threads)
+        s_folder, s_digest, s_model = folder, digest, pkg.name
+        if adapt is not None:  # ADAPT_TO_SCENE: this scene's own package
+            try:
+                spkg, lines = packages.enter_context(adapt(s.opts, pkg))
+            except Exception as exc:  # noqa: BLE001 - a scene that cannot be read fails alone
+                index[order] = {"id": s.id, "status": "failed", "message": str(exc) or type(exc).__name__}
+                say(f"{s.id}: failed: {index[order]['message']}")
+                continue
+            for line in lines:
+                say(f"{s.id}: {line}")
+            s_folder, s_model = str(spkg.folder), spkg.name
+            s_digest = tasks.manifest_digest(s_folder)
         state[s.id] = {"key": key, "opts": topts, "order": order, "t0": time.perf_counter(), "pending": set(),
-                       "results": [], "futures": []}
-        f = client.submit(tasks.plan_scene, topts, folder, digest, pure=False, priority=1000 - order)
+                       "results": [], "futures": [], "folder": s_folder, "digest": s_digest, "model": s_model}
+        f = client.submit(tasks.plan_scene, topts, s_folder, s_digest, pure=False, priority=1000 - order)
         state[s.id]["futures"].append(f)
         owner[f.key] = (s.id, "plan")
         ac.add(f)
@@ -246,8 +268,8 @@ def run_batch(scenes: list[SceneSpec], out_dir: str | Path, pkg, client, band_ro
             st["plan"] = value
             rows = band_rows or default_band_rows(value.n_rows, n_slots)
             for r0, r1 in tasks.bands_of(value.n_rows, rows):
-                bf = client.submit(tasks.score_band, st["opts"], folder, digest, value.conventions, r0, r1,
-                                   pure=False, priority=-st["order"])
+                bf = client.submit(tasks.score_band, st["opts"], st["folder"], st["digest"], value.conventions, r0,
+                                   r1, pure=False, priority=-st["order"])
                 st["futures"].append(bf)
                 st["pending"].add(bf.key)
                 owner[bf.key] = (sid, "band")
@@ -264,7 +286,7 @@ def run_batch(scenes: list[SceneSpec], out_dir: str | Path, pkg, client, band_ro
         try:
             result = tasks.assemble(st["plan"], st["results"], time.perf_counter() - st["t0"],
                                     st["opts"].min_valid_fraction)
-            row = index[st["order"]] = _write_scene(out, sid, st["key"], result, pkg.name)
+            row = index[st["order"]] = _write_scene(out, sid, st["key"], result, st["model"])
             state.pop(sid)
             say(f"{sid}: done: {row['tiles']} tiles, {row['flagged']} flagged, {row['seconds']} s")
         except Exception as exc:  # noqa: BLE001 - e.g. no valid tile, or the output cannot be written

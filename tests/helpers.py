@@ -67,3 +67,31 @@ def ensure_provider():
         _PROVIDER.append(LandslideProvider())
         assert reg.addProvider(_PROVIDER[-1])
     return reg.providerById("landslide")
+
+
+def scene_like_table(scene: dict, package, path, copies: int = 5, seed: int = 0) -> Path:
+    """A SYNTHETIC training feature table (the columns of train_features_7147.csv.gz) made of
+    the synthetic scene's own tile features, jittered and repeated: a training set that
+    resembles the scene, so ADAPT_TO_SCENE refits instead of warning.  Label 1 for the tiles
+    with the lowest mean NDVI (bare scars), 0 otherwise."""
+    import csv
+    import gzip
+
+    import numpy as np
+
+    from sentinel_landslide.core.features import BASE_FEATURES
+    from sentinel_landslide.training.scene_adapt import scene_features
+
+    feats, _ = scene_features(scene_options(scene), package)
+    f = feats["s2+desc+asc"]
+    n = len(f["ndvi_mean"])
+    rng = np.random.default_rng(seed)
+    label = (f["ndvi_mean"] <= np.quantile(f["ndvi_mean"], 0.25)).astype(int)
+    with gzip.open(path, "wt", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ID", "label", *BASE_FEATURES])
+        for k in range(copies):
+            for i in range(n):
+                vals = [float(f[c][i]) * (1 + 0.02 * rng.normal()) for c in BASE_FEATURES]
+                w.writerow([f"SYN_{k}_{i}", int(label[i]), *[f"{v:.6g}" for v in vals]])
+    return Path(path)

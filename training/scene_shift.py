@@ -20,10 +20,9 @@ with a domain classifier that tells training rows (class 0) from the scene's til
   from a model that saw it); the same out-of-fold probabilities give ``domain_auc``
   (0.5 = the scene is indistinguishable from the training data);
 - ratio: w = p / (1 - p) * n_base / n_scene (the classes' sizes undo the classifier's prior);
-- clipping (the rule): weights are normalised to mean 1, then no weight may exceed ``clip``
-  times the mean: clip, renormalise to mean 1, repeat until the largest weight is within
-  0.1 % of the cap (at most 50 rounds).  So no single training row counts more than ``clip``
-  (20) average rows, and the effective sample size can never fall below ~n_base / clip;
+- clipping (the rule): w' = min(s * w, ``clip``) with the scale s chosen so that the mean is
+  exactly 1 (``clip_weights``).  So no training row counts more than ``clip`` (20) average
+  rows, and the effective sample size can never fall below n_base / clip (5 %);
 - effective sample size: ESS = (sum w)^2 / sum w^2 (Kish): n_base when every weight is 1.
 
 ``needs_verdicts`` turns a too-small ESS into one plain sentence for the log.
@@ -41,8 +40,7 @@ CLIP_Z = 8.0              # standardised features are clipped to +-8 robust stan
 NEWTON_STEPS = 100
 MAX_STEP = 5.0            # largest Newton step (Euclidean norm of the coefficient change)
 CLIP_RULE = ("w = p/(1-p) * n_base/n_scene from cross-fitted (5-fold) logistic-regression domain "
-             "probabilities, normalised to mean 1, capped at {clip:g} x the mean (cap, renormalise, "
-             "repeat), normalised to mean 1")
+             "probabilities, then min(s * w, {clip:g}) with s such that the mean weight is 1")
 # The scene is "unlike the training data" when the weights leave fewer than this share of
 # the training rows' worth of evidence (ESS / n_base): at the cap of 20 the smallest
 # possible share is 1/20 = 0.05, reached when every row the scene does not resemble gets
@@ -103,21 +101,30 @@ def ess_of(w: np.ndarray) -> float:
 
 
 def clip_weights(w: np.ndarray, clip: float) -> np.ndarray:
-    """Normalise to mean 1 and cap at ``clip`` x the mean (cap, renormalise, repeat)."""
+    """Mean 1 with no weight above ``clip``: w' = min(s * w, clip), the scale s solved exactly
+    so that the mean is 1 (the capped rows are the largest; sort once, try each count of capped
+    rows).  When fewer than n / clip rows carry any weight the cap cannot hold with mean 1:
+    they share the total equally."""
     w = np.asarray(w, dtype=np.float64).copy()
-    if not len(w):
+    n = len(w)
+    if not n:
         return w
     w = np.where(np.isfinite(w) & (w > 0), w, 0.0)
     if w.sum() <= 0:
         return np.ones_like(w)
     w /= w.mean()
-    if clip and clip > 1:
-        for _ in range(50):
-            if w.max() <= clip * 1.001:
-                break
-            np.minimum(w, clip, out=w)
-            w /= w.mean()
-    return w
+    if not clip or clip <= 1 or w.max() <= clip:
+        return w
+    desc = np.sort(w)[::-1]
+    tail = np.concatenate([np.cumsum(desc[::-1])[::-1], [0.0]])  # tail[k] = sum of desc[k:]
+    for k in range(1, n + 1):  # k largest rows capped at clip, the rest scaled by s
+        if tail[k] <= 0:
+            break
+        s = (n - k * clip) / tail[k]
+        if s > 0 and s * desc[k] <= clip + 1e-12:
+            return np.minimum(w * s, clip)
+    pos = w > 0  # degenerate: too few rows with weight for the cap
+    return np.where(pos, n / pos.sum(), 0.0)
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:

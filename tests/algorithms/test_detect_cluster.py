@@ -71,3 +71,23 @@ def test_unreachable_scheduler_is_a_clear_error(provider, synthetic_scene, tmp_p
     with pytest.raises(QgsProcessingException, match="Dask cluster"):
         processing.run("landslide:detect", scene_params(synthetic_scene, out, DASK_SCHEDULER="tcp://127.0.0.1:9"))
     assert not out.exists()
+
+
+def test_detect_adapted_to_the_scene_on_a_cluster_equals_in_process(provider, synthetic_scene, package, tmp_path,
+                                                                   cluster_address, monkeypatch):
+    """ADAPT_TO_SCENE with DASK_SCHEDULER: the scene-adapted package (a temporary folder the
+    local workers see) scores the bands; the grid equals the in-process adapted run's."""
+    import processing
+
+    from ..helpers import scene_like_table
+
+    table = scene_like_table(synthetic_scene, package, tmp_path / "table.csv.gz")
+    monkeypatch.setenv("SENTINEL_LANDSLIDE_BASE_FEATURES", str(table))
+    here = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "here.gpkg",
+                                                           ADAPT_TO_SCENE=True))
+    there = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "there.gpkg",
+                                                            ADAPT_TO_SCENE=True, DASK_SCHEDULER=cluster_address))
+    assert there["FLAGGED"] == here["FLAGGED"] and there["TILES"] == here["TILES"] == 70
+    names, rows = _rows(tmp_path / "there.gpkg")
+    assert (names, rows) == _rows(tmp_path / "here.gpkg")
+    assert {r[names.index("model")] for r in rows} == {package.name + "+scene"}

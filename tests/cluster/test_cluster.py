@@ -233,3 +233,30 @@ def test_missing_dask_names_the_install_command(monkeypatch, absent):
     with pytest.raises(MissingDask, match=r'pip install "dask\[distributed\]"') as err:
         require_dask()
     assert absent in str(err.value) and "Dask cluster" in str(err.value)
+
+
+def test_batch_cli_adapted_to_each_scene_equals_the_single_process_run(tmp_path, synthetic_scene, package,
+                                                                       package_dir):
+    """--adapt-to-scene on a batch: the scene is scored on the cluster with its own
+    scene-adapted package (SYNTHETIC training table that resembles it), and the grid equals
+    detect's in one process with the same adaptation; a rerun skips it."""
+    from sentinel_landslide import cli
+    from sentinel_landslide.engine.outputs import write_grid
+    from sentinel_landslide.pipeline import run_detection
+    from sentinel_landslide.training.scene_adapt import scene_adapted
+
+    from ..helpers import scene_like_table
+
+    like = scene_like_table(synthetic_scene, package, tmp_path / "table.csv.gz")
+    table, out = tmp_path / "scenes.csv", tmp_path / "out"
+    write_csv(table, {"s": synthetic_scene})
+    args = ["batch", "--scenes", str(table), "--out", str(out), "--workers", "2", "--model", str(package_dir),
+            "--adapt-to-scene", "--base-features", str(like)]
+    assert cli.main(args) == 0
+    with scene_adapted(scene_options(synthetic_scene), package, base_features=like) as (pkg, lines):
+        assert pkg.name == package.name + "+scene", lines
+        ref = grid_rows(write_grid(str(tmp_path / "ref.gpkg"), run_detection(scene_options(synthetic_scene), pkg),
+                                   pkg.name))
+    assert grid_rows(out / "s.gpkg") == ref
+    assert cli.main(args) == 0
+    assert next(csv.DictReader(open(out / "index.csv")))["status"] == "skipped"
