@@ -51,10 +51,10 @@ def find(names, path=None):
     return None
 
 
-def status(features=None, path=None) -> list[Line]:
-    """One line per requirement of ``features`` (default: all)."""
+def status(features=None, path=None, reqs=None) -> list[Line]:
+    """One line per requirement of ``features`` (default: all; or the ``reqs`` given)."""
     out = []
-    for r in requirements(*(features or ())):
+    for r in (reqs if reqs is not None else requirements(*(features or ()))):
         if r.feature == "gpu" and not gpu_available_here():
             out.append(Line(r, UNAVAILABLE))
             continue
