@@ -155,8 +155,8 @@ def classify(log: str, opts: InstallOptions | None = None, numpy: str | None = N
                             "QGIS's proxy settings, or install offline from a folder of wheels "
                             "(docs/install.md).", log)
     conflict = "conflicting dependencies" in low or "resolutionimpossible" in low
-    if conflict and "numpy" in low:
-        who = [ln.strip() for ln in log.splitlines() if re.search(r"depends on numpy", ln, re.I)]
+    who = [ln.strip() for ln in log.splitlines() if re.search(r"depends on numpy", ln, re.I)]
+    if conflict and who:
         return InstallError("numpy", "Refused: the plan needs another numpy than the one QGIS runs "
                             f"({numpy or 'installed'}), and replacing it would break QGIS's GDAL. "
                             + ("; ".join(who) + ". " if who else "")
@@ -193,10 +193,12 @@ def run_logged(cmd: list[str], log, cancelled, timeout: float, env=None) -> tupl
         except queue.Empty:
             pass
         if proc.poll() is not None and not reader.is_alive() and lines.empty():
+            proc.stdout.close()
             break
         if (cancelled and cancelled()) or time.monotonic() - t0 > timeout:
             proc.kill()
             proc.wait()
+            proc.stdout.close()
             if cancelled and cancelled():
                 raise InstallError("cancelled", "Cancelled: nothing was changed.", "".join(out))
             raise InstallError("network", f"pip did not finish within {timeout:.0f} s (a stalled download?).",

@@ -1,0 +1,94 @@
+"""A real install from the package index, then a fresh qgis_process.bin that does NOT see the
+development .venv runs landslide:detect with what was installed; and the offline path from a
+folder of wheels downloaded first.  Skipped with the reason where the index is unreachable.
+About 60 MB from the index (pip's cache makes the second run quicker); each step bounded."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sentinel_landslide.core.deps import requirements
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGINS = ROOT / ".build" / "plugins"
+QGIS_PROCESS = "/usr/bin/qgis_process.bin"
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+
+def clean_env(profile: Path) -> dict:
+    """Nothing of the development environment: the plugins folder is the only Python path."""
+    keep = {k: os.environ[k] for k in ("HOME", "LANG", "TMPDIR", "XDG_RUNTIME_DIR") if k in os.environ}
+    return dict(keep, PATH="/usr/local/bin:/usr/bin:/bin", PYTHONPATH=str(PLUGINS), QT_QPA_PLATFORM="offscreen",
+                QGIS_PLUGINPATH=str(PLUGINS), QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONNOUSERSITE="1")
+
+
+def detect(env: dict, scene: dict, out: Path) -> subprocess.CompletedProcess:
+    subprocess.run([QGIS_PROCESS, "plugins", "enable", "sentinel_landslide"], env=env, capture_output=True,
+                   timeout=300, check=False)
+    return subprocess.run([QGIS_PROCESS, "--json", "run", "landslide:detect", "--", f"S2={scene['S2']}",
+                           f"OUTPUT={out}"], env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    from sentinel_landslide.engine.synthetic import make_scene
+
+    return make_scene(tmp_path_factory.mktemp("scene"), width=256, height=204, seed=7)
+
+
+def test_install_from_the_index_then_qgis_process_detects(network, qgis_python, scene, tmp_path):
+    if not os.path.exists(QGIS_PROCESS):
+        pytest.skip("no qgis_process.bin on this machine")
+    env = clean_env(tmp_path / "profile")
+    # the control: QGIS's own Python lacks the packages, so detect fails and names them
+    p = detect(env, scene, tmp_path / "before.gpkg")
+    if p.returncode == 0:
+        pytest.skip("QGIS's own Python already has the packages: nothing to prove here")
+    assert "Missing Python package" in p.stdout + p.stderr and "sentinel_landslide.deps install" in p.stdout + p.stderr
+
+    # the CLI with QGIS's Python and no --target: the folder the plugin loads for this profile
+    p = subprocess.run([qgis_python, "-m", "sentinel_landslide.deps", "install"], env=env, capture_output=True,
+                       text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    folder = tmp_path / "profile" / "profiles" / "default" / "python" / "dependencies" / "sentinel_landslide" / \
+        f"py{sys.version_info[0]}{sys.version_info[1]}"
+    names = {q.name.lower() for q in folder.iterdir()}
+    assert {"onnxruntime", "lightgbm", "xgboost"} <= names
+    assert not [n for n in names if n.startswith("numpy") or n.startswith("scipy")]  # QGIS's stay in charge
+    assert "no restart needed" in p.stdout
+
+    p = detect(env, scene, tmp_path / "after.gpkg")
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    res = json.loads(p.stdout[p.stdout.index("{"):])["results"]
+    assert res["TILES"] > 0 and (tmp_path / "after.gpkg").is_file()
+
+    # status (same Python, same profile) shows them installed, loaded from that folder
+    p = subprocess.run([qgis_python, "-m", "sentinel_landslide.deps", "status"], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode == 0, p.stdout
+    for r in requirements("required"):
+        line = next(ln for ln in p.stdout.splitlines() if f"] {r.pip}{r.spec}: " in ln)
+        assert ": installed " in line and str(folder) in line
+
+
+def test_offline_install_from_a_folder_of_wheels(network, qgis_python, tmp_path):
+    wheels, target = tmp_path / "wheels", tmp_path / "target"
+    lines = [r.line for r in requirements("required")]
+    # what docs/install.md tells IT to run: the requirements with QGIS's numpy and scipy pinned
+    pins = subprocess.run([qgis_python, "-c", "import numpy, scipy; print(f'numpy=={numpy.__version__} "
+                           "scipy=={scipy.__version__}')"], capture_output=True, text=True, check=True).stdout.split()
+    p = subprocess.run([qgis_python, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary", ":all:",
+                        "-d", str(wheels), *pins, *lines], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    env = dict(clean_env(tmp_path / "profile"), PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="")
+    p = subprocess.run([qgis_python, "-m", "sentinel_landslide.deps", "install", "--wheels", str(wheels),
+                        "--target", str(target)], env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "--no-index" in p.stdout  # nothing from the network
+    assert {"onnxruntime", "lightgbm", "xgboost"} <= {q.name.lower() for q in target.iterdir()}
+    assert not any(q.name.lower().startswith("numpy") for q in target.iterdir())
