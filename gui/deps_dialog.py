@@ -97,6 +97,8 @@ class DepsDialog(QDialog):
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
         self.table.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)  # a folder's end says the most
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         lay.addWidget(self.table)
@@ -124,6 +126,7 @@ class DepsDialog(QDialog):
         lay.addWidget(self.progress)
         self.message = QLabel("", self)
         self.message.setWordWrap(True)
+        self.message.setMinimumHeight(4 * self.message.fontMetrics().lineSpacing())
         lay.addWidget(self.message)
         self.log = QPlainTextEdit(self)
         self.log.setReadOnly(True)
@@ -131,6 +134,7 @@ class DepsDialog(QDialog):
         lay.addWidget(self.log)
         buttons = QHBoxLayout()
         self.install_button = QPushButton("Install", self)
+        self.install_button.setMinimumWidth(self.install_button.fontMetrics().horizontalAdvance("Repair / reinstall") + 32)
         self.cancel_button = QPushButton("Cancel install", self)
         self.cancel_button.setEnabled(False)
         self.copy_button = QPushButton(DIAGNOSTICS_ACTION_TEXT, self)
@@ -144,7 +148,7 @@ class DepsDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel_install)
         self.copy_button.clicked.connect(lambda: copy_diagnostics(None))
         close.clicked.connect(self.close)
-        self.resize(860, 560)
+        self.resize(900, 620)
         self.refresh()
 
     # the table -----------------------------------------------------------------------
@@ -158,9 +162,12 @@ class DepsDialog(QDialog):
             texts = (FEATURES[ln.req.feature], ln.req.pip, ln.req.spec, ln.version or "", ln.state, ln.folder or "")
             for j, text in enumerate(texts):
                 item = QTableWidgetItem(text)
+                item.setToolTip(text)
                 if j == 4:
                     item.setBackground(QBrush(QColor(STATE_COLOURS[ln.state])))
                 self.table.setItem(i, j, item)
+        self.table.setMinimumHeight(self.table.horizontalHeader().height() + 4 * self.table.frameWidth()
+                                    + sum(self.table.rowHeight(i) for i in range(len(lines))))
         self.install_button.setText("Repair / reinstall" if all(
             ln.state == INSTALLED for ln in lines if ln.req.feature == "required") else "Install")
         return lines
@@ -204,6 +211,7 @@ class DepsDialog(QDialog):
         if ok and task.result is not None:
             self.progress.setValue(100)
             self.message.setText(task.result.summary())
+            self.log.appendPlainText(task.result.summary())
         else:
             err = task.error or InstallError("cancelled", "Cancelled: nothing was changed.")
             self.message.setText(f"Install failed ({err.kind}): {err}")
