@@ -155,7 +155,7 @@ def classify(log: str, opts: InstallOptions | None = None, numpy: str | None = N
                             "QGIS's proxy settings, or install offline from a folder of wheels "
                             "(docs/install.md).", log)
     conflict = "conflicting dependencies" in low or "resolutionimpossible" in low
-    who = [ln.strip() for ln in log.splitlines() if re.search(r"depends on numpy", ln, re.I)]
+    who = [ln.strip() for ln in log.splitlines() if re.search(r"(depends on|user requested) numpy", ln, re.I)]
     if conflict and who:
         return InstallError("numpy", "Refused: the plan needs another numpy than the one QGIS runs "
                             f"({numpy or 'installed'}), and replacing it would break QGIS's GDAL. "

@@ -80,6 +80,7 @@ def test_status_reads_installed_missing_and_wrong_version(tmp_path, qgis_python)
     assert got["slold"][:2] == (WRONG, "1.0") and got["slabsent"] == (MISSING, None, None)
 
 
+@pytest.mark.slow  # pip runs several times (about 10-20 s)
 def test_install_swaps_in_only_what_imports(tmp_path, qgis_python):
     wheels, target = tmp_path / "w", tmp_path / "deps" / "py3x"
     make_wheel(wheels, "sltiny", "1.0")
@@ -132,6 +133,7 @@ def _closed_port() -> int:
     return port
 
 
+@pytest.mark.slow  # pip runs several times (about 10-20 s)
 @pytest.mark.parametrize("how", ["index", "proxy"])
 def test_an_unreachable_index_or_proxy_reads_as_its_cause(tmp_path, qgis_python, how):
     """A port on 127.0.0.1 that nobody listens on: pip's retries end in a plain message."""
@@ -165,3 +167,37 @@ def test_the_missing_package_message_points_at_the_button_and_the_cli():
     from sentinel_landslide.fetch.deps import message
 
     assert "--fetch" in message(["pystac_client"])
+
+
+@pytest.mark.slow  # pip runs several times (about 10-20 s)
+def test_a_module_this_session_loaded_needs_a_restart_and_says_why(tmp_path, qgis_python, monkeypatch):
+    wheels, target = tmp_path / "w", tmp_path / "deps" / "py3x"
+    make_wheel(wheels, "slloaded", "1.0")
+    make_wheel(wheels, "slloaded", "2.0")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    paths.activate(target)
+    r = inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("slloaded==1.0",), python=qgis_python),
+                     log=lambda s: None)
+    assert r.restart_needed == [] and "no restart needed" in r.summary()
+    import slloaded  # noqa: PLC0415 - importable at once: the folder was on sys.path before it existed
+
+    monkeypatch.setitem(sys.modules, "slloaded", slloaded)
+    assert slloaded.__version__ == "1.0"
+    r = inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("slloaded==2.0",), python=qgis_python),
+                     log=lambda s: None)
+    assert r.restart_needed == ["slloaded"] and "Restart QGIS to use the new versions of slloaded" in r.summary()
+
+
+def test_cancel_stops_pip_and_changes_nothing(tmp_path, qgis_python):
+    wheels, target = tmp_path / "w", tmp_path / "deps" / "py3x"
+    make_wheel(wheels, "sltiny", "1.0")
+    inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("sltiny",), python=qgis_python),
+                 log=lambda s: None)
+    before = sorted(p.name for p in target.iterdir())
+    seen = []
+    opts = inst.InstallOptions(target=target, index_url=f"http://127.0.0.1:{_closed_port()}/simple",
+                               lines=("slnowhere-such-package",), python=qgis_python)
+    with pytest.raises(inst.InstallError) as err:
+        inst.install(opts, log=seen.append, cancelled=lambda: any(s.startswith("$ ") for s in seen))
+    assert err.value.kind == "cancelled"
+    assert sorted(p.name for p in target.iterdir()) == before and sorted(p.name for p in target.parent.iterdir()) == ["py3x"]
