@@ -5,6 +5,7 @@ the same.  QGIS and Qt versions are read only where QGIS is already loaded (``qg
 asked for (``qgis=True``, the CLI); this module never imports QGIS by itself otherwise."""
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 import re
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..core import lasterror
-from ..core.deps import FEATURES, python_executable
+from ..core.deps import FEATURES, python_executable, requirements
 from .paths import dependency_dir
 from .status import status
 
@@ -113,7 +114,7 @@ def onnxruntime_info() -> tuple[str, str]:
     try:
         import onnxruntime as ort
 
-        providers = ", ".join(ort.get_available_providers())
+        providers = ", ".join(ort.get_available_providers()) + f" (device: {ort.get_device()})"
     except Exception as exc:  # noqa: BLE001
         providers = f"onnxruntime not importable ({type(exc).__name__})"
     gpus = "none found"
@@ -165,8 +166,23 @@ def report(qgis: bool | None = None, environ=None) -> str:
         f"numpy: {module_line('numpy')}",
         "Dependencies:",
     ]
+    failed = {}
+    for r in requirements("required"):  # loaded, so the report says where from (and whether they import)
+        try:
+            importlib.import_module(r.module)
+        except Exception as exc:  # noqa: BLE001 - a broken install is what the report is for
+            failed[r.module] = f"{type(exc).__name__}: {exc}"
     for ln in status():
-        where = f" from {ln.folder}" if ln.folder else ""
+        if ln.req.module in failed and ln.folder:
+            where = f" found in {ln.folder} but does not import ({failed[ln.req.module]})"
+            lines.append(f"  [{FEATURES[ln.req.feature].split(' (')[0]}] {ln.req.pip}{ln.req.spec}: {ln.state}"
+                         f" {ln.version}{where}")
+            continue
+        mod = sys.modules.get(ln.req.module)
+        if mod is not None and getattr(mod, "__file__", None) and ln.folder:  # loaded: where from, really
+            where = f" loaded from {os.path.dirname(os.path.dirname(os.path.abspath(mod.__file__)))}"
+        else:
+            where = f" found in {ln.folder}" if ln.folder else ""
         ver = f" {ln.version}" if ln.version else ""
         lines.append(f"  [{FEATURES[ln.req.feature].split(' (')[0]}] {ln.req.pip}{ln.req.spec}: {ln.state}{ver}{where}")
     lines += [

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core.deps import Requirement, python_executable, requirements
+from ..core.deps import Requirement, gpu_available_here, python_executable, requirements
 from .paths import activate, dependency_dir
 
 # QGIS's own compiled packages pip must not replace: pinned to the running versions
@@ -278,6 +278,10 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
     features = tuple(sorted(set(opts.features) | set(previous.get("features", [])))) if opts.lines is None \
         else tuple(opts.features)
     lines = list(opts.lines) if opts.lines is not None else requirement_lines(features)
+    if "gpu" in features and opts.lines is None and not gpu_available_here():
+        raise InstallError("no_wheel", "GPU inference: onnxruntime-gpu has packages for Linux and Windows on "
+                           "x86_64 only (aarch64 Linux too); on this platform onnxruntime uses the CPU "
+                           "(or CoreML / DirectML where its CPU package has them). Nothing was changed.")
     if opts.wheels and not Path(opts.wheels).is_dir():
         raise InstallError("other", f"The wheels folder '{opts.wheels}' does not exist.")
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -22,8 +22,10 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 def clean_env(profile: Path) -> dict:
     """Nothing of the development environment: the plugins folder is the only Python path."""
-    keep = {k: os.environ[k] for k in ("HOME", "LANG", "TMPDIR", "XDG_RUNTIME_DIR") if k in os.environ}
-    return dict(keep, PATH="/usr/local/bin:/usr/bin:/bin", PYTHONPATH=str(PLUGINS), QT_QPA_PLATFORM="offscreen",
+    keep = {k: os.environ[k] for k in ("HOME", "LANG", "XDG_RUNTIME_DIR") if k in os.environ}
+    (profile.parent / "tmp").mkdir(parents=True, exist_ok=True)  # the last-error record stays in the test's folder
+    return dict(keep, TMPDIR=str(profile.parent / "tmp"), PATH="/usr/local/bin:/usr/bin:/bin",
+                PYTHONPATH=str(PLUGINS), QT_QPA_PLATFORM="offscreen",
                 QGIS_PLUGINPATH=str(PLUGINS), QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONNOUSERSITE="1")
 
 

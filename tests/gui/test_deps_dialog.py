@@ -116,3 +116,32 @@ def test_the_menu_has_install_and_diagnostics(qgis_app, qgis_iface):
     plugin = SimpleNamespace(iface=qgis_iface)
     actions = dd.install_actions(plugin, QAction, "Sentinel Landslide")
     assert [a.text() for a in actions] == [dd.INSTALL_ACTION_TEXT, dd.DIAGNOSTICS_ACTION_TEXT]
+
+
+def test_qgis_proxy_settings_reach_pip(qgis_app, tmp_path):
+    from qgis.core import QgsSettings
+
+    s = QgsSettings()
+    keys = ("proxy/proxyEnabled", "proxy/proxyType", "proxy/proxyHost", "proxy/proxyPort", "proxy/proxyUser",
+            "proxy/proxyPassword")
+    saved = {k: s.value(k) for k in keys}
+    try:
+        s.setValue("proxy/proxyEnabled", False)
+        assert dd.qgis_proxy() is None
+        for k, v in zip(keys, (True, "HttpProxy", "proxy.agency.example", "3128", "ana", "pa55")):
+            s.setValue(k, v)
+        assert dd.qgis_proxy() == "http://ana:pa55@proxy.agency.example:3128"
+        dlg = dd.DepsDialog(reqs=[Requirement("sltiny", "sltiny", ">=1", "required")], path=[str(tmp_path)],
+                            target=tmp_path / "t")
+        assert dlg.options().proxy == "http://ana:pa55@proxy.agency.example:3128"
+        assert inst.source_args(dlg.options())[-2:] == ["--proxy", "http://ana:pa55@proxy.agency.example:3128"]
+        assert "pa55" not in inst.redact(" ".join(inst.source_args(dlg.options())))
+        dlg.close()
+        s.setValue("proxy/proxyType", "DefaultProxy")  # the system's proxy: pip reads the environment
+        assert dd.qgis_proxy() is None
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                s.remove(k)
+            else:
+                s.setValue(k, v)
