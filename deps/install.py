@@ -296,15 +296,23 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
     if not have["pip"]:
         raise classify("No module named pip")
     pipv = tuple(int(x) for x in re.findall(r"\d+", have["pip"])[:2])
-    if pipv < MIN_PIP:
-        raise InstallError("pip", f"pip {have['pip']} in QGIS's Python is too old (needs {MIN_PIP[0]}.{MIN_PIP[1]}+): "
-                           f"{python} -m pip install --user --upgrade pip, then try again.")
     numpy = next((v for k, v in have["dists"].items() if norm(k) == "numpy"), None)
     base = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--progress-bar", "off",
             "--only-binary", ":all:"]
     staging = target.parent / f".{target.name}.staging-{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="sl-deps-"))
+    env = None
     try:
+        if pipv < MIN_PIP:  # e.g. Ubuntu 22.04's pip 22.0: a current pip for this install only
+            log(f"pip {have['pip']} predates --report ({MIN_PIP[0]}.{MIN_PIP[1]}): fetching a current pip into a "
+                "temporary folder (QGIS's own pip is not changed)")
+            cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--only-binary",
+                   ":all:", "--target", str(work / "pip")] + source_args(opts) + [f"pip>={MIN_PIP[0]}.{MIN_PIP[1]}"]
+            rc, out = run_logged(cmd, log, cancelled, opts.timeout)
+            if rc != 0:
+                raise classify(out, opts, numpy)
+            env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+                [str(work / "pip")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
         cons = work / "constraints.txt"
         cons.write_text("\n".join(constraints(have["dists"])) + "\n", encoding="utf-8")
         log(f"Pinned to what QGIS runs: {', '.join(constraints(have['dists'])) or 'nothing'}")
@@ -314,10 +322,10 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
         report = work / "plan.json"
         cmd = base + ["--dry-run", "--ignore-installed", "--report", str(report), "--target", str(staging),
                       "-c", str(cons)] + source_args(opts) + lines
-        rc, out = run_logged(cmd, log, cancelled, opts.timeout)
+        rc, out = run_logged(cmd, log, cancelled, opts.timeout, env)
         if rc != 0 and "externally-managed-environment" in out.lower():
             cmd.insert(4, "--break-system-packages")  # safe with --target: see the module docstring
-            rc, out = run_logged(cmd, log, cancelled, opts.timeout)
+            rc, out = run_logged(cmd, log, cancelled, opts.timeout, env)
         if rc != 0:
             raise classify(out, opts, numpy)
         plan = json.loads(report.read_text(encoding="utf-8"))["install"]
@@ -346,10 +354,10 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
                     progress(0.15 + 0.6 * min(1.0, n[0] / max(1, len(todo))), line.strip()[:80])
                 log(line)
 
-            rc, out = run_logged(cmd, counted, cancelled, opts.timeout)
+            rc, out = run_logged(cmd, counted, cancelled, opts.timeout, env)
             if rc != 0 and "externally-managed-environment" in out.lower():
                 cmd.insert(4, "--break-system-packages")
-                rc, out = run_logged(cmd, counted, cancelled, opts.timeout)
+                rc, out = run_logged(cmd, counted, cancelled, opts.timeout, env)
             if rc != 0:
                 raise classify(out, opts, numpy)
         shadow = [p.name for p in staging.iterdir() if norm(p.name).startswith("numpy")]

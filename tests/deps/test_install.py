@@ -201,3 +201,22 @@ def test_cancel_stops_pip_and_changes_nothing(tmp_path, qgis_python):
         inst.install(opts, log=seen.append, cancelled=lambda: any(s.startswith("$ ") for s in seen))
     assert err.value.kind == "cancelled"
     assert sorted(p.name for p in target.iterdir()) == before and sorted(p.name for p in target.parent.iterdir()) == ["py3x"]
+
+
+def test_a_pip_too_old_for_report_is_replaced_for_the_install_only(tmp_path, qgis_python, monkeypatch):
+    """Ubuntu 22.04's pip 22.0 has no --report: a current pip is fetched into a temporary folder
+    (here from the wheels folder: the pip wheel Debian ships) and QGIS's own pip is left alone."""
+    pip_wheels = sorted(Path("/usr/share/python-wheels").glob("pip-*.whl"))
+    if not pip_wheels:
+        pytest.skip("no pip wheel on this machine (Debian's python3-pip-whl)")
+    wheels, target = tmp_path / "w", tmp_path / "deps" / "py3x"
+    make_wheel(wheels, "sltiny", "1.0")
+    (wheels / pip_wheels[-1].name).write_bytes(pip_wheels[-1].read_bytes())
+    real = inst.probe
+    monkeypatch.setattr(inst, "probe", lambda *a, **k: dict(real(*a, **k), pip="22.0.2"))
+    logged = []
+    r = inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("sltiny",), python=qgis_python),
+                     log=logged.append)
+    assert r.installed == {"sltiny": "1.0"}
+    assert any("predates --report" in ln for ln in logged) and any("Successfully installed pip-" in ln for ln in logged)
+    assert not any(p.name.startswith("pip") for p in target.iterdir())  # the helper pip is not in the folder

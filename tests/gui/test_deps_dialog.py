@@ -3,7 +3,9 @@ end to end through the QgsTask (a tiny package from a local folder of wheels), t
 read back by its contents, and the message bar's 'Install now'."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -17,6 +19,7 @@ from qgis.PyQt.QtWidgets import QAction, QPushButton
 
 from sentinel_landslide.core.deps import Requirement
 from sentinel_landslide.deps import install as inst
+from sentinel_landslide.deps import paths
 from sentinel_landslide.gui import deps_dialog as dd
 
 from ..deps.wheels import make_wheel
@@ -54,8 +57,10 @@ def qgis_python():
     return "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else None
 
 
-def test_dialog_lists_states_and_installs_end_to_end(qgis_app, tmp_path, qgis_python):
+def test_dialog_lists_states_and_installs_end_to_end(qgis_app, tmp_path, qgis_python, monkeypatch):
     wheels, target, older = tmp_path / "wheels", tmp_path / "deps" / "py3x", tmp_path / "older"
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    paths.activate(target)  # as the plugin does at start-up, before the folder exists
     make_wheel(wheels, "sltiny", "1.0")
     make_wheel(tmp_path / "w2", "slold", "1.0")
     inst.install(inst.InstallOptions(target=older, wheels=tmp_path / "w2", lines=("slold",), python=qgis_python),
@@ -79,6 +84,9 @@ def test_dialog_lists_states_and_installs_end_to_end(qgis_app, tmp_path, qgis_py
     assert dlg.progress.value() == 100 and "Imports check out: sltiny 1.0" in dlg.log.toPlainText()
     assert dlg.states() == {"sltiny": "installed", "slold": "wrong version", "slabsent": "missing"}
     assert dlg.table.item(0, 5).text() == str(target.resolve())
+    sltiny = importlib.import_module("sltiny")  # usable at once in this session: no restart
+    monkeypatch.delitem(sys.modules, "sltiny")
+    assert sltiny.__file__.startswith(str(target))
     colours, shot = state_colours(dlg)
     shot.save(str(SHOTS / "deps_dialog_after.png"))
     assert close(colours["sltiny"], dd.STATE_COLOURS["installed"]) and close(colours["slabsent"], dd.STATE_COLOURS["missing"])
