@@ -114,7 +114,12 @@ def test_install_now_in_the_message_bar_opens_the_dialog(qgis_app):
     buttons["Install now"].click()
     dlg = plugin.deps_dialog
     assert isinstance(dlg, dd.DepsDialog) and dlg.isVisible()
-    assert {"onnxruntime", "lightgbm", "xgboost-cpu", "pystac-client", "dask", "onnxruntime-gpu"} <= set(dlg.states())
+    states = dlg.states()
+    assert {"onnxruntime", "lightgbm", "xgboost-cpu", "pystac-client", "dask", "onnxruntime-gpu"} <= set(states)
+    assert {states[p] for p in ("onnxruntime", "lightgbm", "xgboost-cpu")} == {"installed"}  # the test venv has them
+    colours, shot = state_colours(dlg)
+    shot.save(str(SHOTS / "deps_dialog_real.png"))
+    assert all(close(colours[p], dd.STATE_COLOURS[states[p]]) for p in states)
     dlg.close()
     buttons[dd.DIAGNOSTICS_ACTION_TEXT].click()
     assert QgsApplication.clipboard().text().startswith("Sentinel Landslide diagnostics")
