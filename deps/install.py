@@ -387,15 +387,14 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
         (staging / MANIFEST).write_text(json.dumps(
             {"features": list(features), "lines": lines, "installed": todo, "python": have["python"],
              "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1), encoding="utf-8")
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        if target.exists():
-            target.rename(old)
-        staging.rename(target)
-        shutil.rmtree(old, ignore_errors=True)  # Windows keeps loaded .pyd files: swept next time
         result = InstallResult(target, installed=todo, kept=kept,
                                modules={m: tuple(v) for m, v in got["ok"].items()})
         # a module this process imported already keeps its old code until QGIS restarts
         result.restart_needed = [m for m in mods if sys.modules.get(m) is not None]
+        if not swap_in(staging, target):  # Windows: the old folder's DLLs are loaded, it cannot move
+            staging.rename(pending(target))
+            result.restart_needed = ["all of them (the old folder is in use by this QGIS session; "
+                                     "the new one takes its place at the next start)"]
         if str(target) in sys.path:
             activate(target)  # the plugin loads from here: new packages import at once
         progress(1.0, "Done")
@@ -403,6 +402,25 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def pending(target: Path) -> Path:
+    """An install that could not replace a folder in use waits here for the next start."""
+    return target.parent / f".{target.name}.pending"
+
+
+def swap_in(new: Path, target: Path) -> bool:
+    """Replace ``target`` by ``new`` (same file system: two renames); False when the old
+    folder cannot move (files in use on Windows): nothing changed then."""
+    old = target.parent / f".{target.name}.old-{os.getpid()}"
+    try:
+        if target.exists():
+            target.rename(old)
+    except OSError:
+        return False
+    new.rename(target)
+    shutil.rmtree(old, ignore_errors=True)  # a leftover is swept by the next install
+    return True
 
 
 def module_names(lines) -> list[str]:

@@ -81,6 +81,11 @@ def activate(folder: Path | None = None) -> Path:
     """Put the dependency folder first on ``sys.path`` (once) and forget any cached 'not
     there' for it, so packages installed into it import at once."""
     d = str(folder or dependency_dir())
+    waiting = Path(d).parent / f".{Path(d).name}.pending"  # an install that waited for a restart
+    if waiting.is_dir() and d not in sys.path:
+        from .install import swap_in
+
+        swap_in(waiting, Path(d))
     if d not in sys.path:
         sys.path.insert(0, d)
     sys.path_importer_cache.pop(d, None)  # a folder created after start-up is looked at again

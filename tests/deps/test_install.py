@@ -220,3 +220,30 @@ def test_a_pip_too_old_for_report_is_replaced_for_the_install_only(tmp_path, qgi
     assert r.installed == {"sltiny": "1.0"}
     assert any("predates --report" in ln for ln in logged) and any("Successfully installed pip-" in ln for ln in logged)
     assert not any(p.name.startswith("pip") for p in target.iterdir())  # the helper pip is not in the folder
+
+
+def test_a_folder_in_use_is_replaced_at_the_next_start(tmp_path, qgis_python, monkeypatch):
+    """Windows cannot move a folder whose DLLs are loaded: the new install waits beside it and
+    takes its place when the plugin next starts (activate), before anything imports from it."""
+    wheels, target = tmp_path / "w", tmp_path / "deps" / "py3x"
+    make_wheel(wheels, "sltiny", "1.0")
+    make_wheel(wheels, "sltiny", "2.0")
+    inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("sltiny==1.0",), python=qgis_python),
+                 log=lambda s: None)
+    real_rename = Path.rename
+
+    def locked(self, dest):
+        if self == target:
+            raise PermissionError(32, "The process cannot access the file because it is being used")
+        return real_rename(self, dest)
+
+    monkeypatch.setattr(Path, "rename", locked)
+    r = inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("sltiny==2.0",), python=qgis_python),
+                     log=lambda s: None)
+    assert r.restart_needed and "Restart QGIS" in r.summary()
+    assert '"1.0"' in (target / "sltiny" / "__init__.py").read_text()  # untouched while in use
+    monkeypatch.setattr(Path, "rename", real_rename)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    paths.activate(target)  # the next start
+    assert '"2.0"' in (target / "sltiny" / "__init__.py").read_text()
+    assert sorted(p.name for p in target.parent.iterdir()) == ["py3x"]
