@@ -158,3 +158,23 @@ def test_qgis_proxy_settings_reach_pip(qgis_app, tmp_path):
                 s.remove(k)
             else:
                 s.setValue(k, v)
+
+
+def test_cancel_stops_the_task_and_says_nothing_changed(qgis_app, tmp_path, qgis_python):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nobody listens there: pip retries until cancelled
+    target = tmp_path / "deps" / "py3x"
+    dlg = dd.DepsDialog(reqs=[Requirement("slnowhere", "slnowhere", ">=1", "required")], path=[str(target)],
+                        target=target, python=qgis_python)
+    dlg.index.setText(f"http://127.0.0.1:{port}/simple")
+    dlg.install_button.click()
+    wait_for(lambda: "--index-url" in dlg.log.toPlainText())  # pip is running
+    dlg.cancel_button.click()
+    wait_for(lambda: dlg.task is None, 60)
+    assert dlg.message.text() == "Install failed (cancelled): Cancelled: nothing was changed."
+    assert not target.exists() and dlg.install_button.isEnabled()
+    dlg.close()
