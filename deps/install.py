@@ -1,18 +1,20 @@
 """Install the plugin's packages into its own folder with pip, run as a subprocess of QGIS's
 Python, without ever touching QGIS's numpy (or its site-packages).
 
-1. pip resolves the whole plan first (``--dry-run --report``) with the packages QGIS ships
-   that matter to GDAL (numpy, scipy, ...) pinned to the versions that run now; a plan that
-   needs another numpy is refused with a plain message, before anything is downloaded.
-2. What QGIS's Python already has at the planned version is left out; the rest is installed
-   with ``--no-deps --target`` into a staging folder beside the plugin's folder.
+1. pip resolves the whole plan first (``--dry-run --report``) against what QGIS's Python
+   already has, so whatever QGIS has at a fitting version stays out of our folder; numpy and
+   QGIS's other compiled packages (PROTECTED) are pinned to the versions that run: a plan
+   that needs another numpy is refused with a plain message, before any download.
+2. The plan is installed as it stands, ``--no-deps --target``, into a staging folder beside
+   the plugin's folder.
 3. A fresh interpreter imports everything from the staging folder (and GDAL after it); only
    then does the staging folder replace the old one.  Nothing half-installed is ever loaded.
 
 PEP 668 (Debian / Ubuntu mark the system Python "externally managed"): pip skips that check
-for ``--target``, since nothing goes into the interpreter's own site-packages.  Should a
-patched pip still refuse, the install is retried once with ``--break-system-packages``, which
-is safe here for the same reason: ``--target`` writes our folder and nothing else.
+for ``--dry-run --report`` (nothing is written) and for ``--target`` (nothing goes into the
+interpreter's own site-packages).  Should a patched pip still refuse, it is retried with
+``--break-system-packages``, which is safe here for the same reason: the plan writes nothing
+and the install writes our folder and nothing else.
 
 No QGIS import: the dialog's QgsTask, the CLI and the tests call ``install``.
 """
@@ -313,19 +315,20 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
                 raise classify(out, opts, numpy)
             env = dict(os.environ, PYTHONPATH=os.pathsep.join(
                 [str(work / "pip")] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])))
-        cons = work / "constraints.txt"
-        cons.write_text("\n".join(constraints(have["dists"])) + "\n", encoding="utf-8")
-        log(f"Pinned to what QGIS runs: {', '.join(constraints(have['dists'])) or 'nothing'}")
-
-        # 1. the plan, with QGIS's packages pinned; nothing downloaded but metadata
+        # 1. the plan; nothing downloaded but metadata.  pip resolves against what QGIS's Python
+        # already has (no --target here), so a package QGIS has at a fitting version is not
+        # planned at all (the plugin's folder, first on sys.path, shadows as little as possible);
+        # numpy and QGIS's other compiled packages are pinned: a plan needing others is refused.
+        # ``--dry-run --report`` is exempt from PEP 668's check: nothing is written.
         progress(0.05, "Resolving versions")
-        report = work / "plan.json"
-        cmd = base + ["--dry-run", "--ignore-installed", "--report", str(report), "--target", str(staging),
-                      "-c", str(cons)] + source_args(opts) + lines
-        rc, out = run_logged(cmd, log, cancelled, opts.timeout, env)
+        log(f"Pinned to what QGIS runs, never replaced: {', '.join(constraints(have['dists'])) or 'nothing'}")
+        report, cons = work / "plan.json", work / "constraints.txt"
+        cons.write_text("\n".join(constraints(have["dists"])) + "\n", encoding="utf-8")
+        plan_args = ["--dry-run", "--report", str(report), "-c", str(cons)] + source_args(opts) + lines
+        rc, out = run_logged(base + plan_args, log, cancelled, opts.timeout, env)
         if rc != 0 and "externally-managed-environment" in out.lower():
-            cmd.insert(4, "--break-system-packages")  # safe with --target: see the module docstring
-            rc, out = run_logged(cmd, log, cancelled, opts.timeout, env)
+            base.insert(4, "--break-system-packages")  # a patched pip: safe, see the module docstring
+            rc, out = run_logged(base + plan_args, log, cancelled, opts.timeout, env)
         if rc != 0:
             raise classify(out, opts, numpy)
         plan = json.loads(report.read_text(encoding="utf-8"))["install"]
@@ -337,8 +340,10 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
                                    "which breaks QGIS's GDAL. Nothing was installed.", out)
         kept = {k: v for k, v in planned.items() if have_norm.get(norm(k)) == v}
         todo = {k: v for k, v in planned.items() if k not in kept}
-        log("Plan: " + (", ".join(f"{k} {v}" for k, v in todo.items()) or "nothing new")
-            + ("; provided by QGIS's Python: " + ", ".join(kept) if kept else ""))
+        newer = [f"{k} {have_norm[norm(k)]} -> {v}" for k, v in todo.items() if norm(k) in have_norm]
+        log("Plan: " + (", ".join(f"{k} {v}" for k, v in todo.items()) or "nothing new"))
+        if newer:
+            log("Newer than QGIS's own, so they go into the plugin's folder: " + ", ".join(newer))
 
         # 2. exactly that plan, no dependency resolution left to chance, into the staging folder
         progress(0.15, f"Downloading and installing {len(todo)} packages")
@@ -355,9 +360,6 @@ def install(opts: InstallOptions, log=print, progress=None, cancelled=None) -> I
                 log(line)
 
             rc, out = run_logged(cmd, counted, cancelled, opts.timeout, env)
-            if rc != 0 and "externally-managed-environment" in out.lower():
-                cmd.insert(4, "--break-system-packages")
-                rc, out = run_logged(cmd, counted, cancelled, opts.timeout, env)
             if rc != 0:
                 raise classify(out, opts, numpy)
         shadow = [p.name for p in staging.iterdir() if norm(p.name).startswith("numpy")]

@@ -247,3 +247,25 @@ def test_a_folder_in_use_is_replaced_at_the_next_start(tmp_path, qgis_python, mo
     paths.activate(target)  # the next start
     assert '"2.0"' in (target / "sltiny" / "__init__.py").read_text()
     assert sorted(p.name for p in target.parent.iterdir()) == ["py3x"]
+
+
+def test_what_qgis_has_stays_out_of_the_folder_unless_a_newer_one_is_needed(tmp_path, qgis_python):
+    """What QGIS's Python has at a fitting version is not installed again (no shadowing), even
+    offline; a package needing a newer one gets that newer copy, and the log says so."""
+    have = inst.probe(qgis_python)["dists"]
+    six = next((v for k, v in have.items() if inst.norm(k) == "six"), None)
+    if six is None:
+        pytest.skip("QGIS's Python has no 'six' to keep")
+    wheels, target = tmp_path / "w", tmp_path / "t"
+    make_wheel(wheels, "six", "99.0")  # a 'newer six' that only the second package asks for
+    make_wheel(wheels, "slsixok", "1.0", requires=["six>=1.0"])
+    make_wheel(wheels, "slsixnew", "1.0", requires=["six>=99"])
+    logged = []
+    r = inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("slsixok",), python=qgis_python),
+                     log=logged.append)
+    assert r.installed == {"slsixok": "1.0"}  # the wheels folder's six 99.0 was not needed
+    assert not (target / "six.py").exists() and not (target / "six").exists()
+    r = inst.install(inst.InstallOptions(target=target, wheels=wheels, lines=("slsixnew",), python=qgis_python),
+                     log=logged.append)
+    assert r.installed == {"slsixnew": "1.0", "six": "99.0"}
+    assert any(f"Newer than QGIS's own, so they go into the plugin's folder: six {six} -> 99.0" in ln for ln in logged)
