@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +21,30 @@ QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
 
-def clean_env(profile: Path) -> dict:
+@pytest.fixture(scope="module")
+def pip_cache(tmp_path_factory):
+    """pip's cache for these tests only (shared by the two, so the second downloads little),
+    removed afterwards with everything they installed: nothing is left on the machine."""
+    d = tmp_path_factory.mktemp("pipcache")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def big_tmp(tmp_path):
+    """tmp_path, emptied after the test (the installs weigh ~150 MB; pytest keeps old tmp dirs)."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def clean_env(profile: Path, cache: Path) -> dict:
     """Nothing of the development environment: the plugins folder is the only Python path."""
     keep = {k: os.environ[k] for k in ("HOME", "LANG", "XDG_RUNTIME_DIR") if k in os.environ}
     (profile.parent / "tmp").mkdir(parents=True, exist_ok=True)  # the last-error record stays in the test's folder
     return dict(keep, TMPDIR=str(profile.parent / "tmp"), PATH="/usr/local/bin:/usr/bin:/bin",
                 PYTHONPATH=str(PLUGINS), QT_QPA_PLATFORM="offscreen",
-                QGIS_PLUGINPATH=str(PLUGINS), QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONNOUSERSITE="1")
+                QGIS_PLUGINPATH=str(PLUGINS), QGIS_CUSTOM_CONFIG_PATH=str(profile), PYTHONNOUSERSITE="1",
+                PIP_CACHE_DIR=str(cache))
 
 
 def detect(env: dict, scene: dict, out: Path) -> subprocess.CompletedProcess:
@@ -43,10 +61,11 @@ def scene(tmp_path_factory):
     return make_scene(tmp_path_factory.mktemp("scene"), width=256, height=204, seed=7)
 
 
-def test_install_from_the_index_then_qgis_process_detects(network, qgis_python, scene, tmp_path):
+def test_install_from_the_index_then_qgis_process_detects(network, qgis_python, scene, big_tmp, pip_cache):
+    tmp_path = big_tmp
     if not os.path.exists(QGIS_PROCESS):
         pytest.skip("no qgis_process.bin on this machine")
-    env = clean_env(tmp_path / "profile")
+    env = clean_env(tmp_path / "profile", pip_cache)
     # the control: QGIS's own Python lacks the packages, so detect fails and names them
     p = detect(env, scene, tmp_path / "before.gpkg")
     if p.returncode == 0:
@@ -78,16 +97,18 @@ def test_install_from_the_index_then_qgis_process_detects(network, qgis_python, 
         assert ": installed " in line and str(folder) in line
 
 
-def test_offline_install_from_a_folder_of_wheels(network, qgis_python, tmp_path):
+def test_offline_install_from_a_folder_of_wheels(network, qgis_python, big_tmp, pip_cache):
+    tmp_path = big_tmp
     wheels, target = tmp_path / "wheels", tmp_path / "target"
     lines = [r.line for r in requirements("required")]
     # what docs/install.md tells IT to run: the requirements with QGIS's numpy and scipy pinned
     pins = subprocess.run([qgis_python, "-c", "import numpy, scipy; print(f'numpy=={numpy.__version__} "
                            "scipy=={scipy.__version__}')"], capture_output=True, text=True, check=True).stdout.split()
     p = subprocess.run([qgis_python, "-m", "pip", "download", "--disable-pip-version-check", "--only-binary", ":all:",
-                        "-d", str(wheels), *pins, *lines], capture_output=True, text=True, timeout=900)
+                        "-d", str(wheels), *pins, *lines], capture_output=True, text=True, timeout=900,
+                       env=dict(os.environ, PIP_CACHE_DIR=str(pip_cache)))
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    env = dict(clean_env(tmp_path / "profile"), PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="")
+    env = dict(clean_env(tmp_path / "profile", pip_cache), PIP_FIND_LINKS="", PIP_EXTRA_INDEX_URL="")
     p = subprocess.run([qgis_python, "-m", "sentinel_landslide.deps", "install", "--wheels", str(wheels),
                         "--target", str(target)], env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
