@@ -115,3 +115,41 @@ def test_offline_install_from_a_folder_of_wheels(network, qgis_python, big_tmp, 
     assert "--no-index" in p.stdout  # nothing from the network
     assert {"onnxruntime", "lightgbm", "xgboost"} <= {q.name.lower() for q in target.iterdir()}
     assert not any(q.name.lower().startswith("numpy") for q in target.iterdir())
+
+
+IN_SESSION = r"""
+import sys
+from qgis.core import QgsApplication
+app = QgsApplication([], False)
+app.initQgis()
+import sentinel_landslide  # noqa: F401 - as QGIS loads the plugin: its folder goes on sys.path
+from sentinel_landslide.deps.paths import dependency_dir
+from sentinel_landslide.models import deps
+from sentinel_landslide.models.package import load_package
+from sentinel_landslide.models.ensemble import Ensemble, MissingDependency
+from sentinel_landslide.deps.install import InstallOptions, install
+pkg = load_package()
+try:
+    Ensemble(pkg, "s2+desc+asc")
+    sys.exit("the packages were already there")
+except MissingDependency:
+    pass
+print("before:", deps.missing(), dependency_dir())
+r = install(InstallOptions(), log=lambda s: None)
+print("restart:", r.restart_needed)
+e = Ensemble(pkg, "s2+desc+asc")  # the same session: no restart
+import onnxruntime
+print("after:", deps.missing(), sorted(e.members), onnxruntime.__file__)
+"""
+
+
+def test_install_now_works_in_the_running_session_without_restart(network, qgis_python, big_tmp, pip_cache):
+    """In one QGIS Python session: the plugin loads with nothing installed, the installer runs
+    (what "Install now" does), and the models load right after, from the plugin's folder."""
+    env = dict(clean_env(big_tmp / "profile", pip_cache), HOME=str(big_tmp / "home"))
+    p = subprocess.run([qgis_python, "-c", IN_SESSION], env=env, capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    out = p.stdout
+    assert "before: ['onnxruntime', 'lightgbm', 'xgboost']" in out and "restart: []" in out
+    after = next(ln for ln in out.splitlines() if ln.startswith("after:"))
+    assert after.startswith("after: [] [") and str(big_tmp / "profile" / "profiles" / "default") in after
