@@ -30,7 +30,7 @@ class SentinelLandslidePlugin:
 
     def warn_missing_packages(self) -> list[str]:
         """Say at start-up, not at the end of a filled-in dialog, which inference packages
-        are missing and the one command that installs them into QGIS's Python."""
+        are missing, with "Install now" (gui/deps_dialog.py) and the terminal command."""
         from qgis.core import QgsMessageLog
 
         from .models import deps
@@ -41,7 +41,9 @@ class SentinelLandslidePlugin:
             text = deps.message(absent)
             QgsMessageLog.logMessage(text, "Sentinel Landslide", WARNING)
             try:
-                self.iface.messageBar().pushMessage("Sentinel Landslide", text, WARNING, 0)
+                from .gui.deps_dialog import announce_missing
+
+                announce_missing(self, text)
             except Exception:  # noqa: BLE001 - no message bar (e.g. a headless interface)
                 pass
         return absent

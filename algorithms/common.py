@@ -184,3 +184,26 @@ class StyleLoader(QgsProcessingLayerPostProcessorInterface):
         if name:
             details.name = name
         details.setPostProcessor(loader)
+
+
+def records_errors(cls):
+    """Make ``cls.processAlgorithm`` remember its failure and log for the diagnostics report
+    (core/lasterror.py); a cancel is not an error.  Applied to every algorithm by the provider."""
+    run = cls.processAlgorithm
+    if getattr(run, "records_errors", False):
+        return cls
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 (QGIS API)
+        try:
+            return run(self, parameters, context, feedback)
+        except Exception as exc:
+            if not (feedback is not None and feedback.isCanceled()):
+                from ..core import lasterror
+
+                log = feedback.textLog() if feedback is not None and hasattr(feedback, "textLog") else ""
+                lasterror.record(f"landslide:{self.name()}", f"{type(exc).__name__}: {exc}", log)
+            raise
+
+    processAlgorithm.records_errors = True
+    cls.processAlgorithm = processAlgorithm
+    return cls

@@ -7,6 +7,7 @@ from qgis.PyQt.QtGui import QIcon
 from ..rendering import RESOURCES
 from .accuracy import AccuracyAlgorithm
 from .adapt import AdaptAlgorithm
+from .common import records_errors
 from .detect import DetectAlgorithm
 from .evaluate import EvaluateAlgorithm
 from .exportpatches import ExportPatchesAlgorithm
@@ -17,6 +18,7 @@ from .train import TrainAlgorithm
 
 ALGORITHMS = (DetectAlgorithm, ExportPatchesAlgorithm, TrainAlgorithm, EvaluateAlgorithm, ReportAlgorithm,
               FetchAlgorithm, SampleAlgorithm, AccuracyAlgorithm, AdaptAlgorithm)
+ALGORITHMS = tuple(records_errors(a) for a in ALGORITHMS)  # the last error goes into the diagnostics
 
 ICON = RESOURCES / "icon.svg"
 

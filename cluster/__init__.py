@@ -21,7 +21,7 @@ def require_dask():
 
         raise MissingDask(install_message(
             "running on a Dask cluster (" + ", ".join(absent) + "; detection without a cluster does not need them)",
-            ['"dask[distributed]"']))
+            ["dask", "distributed"], modules=["dask", "distributed"]))
     import distributed
 
     return distributed

@@ -1,18 +1,18 @@
 """The optional package of the fetch step, and the message when it is missing (same style as
-models/deps.py: what is missing and one pip command for the Python that is running)."""
+models/deps.py: what is missing and how to install it)."""
 from __future__ import annotations
 
 import importlib
 
-from ..core.deps import install_message
+from ..core.deps import install_message, requirements
 from .errors import MissingPackage
 
-PACKAGES = {"pystac_client": "pystac-client"}  # module -> pip name
+PACKAGES = {r.module: r.pip for r in requirements("fetch")}  # module -> pip name
 
 
 def message(modules) -> str:
     return install_message("fetching from STAC catalogs", [PACKAGES.get(m, m) for m in modules],
-                           " Detection itself does not need them.")
+                           "\nDetection itself does not need them.", modules=modules)
 
 
 def pystac_client():

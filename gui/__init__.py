@@ -31,7 +31,9 @@ def install_gui(plugin) -> list:
     iface.addPluginToMenu(MENU, action)
     plugin.review_action = action
     plugin.review_dock = None
-    return [action]
+    from .deps_dialog import install_actions
+
+    return [action] + install_actions(plugin, QAction, MENU)  # Install / repair, Copy diagnostics
 
 
 def get_review_dock(plugin, create: bool = True):

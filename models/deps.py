@@ -1,5 +1,5 @@
-"""The Python packages the runtime needs, which are missing, and the one pip command that
-installs them into the Python that is running (QGIS's own, on every platform).
+"""The Python packages the runtime needs (core/deps.py REQUIREMENTS, feature "required"), which
+are missing, and the message that says how to install them.
 
 No QGIS import: the plugin, the Processing algorithms, the CLI and the tests share it.
 Checks use ``importlib.util.find_spec`` (nothing is imported, so a check is cheap)."""
@@ -8,10 +8,10 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-from ..core.deps import install_message, pip_command, python_executable  # noqa: F401 (re-exported)
+from ..core.deps import install_message, python_executable, requirements  # noqa: F401 (re-exported)
 
-# module -> pip name; xgboost-cpu installs the same ``xgboost`` module, 5 MB instead of ~480
-RUNTIME = {"onnxruntime": "onnxruntime", "lightgbm": "lightgbm", "xgboost": "xgboost-cpu"}
+# module -> pip name
+RUNTIME = {r.module: r.pip for r in requirements("required")}
 # which member kinds need which module
 KIND_MODULES = {"onnx": "onnxruntime", "lightgbm": "lightgbm", "xgboost": "xgboost"}
 
@@ -34,6 +34,5 @@ def missing(modules=None) -> list[str]:
 
 
 def message(modules) -> str:
-    """What an analyst reads when ``modules`` are missing: which, and the command."""
-    return install_message("the landslide models", [RUNTIME.get(m, m) for m in modules],
-                           " The README lists the command per platform.")
+    """What an analyst reads when ``modules`` are missing: which, and how to install them."""
+    return install_message("the landslide models", [RUNTIME.get(m, m) for m in modules], modules=modules)

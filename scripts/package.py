@@ -16,6 +16,7 @@ NAME = "sentinel_landslide"
 LIMIT = 25 * 1024 * 1024
 INCLUDE = ["__init__.py", "plugin.py", "metadata.txt", "LICENSE", "README.md",
            "core", "engine", "models", "training", "pipeline.py", "fetch", "cluster", "rendering", "algorithms", "gui",
+           "deps",
            "resources",
            "scripts/__init__.py",
            "scripts/render.py", "requirements-runtime.txt", "cli.py"]

@@ -16,8 +16,9 @@ ALLOWED = {
     "cluster": {"core", "engine", "models", "pipeline"},
     "fetch": {"core", "engine"},
     "rendering": {"core", "engine", "models"},
+    "deps": {"core", "models"},
     "algorithms": {"core", "engine", "models", "training", "pipeline", "rendering", "cluster", "fetch"},
-    "gui": {"core", "engine", "models", "training", "pipeline", "rendering", "algorithms"},
+    "gui": {"core", "engine", "models", "training", "pipeline", "rendering", "algorithms", "deps"},
 }
 TOP = set(ALLOWED) | {"cli", "plugin", "bench", "scripts", "tests"}
 

@@ -230,7 +230,7 @@ def test_missing_dask_names_the_install_command(monkeypatch, absent):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == absent else real(name, *a))
-    with pytest.raises(MissingDask, match=r'pip install "dask\[distributed\]"') as err:
+    with pytest.raises(MissingDask, match=r"-m sentinel_landslide.deps install --cluster") as err:
         require_dask()
     assert absent in str(err.value) and "Dask cluster" in str(err.value)
 

@@ -210,6 +210,6 @@ def test_missing_pystac_client_is_named_with_the_pip_command(world, tmp_path, mo
     from sentinel_landslide.fetch.errors import MissingPackage
 
     monkeypatch.setitem(sys.modules, "pystac_client", None)  # import now fails as if not installed
-    with pytest.raises(MissingPackage, match=r"pystac-client.*\n.*-m pip install pystac-client"):
+    with pytest.raises(MissingPackage, match=r"pystac-client.*\n.*-m sentinel_landslide.deps install --fetch"):
         run_fetch(opts(world, tmp_path / "o", "http://127.0.0.1:9"))
     assert os.listdir(tmp_path / "o") == []

@@ -25,7 +25,8 @@ def test_zip_is_small_clean_and_has_metadata(plugin_zip):
     assert all(n.startswith("sentinel_landslide/") for n in names)
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc") or "/.git" in n or "/tests/" in n]
     for required in ("metadata.txt", "__init__.py", "LICENSE", "models/bundled/manifest.json",
-                     "resources/landslide_grid.qml", "algorithms/detect.py"):
+                     "resources/landslide_grid.qml", "algorithms/detect.py", "deps/paths.py", "deps/__main__.py",
+                     "gui/deps_dialog.py"):
         assert f"sentinel_landslide/{required}" in names, required
     meta = zipfile.ZipFile(plugin_zip).read("sentinel_landslide/metadata.txt").decode()
     for key in ("name=", "qgisMinimumVersion=3.22", "description=", "version=", "author=", "email=",
