@@ -39,6 +39,7 @@ from .common import (
     LandslideAlgorithm,
     StyleLoader,
     add_input_parameters,
+    add_scoring_parameters,
     detect_options,
     is_null,
     model_parameter,
@@ -81,6 +82,12 @@ class DetectAlgorithm(LandslideAlgorithm):
             "0.7 x closeness of prob to the threshold + 0.3 x spread of the members' probabilities; see the "
             "README). The threshold defaults "
             "to the model package's value for each tile's combination.\n\n"
+            "Cascade (default): the gradient-boosting pair scores every tile first; the networks run only "
+            "where the model weights leave the flag open or the probability may lie within the cascade "
+            "margin of the threshold. Flags are those of the full ensemble; 'scored_by' says 'full' or "
+            "'gbm' per tile, and on 'gbm' tiles 'prob' is the pair's weighted mean (see the docs page "
+            "'cascade'). Full ensemble (advanced) runs every member everywhere. Execution provider "
+            "(advanced): auto uses a GPU when this onnxruntime offers one, else the CPU.\n\n"
             "Dask scheduler (advanced): the address of a running Dask cluster (tcp://host:8786) scores "
             "the scene there in bands of tile rows, with the same result; the inputs and the model package "
             "must be on paths the workers see. Empty: in this process.")
@@ -99,6 +106,7 @@ class DetectAlgorithm(LandslideAlgorithm):
         p = QgsProcessingParameterBoolean("TTA", self.tr("Flip test-time augmentation (4x slower networks)"), False)
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
+        add_scoring_parameters(self)
         p = QgsProcessingParameterString(
             "DASK_SCHEDULER", self.tr("Dask scheduler address (empty: run here)"), "", optional=True)
         p.setFlags(p.flags() | adv)

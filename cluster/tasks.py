@@ -15,8 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..engine.detect import (DetectOptions, DetectResult, TiledScene, cascade_line, cloud_mask_line, no_valid_tile_error,
-                             tiles_per_mode_line)
+from ..engine.detect import (
+    DetectOptions,
+    DetectResult,
+    TiledScene,
+    cascade_line,
+    cloud_mask_line,
+    no_valid_tile_error,
+    tiles_per_mode_line,
+)
 from ..models.package import ModelPackage, PackageError, load_package
 
 _LOCK = threading.Lock()

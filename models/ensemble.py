@@ -66,6 +66,7 @@ def cascade_interval(gbm_sum: np.ndarray, net_weight: float, total_weight: float
 
 def cascade_certain(lo: np.ndarray, hi: np.ndarray, cascade: Cascade) -> np.ndarray:
     """Tiles whose flag is certain and at least the margin from the threshold."""
+    assert cascade.threshold is not None, "the ensemble fills in its package's threshold"
     t, m = float(cascade.threshold), max(0.0, float(cascade.margin))
     return (lo >= t + m + _CASCADE_EPS) | (hi < t - m - _CASCADE_EPS)
 

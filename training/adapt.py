@@ -168,7 +168,7 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
                     continue
                 if name not in ensembles:
                     try:
-                        ensembles[name] = Ensemble(pkg, name, threads=opts.threads)
+                        ensembles[name] = Ensemble(pkg, name, threads=opts.threads, provider=opts.execution_provider)
                     except PackageError:
                         ensembles[name] = None
                 ens = ensembles[name]

@@ -2,7 +2,6 @@
 the networks' probability where they ran, the stated bound where they did not."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from ..helpers import scene_options
