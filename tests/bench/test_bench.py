@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory):
-    from sentinel_landslide.bench.run import ensure_scene
+    from sentinel_landslide.bench.common import ensure_scene
 
     cache = tmp_path_factory.mktemp("bench_cache")
     paths = ensure_scene(256, cache=cache)
@@ -24,7 +24,8 @@ def tiny_scene(tmp_path_factory):
 def test_scene_sizes_and_matmul():
     from fractions import Fraction
 
-    from sentinel_landslide.bench.run import matmul_gflops, median_min_max, side_for
+    from sentinel_landslide.bench.common import median_min_max, side_for
+    from sentinel_landslide.bench.run import matmul_gflops
 
     assert side_for(Fraction(1)) == 10980 and side_for(Fraction(1, 16)) == 2745 and side_for(Fraction(1, 4)) == 5490
     mm = matmul_gflops(n=256, repeats=2)
@@ -98,7 +99,7 @@ def test_warped_case_moves_the_sar_off_the_s2_grid(tiny_scene, tmp_path, package
     to the same grid with every tile scored."""
     from osgeo import gdal, osr
 
-    from sentinel_landslide.bench.run import ensure_scene, ensure_warped_scene, scene_options
+    from sentinel_landslide.bench.common import ensure_scene, ensure_warped_scene, scene_options
     from sentinel_landslide.pipeline import run_detection
 
     cache = Path(tiny_scene["S2"]).parent.parent
@@ -119,7 +120,7 @@ def test_warped_case_moves_the_sar_off_the_s2_grid(tiny_scene, tmp_path, package
 
 
 def test_quiet_judged_before_the_runs_and_by_other_processes():
-    from sentinel_landslide.bench.run import run_was_quiet
+    from sentinel_landslide.bench.common import run_was_quiet
 
     def s(when, load, train=False, busy=()):
         return {"when": when, "loadavg_1m": load, "training_run": train, "busy_others": list(busy)}
