@@ -407,23 +407,29 @@ class Ensemble:
             full = ~cascade_certain(lo, hi, self.cascade)
         sel = np.flatnonzero(full)
         every = len(sel) == n
-        if self.needs_pixels:
-            px = None
-            if len(sel):
-                px = self.fill_invalid(patches, valid) if every else self.fill_invalid(patches[sel], valid[sel])
+        if self.needs_pixels and len(sel):
+            # a single patch is scored as a pair (itself twice): onnxruntime's kernels for one
+            # row differ from those for several in the last bits, and a tile's score must not
+            # depend on how many neighbours the cascade sent along (band layouts, extents)
+            idx = np.repeat(sel, 2) if len(sel) == 1 else (slice(None) if every else sel)
+            px = self.fill_invalid(patches[idx], valid[idx])
+            v_net, f_net = valid[idx], {f: v[idx] for f, v in feats.items()}
             cache: dict = {}
             for name, member in self.members.items():
                 if not isinstance(member, _OnnxMember):
                     continue
-                if every:
-                    timed(name, lambda m=member: m.predict(px, valid, feats, cache))
-                else:
-                    def part(m=member):
-                        res = np.full(n, np.nan)
-                        if len(sel):
-                            res[sel] = m.predict(px, valid[sel], {f: v[sel] for f, v in feats.items()}, cache)
-                        return res
-                    timed(name, part)
+
+                def part(m=member):
+                    got = m.predict(px, v_net, f_net, cache)[: len(sel)]
+                    if every:
+                        return got
+                    res = np.full(n, np.nan)
+                    res[sel] = got
+                    return res
+                timed(name, part)
+        for name in self.member_names:  # no patch left for the networks in this slice
+            if name not in out:
+                out[name] = np.full(n, np.nan)
         stack = np.stack([out[m] for m in self.member_names], axis=0)
         if every:
             prob = (self.weights[:, None] * stack).sum(axis=0) / self.weights.sum()
