@@ -352,7 +352,7 @@ class Ensemble:
         usable = bool(self._gbm_w) and self.net_weight > 0 and sum(self._gbm_w.values()) > 0
         self.cascade: Cascade | None = cascade if usable else None
         self.providers = {n: m.provider for n, m in self.members.items() if isinstance(m, _OnnxMember)}
-        self.warnings = [w for m in self.members.values() for w in getattr(m, "warnings", [])]
+        self.warnings = list(dict.fromkeys(w for m in self.members.values() for w in getattr(m, "warnings", [])))
         self.on_accelerator = any(p != CPU_PROVIDER for p in self.providers.values())
         self.sub_batch = _GPU_SUB_BATCH if self.on_accelerator else _SUB_BATCH
 
