@@ -139,7 +139,8 @@ def test_cli_detect_full_ensemble_and_provider_flags(tmp_path, synthetic_scene, 
     from osgeo import ogr
 
     def grid(path):
-        lyr = ogr.Open(str(path)).GetLayer(0)
+        ds = ogr.Open(str(path))  # held: the layer dies with its dataset
+        lyr = ds.GetLayer(0)
         return {f.GetField("tile_id"): (f.GetField("flagged"), f.GetField("scored_by")) for f in lyr
                 if f.GetField("status") == "ok"}
 
