@@ -130,10 +130,11 @@ def results_lines(figs: list) -> list[str]:
     L = ["", HEADING, ""]
     loads = by.get(("cascade_machine_load", None), {}).get("samples", [])
     if loads:
+        busy = loads[0]["loadavg_1m"] >= 0.7 or any(x["busy_others"] or x["training_run"] for x in loads)
         L.append("Machine while it ran: " + "; ".join(
             f"{x['when']}: load {x['loadavg_1m']}, others busy {', '.join(x['busy_others']) or 'none'}" for x in loads)
-            + ". **This machine (2 cores) was shared with other engineers' jobs during these runs: the seconds "
-              "are inflated by an unknown amount; rerun on a quiet machine for the targets.**")
+            + (". **Shared and loaded by other jobs during these runs: the seconds are inflated by an unknown "
+               "amount; rerun on a quiet machine for the targets.**" if busy else ". Quiet."))
         L.append("")
     L += [f"Scene: size {size} tile (SYNTHETIC, {v['scored']} scored tiles), default options; one fresh process "
           "per run, cascade and full ensemble alternating.", "",
