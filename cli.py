@@ -3,6 +3,7 @@
     python -m sentinel_landslide.cli detect --s2 S2.tif [--s1-desc-post ... --s1-asc-pre ...] \\
         [--s2-mask SCL.tif] --out grid.gpkg [--raster prob.tif] [--model DIR] [--threshold T]
         [--adapt-to-scene | --no-adapt-to-scene] [--base-features train_features_7147.csv.gz]
+        [--full-ensemble] [--cascade-margin M] [--execution-provider auto|cpu|cuda|...]
     python -m sentinel_landslide.cli export --s2 S2.tif ... --out patches/ [--inventory slides.gpkg]
     python -m sentinel_landslide.cli batch --scenes SCENES.csv --out DIR [--scheduler ADDRESS | --workers N]
 
@@ -28,7 +29,7 @@ from .engine.align import InputLayer
 from .engine.detect import DetectOptions
 from .engine.sampling import DEFAULT_PER_CLASS
 from .engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
-from .models.ensemble import MissingDependency
+from .models.ensemble import DEFAULT_CASCADE_MARGIN, MissingDependency
 from .models.package import PackageError, load_package
 from .pipeline import run_detection
 from .training.scene_adapt import ADAPT_TO_SCENE_DEFAULT
@@ -71,6 +72,24 @@ def _scene_adapter(a):
     from .training.scene_adapt import scene_adapted
 
     return lambda opts, pkg: scene_adapted(opts, pkg, base_features=a.base_features)
+def _scoring_args(p, cascade: bool = True) -> None:
+    """Scoring options (docs/concepts/cascade.md)."""
+    if cascade:
+        p.add_argument("--full-ensemble", action="store_true",
+                       help="every network on every tile (default: the cascade; same flags)")
+        p.add_argument("--cascade-margin", type=float, default=None,
+                       help=f"the networks also run where the probability may lie this close to the threshold "
+                            f"(default {DEFAULT_CASCADE_MARGIN})")
+    p.add_argument("--execution-provider", default="auto",
+                   help="auto (CUDA, DirectML, CoreML, else CPU), cpu, or a provider (cuda, directml, coreml, "
+                        "or onnxruntime's name); one that fails to start falls back to the CPU")
+
+
+def _apply_scoring(o: DetectOptions, a) -> DetectOptions:
+    o.full_ensemble = bool(getattr(a, "full_ensemble", False))
+    o.cascade_margin = getattr(a, "cascade_margin", None)
+    o.execution_provider = getattr(a, "execution_provider", "auto") or "auto"
+    return o
 
 
 def _options(a) -> DetectOptions:
@@ -105,6 +124,7 @@ def main(argv=None) -> int:
     d.add_argument("--threshold", type=float)
     d.add_argument("--tta", action="store_true")
     _scene_flags(d)
+    _scoring_args(d)
     e = sub.add_parser("export", help="write competition-layout patches")
     _inputs(e)
     e.add_argument("--out", required=True, help="folder")
@@ -120,6 +140,7 @@ def main(argv=None) -> int:
     b.add_argument("--task-threads", type=int, default=1, help="threads of each task's ensemble (default 1)")
     b.add_argument("--model", help="model package folder, on a path every worker sees (default: bundled)")
     _scene_flags(b)
+    _scoring_args(b)
     s = sub.add_parser("sample", help="draw a stratified accuracy sample (flagged / not flagged) into the grid's 'sample' field")
     s.add_argument("--grid", required=True, help="grid from detect")
     s.add_argument("--out", help="copy of the grid with the sample (GeoPackage, GeoJSON, Shapefile); default: the grid itself")
@@ -139,6 +160,7 @@ def main(argv=None) -> int:
                    "present, else the local examples alone)")
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--seed", type=int, default=42)
+    _scoring_args(t, cascade=False)
     a = ap.parse_args(argv)
     if a.cmd == "batch":
         return _batch(a)
@@ -148,7 +170,7 @@ def main(argv=None) -> int:
         return _adapt(a)
     try:
         pkg = load_package(a.model)
-        opts = _options(a)
+        opts = _apply_scoring(_options(a), a)
         if a.cmd == "detect":
             from .engine.outputs import write_grid, write_probability_raster, write_run_record
 
@@ -263,7 +285,7 @@ def _adapt(a) -> int:
     try:
         if a.base_features and not Path(a.base_features).is_file():
             raise InputError(f"The base training feature table '{a.base_features}' does not exist.")
-        res = adapt(a.grid, _options(a), a.model, a.out, base_features=a.base_features, threads=a.threads,
+        res = adapt(a.grid, _apply_scoring(_options(a), a), a.model, a.out, base_features=a.base_features, threads=a.threads,
                     seed=a.seed, progress=progress)
     except (InputError, PackageError, MissingDependency) as exc:
         print(f"\nerror: {exc}", file=sys.stderr)
@@ -287,6 +309,9 @@ def _batch(a) -> int:
     try:
         pkg = load_package(a.model)
         scenes = read_scenes(a.scenes)
+        for sc in scenes:  # the command line's scoring options apply to every scene
+            if sc.opts is not None:
+                _apply_scoring(sc.opts, a)
         with open_client(a.scheduler, a.workers) as client:
             rows = run_batch(scenes, a.out, pkg, client, band_rows=a.band_rows, task_threads=a.task_threads,
                              log=lambda msg: print(msg, file=sys.stderr), adapt=_scene_adapter(a))

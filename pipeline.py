@@ -6,14 +6,15 @@ from __future__ import annotations
 
 from .engine.detect import DetectOptions, DetectResult
 from .engine.detect import run_detection as _run_engine
-from .models.ensemble import Ensemble
+from .models.ensemble import Ensemble, ensemble_for
 from .models.package import ModelPackage
 
 
 def ensemble_factory(pkg: ModelPackage, opts: DetectOptions):
-    """``mode -> Ensemble`` for the options' threads, TTA and member selection."""
+    """``mode -> Ensemble`` for the options' threads, TTA, member selection, cascade and
+    execution provider (``models.ensemble.ensemble_for``)."""
     def make(mode: str) -> Ensemble:
-        return Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
+        return ensemble_for(pkg, mode, opts)
     return make
 
 

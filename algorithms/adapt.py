@@ -17,7 +17,7 @@ from ..engine.align import InputLayer
 from ..models.ensemble import MissingDependency
 from ..models.package import PackageError
 from ..rendering.compat import FLAG_ADVANCED, VECTOR_POLYGON
-from .common import LandslideAlgorithm, add_input_parameters, detect_options, model_parameter
+from .common import LandslideAlgorithm, add_input_parameters, add_scoring_parameters, detect_options, model_parameter
 
 STAGES = ("features", "cross-validation", "fit")
 
@@ -44,6 +44,7 @@ class AdaptAlgorithm(LandslideAlgorithm):
             self.addParameter(QgsProcessingParameterRasterLayer(
                 "S2_MASK", self.tr("Sentinel-2 mask (as given to detect)"), optional=True))
         self.addParameter(model_parameter())
+        add_scoring_parameters(self, cascade=False)  # EXECUTION_PROVIDER of the networks that re-score the tiles
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Adapted model package folder")))
         self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Threshold of the adapted package")))

@@ -6,11 +6,13 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingParameterBand,
+    QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
     QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterLayer,
+    QgsProcessingParameterString,
 )
 from qgis.PyQt.QtCore import QCoreApplication
 
@@ -19,9 +21,10 @@ from ..core.links import algorithm_url
 from ..engine.align import InputLayer
 from ..engine.detect import DetectOptions
 from ..engine.units import S2_OFFSET_CHOICES, S2_SCALE_CHOICES, SAR_UNIT_CHOICES
+from ..models.ensemble import DEFAULT_CASCADE_MARGIN
 from ..models.package import BUNDLED
 from ..rendering import RESOURCES
-from ..rendering.compat import FILE_FOLDER, NUMBER_INTEGER, is_null
+from ..rendering.compat import FILE_FOLDER, FLAG_ADVANCED, NUMBER_DOUBLE, NUMBER_INTEGER, is_null
 
 S1_PARAMS = tuple((role, f"{ROLE_LABELS[role]} (VV, VH)") for role in S1_ROLES)
 S2_BANDS = S2_BAND_PARAMS
@@ -117,6 +120,25 @@ def model_parameter() -> QgsProcessingParameterFile:
                                       defaultValue=str(BUNDLED), optional=True)
 
 
+def add_scoring_parameters(alg, cascade: bool = True) -> None:
+    """Advanced scoring parameters (docs/concepts/cascade.md): FULL_ENSEMBLE and
+    CASCADE_MARGIN (detection) and EXECUTION_PROVIDER (detection and adapt)."""
+    params = []
+    if cascade:
+        params.append(QgsProcessingParameterBoolean(
+            "FULL_ENSEMBLE", "Full ensemble: every network on every tile (off: the networks run only where "
+            "the gradient-boosting pair leaves the flag open; same flags)", False))
+        params.append(QgsProcessingParameterNumber(
+            "CASCADE_MARGIN", "Cascade margin: the networks also run on tiles whose probability may lie "
+            "this close to the threshold", NUMBER_DOUBLE, DEFAULT_CASCADE_MARGIN, minValue=0.0, maxValue=1.0))
+    params.append(QgsProcessingParameterString(
+        "EXECUTION_PROVIDER", "Execution provider of the networks: auto (CUDA, DirectML, CoreML, else CPU), "
+        "cpu, or a provider name (cuda, directml, coreml, ...)", "auto", optional=True))
+    for p in params:
+        p.setFlags(p.flags() | FLAG_ADVANCED)
+        alg.addParameter(p)
+
+
 def _raster_path(alg, parameters, name, context, label) -> str | None:
     layer = alg.parameterAsRasterLayer(parameters, name, context)
     if layer is None:
@@ -157,6 +179,12 @@ def detect_options(alg, parameters, context) -> DetectOptions:
     opts.s2_scale = S2_SCALE_CHOICES[alg.parameterAsEnum(parameters, "S2_SCALE", context)]
     opts.s2_offset = S2_OFFSET_CHOICES[alg.parameterAsEnum(parameters, "S2_OFFSET", context)]
     opts.sar_units = SAR_UNIT_CHOICES[alg.parameterAsEnum(parameters, "SAR_UNITS", context)]
+    if alg.parameterDefinition("FULL_ENSEMBLE") is not None:
+        opts.full_ensemble = alg.parameterAsBool(parameters, "FULL_ENSEMBLE", context)
+    if alg.parameterDefinition("CASCADE_MARGIN") is not None and not is_null(parameters.get("CASCADE_MARGIN")):
+        opts.cascade_margin = alg.parameterAsDouble(parameters, "CASCADE_MARGIN", context)
+    if alg.parameterDefinition("EXECUTION_PROVIDER") is not None:
+        opts.execution_provider = (alg.parameterAsString(parameters, "EXECUTION_PROVIDER", context) or "auto").strip()
     return opts
 
 

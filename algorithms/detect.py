@@ -43,6 +43,7 @@ from .common import (
     LandslideAlgorithm,
     StyleLoader,
     add_input_parameters,
+    add_scoring_parameters,
     detect_options,
     is_null,
     model_parameter,
@@ -86,6 +87,7 @@ class DetectAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "ADAPT_TO_SCENE", self.tr("Adapt the model to the scene (refit its GBMs toward the scene's features)"),
             ADAPT_TO_SCENE_DEFAULT))
+        add_scoring_parameters(self)
         p = QgsProcessingParameterString(
             "DASK_SCHEDULER", self.tr("Dask scheduler address (empty: run here)"), "", optional=True)
         p.setFlags(p.flags() | adv)

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ..core.channels import INPUT_ROLES
-from .run import ROOT, ensure_scene
+from .common import ROOT, ensure_scene
 
 
 def _worktree(rev: str, where: Path) -> Path:

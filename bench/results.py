@@ -200,9 +200,11 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
         L.append(f"- Through qgis_process.bin ({q['size']}): rc {q['rc']}, {q['tiles']} tiles in {q['wall_seconds']:.1f} s "
                  f"including QGIS start-up ({q['patches_per_s'] or 0:.1f} patches/s), peak RSS {q['peak_rss_gb']:.2f} GB; "
                  f"algorithm log: {q['summary']}")
+    from .cascade import results_lines as cascade_lines
     from .scaleout import results_lines
 
     L += results_lines(figs)
+    L += cascade_lines(figs)
     L += ["", "## How to read this", "",
           "- End to end = a fresh process's `run_detection` (opening and planning, unit detection, reading, "
           "features, all members) plus `write_grid`, from loading the package to the written GeoPackage; "
@@ -230,3 +232,20 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
         L.append(f"- {k}: {v}")
     L += ["", "Raw figures (one JSON line each) are what the command prints on stdout.", ""]
     path.write_text("\n".join(L) + "\n")
+
+
+def write_section(path: Path, heading: str, lines: list) -> None:
+    """Replace the section under ``heading`` (a ``## `` line, up to the next ``## ``) in
+    results.md with ``lines``, or insert it before "## How to read this": a module run
+    alone (bench/cascade.py) updates its own figures and leaves the others as they are."""
+    old = path.read_text().splitlines() if path.exists() else ["# Benchmark results"]
+    stamp = f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node() or 'this machine'}."
+    block = [heading, "", stamp] + list(lines) + [""]
+    if heading in old:
+        i = old.index(heading)
+        j = next((k for k in range(i + 1, len(old)) if old[k].startswith("## ")), len(old))
+        new = old[:i] + block + old[j:]
+    else:
+        k = old.index("## How to read this") if "## How to read this" in old else len(old)
+        new = old[:k] + block + old[k:]
+    path.write_text("\n".join(new).rstrip("\n") + "\n")

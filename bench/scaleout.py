@@ -76,7 +76,7 @@ def run_scaleout(paths: dict, package: Path, single: dict | None = None, workers
     result on the same scene (else one is run here)."""
     from ..cluster.client import open_client
     from ..models.package import load_package
-    from . import run as br
+    from . import common as br
 
     emit = emit or br.emit
     say = log or br.log
@@ -162,7 +162,7 @@ def results_lines(figs: list) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from . import run as br
+    from . import common as br
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--side", type=int, default=br.BASE_SIDE)

@@ -21,7 +21,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .run import CACHE, matmul_gflops
+from .common import CACHE
+from .run import matmul_gflops
 
 
 def export_members(scale: float, folder: Path) -> dict:

@@ -15,12 +15,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import InputError
-from ..engine.detect import DetectOptions, DetectResult, TiledScene, cloud_mask_line, no_valid_tile_error, tiles_per_mode_line
+from ..engine.detect import (
+    DetectOptions,
+    DetectResult,
+    TiledScene,
+    cascade_line,
+    cloud_mask_line,
+    no_valid_tile_error,
+    tiles_per_mode_line,
+)
 from ..models.package import ModelPackage, PackageError, load_package
 
 _LOCK = threading.Lock()
 _PACKAGES: dict = {}  # (folder, digest) -> ModelPackage
-_SCORERS: dict = {}  # (folder, digest, mode, threads, tta, members) -> [idle Ensemble, ...]
+_SCORERS: dict = {}  # (folder, digest, mode, threads, tta, members, cascade, provider) -> [idle Ensemble, ...]
 STATS = {"package_loads": 0, "scorer_loads": 0, "tasks": 0}  # per process, for tests and the bench
 
 
@@ -73,15 +81,16 @@ class _Borrowed:
 def _scorer_factory(pkg: ModelPackage, folder: str, digest: str, opts: DetectOptions):
     """``mode -> scorer`` drawing on the per-process cache (one ensemble per concurrently
     running task: a worker with several threads never shares one between tasks)."""
-    from ..models.ensemble import Ensemble
+    from ..models.ensemble import ensemble_for
 
     def make(mode: str):
-        key = (folder, digest, mode, opts.threads, opts.tta, tuple(opts.members or ()))
+        key = (folder, digest, mode, opts.threads, opts.tta, tuple(opts.members or ()), opts.full_ensemble,
+               opts.cascade_margin, opts.threshold, opts.execution_provider)
         with _LOCK:
             idle = _SCORERS.get(key)
             ens = idle.pop() if idle else None
         if ens is None:
-            ens = Ensemble(pkg, mode, threads=opts.threads, tta=opts.tta, only=opts.members)
+            ens = ensemble_for(pkg, mode, opts)
             with _LOCK:
                 STATS["scorer_loads"] += 1
         return _Borrowed(key, ens)
@@ -152,7 +161,7 @@ def assemble(plan: Plan, bands: list[DetectResult], seconds: float, min_valid_fr
     timings["bands"] = len(bands)
     # what bands log beyond the plan: members and thresholds of the combinations each met
     # (union, in first-seen order); the scene-wide counts are recomputed below
-    per_scene = ("Cloud mask: ", "Tiles per mode: ")
+    per_scene = ("Cloud mask: ", "Tiles per mode: ", "Cascade: ")
     log, seen = list(plan.log), set(plan.log)
     for b in bands:
         for line in b.log:
@@ -164,6 +173,8 @@ def assemble(plan: Plan, bands: list[DetectResult], seconds: float, min_valid_fr
         thresholds.update(b.thresholds)
     if "mask_total_px" in timings:
         log.append(cloud_mask_line(int(timings["mask_masked_px"]), int(timings["mask_total_px"])))
+    if timings.get("tiles_gbm"):
+        log.append(cascade_line(int(timings.get("tiles_full", 0)), int(timings["tiles_gbm"])))
     result = replace(first, records=records, log=log, timings=timings, n_rows=plan.n_rows, n_cols=plan.n_cols,
                      thresholds=thresholds)
     log.append(tiles_per_mode_line(result))

@@ -88,6 +88,12 @@ class DetectOptions:
     # unit conventions decided once for the scene (role -> units.S2Convention / SarConvention,
     # as Scene.conventions returns them), so every band converts like the whole-scene run
     conventions: dict | None = None
+    # scoring (read by the scorer factory, models.ensemble.ensemble_for; docs/concepts/cascade.md):
+    # every member on every tile, instead of the cascade that skips the networks where the
+    # GBM pair already settles the flag
+    full_ensemble: bool = False
+    cascade_margin: float | None = None  # None: models.ensemble.DEFAULT_CASCADE_MARGIN
+    execution_provider: str = "auto"  # auto | cpu | a provider (cuda, directml, coreml, or onnxruntime's name)
 
 
 @dataclass
@@ -105,6 +111,7 @@ class TileRecord:
     s2_valid: float | None = None  # fraction of valid (finite, unmasked) Sentinel-2 pixels; None: no S2 given
     sar_valid: float | None = None  # fraction of valid pixels in the tile's SAR channels; None: no SAR given
     uncertainty: float | None = None  # engine/uncertainty.py; None for nodata tiles
+    scored_by: str | None = None  # full (every member ran) | gbm (the cascade skipped the networks); None for nodata
 
 
 @dataclass
@@ -633,7 +640,15 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
                 note += f"; not run (they need channels {name} lacks): {', '.join(skipped)}"
             if not getattr(sc, "needs_pixels", True):
                 note += "; no network applies: the GBMs alone score it"
+            cascade = getattr(sc, "cascade", None)
+            if cascade is not None:
+                note += (f"; cascade: networks only where the GBM pair leaves the flag open or within "
+                         f"{cascade.margin:g} of the threshold")
             log.append(note)
+            providers = getattr(sc, "provider_line", None)
+            if providers is not None and getattr(sc, "needs_pixels", False):
+                log.append(f"Mode {name}: networks run on {providers()}")
+            log.extend(getattr(sc, "warnings", []))
         return sc
 
     get_scorer(tiles.scored_as.name)  # the run's own combination is logged first
@@ -651,6 +666,7 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
     tiles.prepare = prepare
     records: list = []
     timings_members: dict = {}
+    scored_by: dict = {}  # full | gbm -> tiles
 
     def finish(b: Batch, groups: list, probs: dict, i: int) -> None:
         """Turn a batch's scores into tile records."""
@@ -670,10 +686,14 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
                 name, n = where[j]
                 pr = probs[name]
                 p = float(pr["prob"][n])
+                how = str(pr["scored_by"][n]) if "scored_by" in pr else "full"
+                scored_by[how] = scored_by.get(how, 0) + 1
+                # a member the cascade did not run on the tile (NaN) has no probability there
                 records.append(TileRecord(tid, row, col, bounds, float(b.tile_valid[j]), "ok", p,
                                           p >= thresholds[name],
-                                          {m: float(pr[m][n]) for m in scorers[name].member_names},
-                                          name, s2v, sarv, float(unc[name][n])))
+                                          {m: float(pr[m][n]) for m in scorers[name].member_names
+                                           if np.isfinite(pr[m][n])},
+                                          name, s2v, sarv, float(unc[name][n]), how))
             else:
                 records.append(TileRecord(tid, row, col, bounds, float(b.valid_frac[j]), "nodata", None, None, {},
                                           None, s2v, sarv))
@@ -712,6 +732,9 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
     if opts.tile_rows is None and not any(r.status == "ok" for r in records):  # a band may be all nodata
         raise no_valid_tile_error(opts.min_valid_fraction)
     timings["read_wait"] = tiles.wait_seconds
+    timings["tiles_full"], timings["tiles_gbm"] = scored_by.get("full", 0), scored_by.get("gbm", 0)
+    if scored_by.get("gbm"):
+        log.append(cascade_line(scored_by.get("full", 0), scored_by["gbm"]))
     timings.update({f"member:{k}": v for k, v in timings_members.items()})
     timings["total"] = time.perf_counter() - t_start
     result = DetectResult(tiles.grid, tiles.mode, members, thresholds[tiles.scored_as.name], records, log, timings,
@@ -725,6 +748,12 @@ def no_valid_tile_error(min_valid_fraction: float) -> InputError:
         "No tile has enough valid data "
         f"(at least {min_valid_fraction:.0%} of its pixels in some input the model package can score): the "
         "area is all nodata or cloud, or the inputs barely overlap.")
+
+
+def cascade_line(full: int, gbm: int) -> str:
+    """The cascade's share (counts: bands of a cluster run add up)."""
+    return (f"Cascade: the networks ran on {full} of {full + gbm} scored tiles ({full / max(1, full + gbm):.1%}); "
+            f"the GBM pair settled the flag of the other {gbm} (scored_by = gbm)")
 
 
 def cloud_mask_line(masked: int, total: int) -> str:

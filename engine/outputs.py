@@ -20,7 +20,7 @@ ogr.UseExceptions()
 BASE_FIELDS = (
     ("tile_id", "int"), ("row", "int"), ("col", "int"), ("prob", "real"), ("flagged", "bool"),
     ("status", "str"), ("mode", "str"), ("s2_valid", "real"), ("sar_valid", "real"), ("valid_frac", "real"),
-    ("uncertainty", "real"),
+    ("uncertainty", "real"), ("scored_by", "str"),
 )
 TRAILING_FIELDS = (("model", "str"), ("review", "str"), ("review_note", "str"), ("sample", "int"))
 NODATA_PROB = -1.0
@@ -39,6 +39,7 @@ def record_values(rec, result: DetectResult, model_name: str) -> dict:
             "flagged": rec.flagged, "status": rec.status, "mode": rec.mode,
             "s2_valid": rec.s2_valid, "sar_valid": rec.sar_valid, "valid_frac": round(rec.valid_frac, 4),
             "uncertainty": None if rec.uncertainty is None else round(rec.uncertainty, 4),
+            "scored_by": rec.scored_by,
             "model": model_name, "review": None, "review_note": None, "sample": None}
     for m in result.members:
         vals[member_field(m)] = rec.members.get(m)

@@ -13,6 +13,11 @@ Two signs of doubt, both in [0, 1]:
 The margin dominates (a tile far from the threshold is unlikely to be wrong whatever the
 members say); the spread breaks ties between tiles at equal margin: members that disagree
 mean the evidence is ambiguous.  A single-member ensemble has s = 0 and u = 0.7 m.
+
+A member with no probability on a tile (NaN: the cascade did not run the networks there,
+``scored_by = gbm``) is left out of that tile's spread, the others' weights renormalised:
+on such tiles s is the spread of the GBM pair and p the pair's weighted mean, on the same
+[0, 1] scale (docs/concepts/cascade.md).
 """
 from __future__ import annotations
 
@@ -33,9 +38,13 @@ def uncertainty(prob, threshold: float, member_probs=None, weights=None) -> np.n
         mp = np.asarray(member_probs, dtype=np.float64).reshape(-1, len(p))
         w = np.ones(len(mp)) if weights is None else np.asarray(weights, dtype=np.float64)
         if w.sum() > 0 and len(mp) > 1:
-            w = w / w.sum()
-            mean = (w[:, None] * mp).sum(axis=0)
-            var = (w[:, None] * (mp - mean) ** 2).sum(axis=0)
+            ran = np.isfinite(mp)  # members that scored each tile
+            wt = np.where(ran, w[:, None], 0.0)
+            tot = wt.sum(axis=0)
+            wt = wt / np.where(tot > 0, tot, 1.0)
+            x = np.where(ran, mp, 0.0)
+            mean = (wt * x).sum(axis=0)
+            var = (wt * (x - mean) ** 2).sum(axis=0)
             spread = np.minimum(1.0, 2.0 * np.sqrt(var))
     return np.clip((1.0 - LAMBDA) * margin + LAMBDA * spread, 0.0, 1.0)
 

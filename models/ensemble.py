@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import os
 from collections import deque
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -34,7 +35,76 @@ def require(module: str):
 # variable SENTINEL_LANDSLIDE_LANES (1 = the members' own intra-op threads instead).
 _MIN_LANE_PATCHES = 16
 _SUB_BATCH = 40
+_GPU_SUB_BATCH = 256  # on an accelerator a pass costs a launch, not cache misses: larger sub-batches
 _ORT_ARENA = False
+
+# ---------------------------------------------------------------- the cascade
+# The GBM pair scores every tile first; from the manifest weights the full ensemble's
+# probability lies in [G / W, (G + N) / W] whatever the networks say (G = the GBMs'
+# weighted sum, N = the networks' weight, W = all weights).  Where that interval lies
+# entirely on one side of the threshold, at least CASCADE_MARGIN away, the flag is
+# certain and the networks are skipped.  See docs/concepts/cascade.md.
+DEFAULT_CASCADE_MARGIN = 0.05
+_CASCADE_EPS = 1e-9  # float rounding of the interval: never skip a tile that sits on the boundary
+SCORED_FULL, SCORED_GBM = "full", "gbm"
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """Skip the networks where the flag at ``threshold`` is already certain, except
+    within ``margin`` of it."""
+
+    threshold: float | None = None  # None: the package's threshold for the mode
+    margin: float = DEFAULT_CASCADE_MARGIN
+
+
+def cascade_interval(gbm_sum: np.ndarray, net_weight: float, total_weight: float) -> tuple:
+    """(lo, hi): the full ensemble's probability whatever networks of total weight
+    ``net_weight`` say (each in [0, 1]), given the GBMs' weighted sum ``gbm_sum``."""
+    return gbm_sum / total_weight, (gbm_sum + net_weight) / total_weight
+
+
+def cascade_certain(lo: np.ndarray, hi: np.ndarray, cascade: Cascade) -> np.ndarray:
+    """Tiles whose flag is certain and at least the margin from the threshold."""
+    assert cascade.threshold is not None, "the ensemble fills in its package's threshold"
+    t, m = float(cascade.threshold), max(0.0, float(cascade.margin))
+    return (lo >= t + m + _CASCADE_EPS) | (hi < t - m - _CASCADE_EPS)
+
+
+def gbm_tile_bound(prob_gbm: np.ndarray, net_weight: float, total_weight: float) -> np.ndarray:
+    """The most a gbm tile's ``prob`` (the GBM pair's weighted mean p) can differ from the
+    full ensemble's: (N / W) * max(p, 1 - p)."""
+    p = np.asarray(prob_gbm, dtype=np.float64)
+    return net_weight / total_weight * np.maximum(p, 1.0 - p)
+
+
+# ---------------------------------------------------------------- execution providers
+PROVIDER_ORDER = ("CUDAExecutionProvider", "DmlExecutionProvider", "CoreMLExecutionProvider", "CPUExecutionProvider")
+CPU_PROVIDER = "CPUExecutionProvider"
+PROVIDER_ALIASES = {"cpu": CPU_PROVIDER, "cuda": "CUDAExecutionProvider", "directml": "DmlExecutionProvider",
+                    "dml": "DmlExecutionProvider", "coreml": "CoreMLExecutionProvider",
+                    "tensorrt": "TensorrtExecutionProvider", "openvino": "OpenVINOExecutionProvider",
+                    "rocm": "ROCMExecutionProvider"}
+PROVIDER_CHOICES = ("auto", "cpu", "cuda", "directml", "coreml")
+
+
+def choose_provider(choice: str | None, available: list) -> tuple[str, str | None]:
+    """(provider to start, warning or None) for an EXECUTION_PROVIDER value: ``auto``
+    (CUDA, then DirectML, then CoreML, then the CPU, whichever ``available`` offers),
+    ``cpu``, or a provider named by alias ("cuda") or by onnxruntime's name."""
+    c = (choice or "auto").strip()
+    if c.lower() == "auto":
+        return next(p for p in PROVIDER_ORDER if p in available or p == CPU_PROVIDER), None
+    name = PROVIDER_ALIASES.get(c.lower(), c)
+    if name in available:
+        return name, None
+    return CPU_PROVIDER, (f"Warning: execution provider '{c}' is not offered by this onnxruntime build "
+                          f"(it offers {', '.join(available) or 'none'}): the networks run on the CPU.")
+
+
+def provider_options(provider: str) -> list:
+    """The providers list for a session: the chosen one, then the CPU for unsupported operators."""
+    return [provider] if provider == CPU_PROVIDER else [provider, CPU_PROVIDER]
 
 
 def _lanes_for(threads: int) -> int:
@@ -97,7 +167,7 @@ class _GBMMember:
 
 
 class _OnnxMember:
-    def __init__(self, pkg: ModelPackage, spec: dict, threads: int, tta: bool):
+    def __init__(self, pkg: ModelPackage, spec: dict, threads: int, tta: bool, provider: str = "auto"):
         ort = require("onnxruntime")
         self.spec = spec
         self.tta = tta
@@ -111,7 +181,9 @@ class _OnnxMember:
         opts.enable_cpu_mem_arena = _ORT_ARENA
         if threads > 1:  # idle pool threads spinning would steal the reader thread's core
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(pkg.path(spec)), sess_options=opts, providers=["CPUExecutionProvider"])
+        self.warnings: list[str] = []
+        self.session = open_session(ort, str(pkg.path(spec)), opts, provider, self.warnings, spec["name"])
+        self.provider = self.session.get_providers()[0]  # what it actually runs on
         names = {i.name for i in self.session.get_inputs()}
         self.inputs = spec["inputs"]
         missing = [t["name"] for t in self.inputs if t["name"] not in names]
@@ -155,6 +227,26 @@ class _OnnxMember:
             acc = acc + np.asarray(out, dtype=np.float64).reshape(len(patches))
         acc /= len(views)  # mean of logits over flips, as in the paper
         return _sigmoid(acc) if self.output_is_logit else acc
+
+
+def open_session(ort, path: str, opts, choice: str, warnings: list, name: str = ""):
+    """An InferenceSession on the provider ``choice`` resolves to; a provider that fails to
+    start (missing driver or libraries, no device) falls back to the CPU with a warning."""
+    provider, warn = choose_provider(choice, list(ort.get_available_providers()))
+    if warn:
+        warnings.append(warn)
+    if provider != CPU_PROVIDER:
+        try:
+            sess = ort.InferenceSession(path, sess_options=opts, providers=provider_options(provider))
+        except Exception as exc:  # noqa: BLE001 - any failure to start the device: the CPU instead
+            warnings.append(f"Warning: network {name} could not start on {provider} ({str(exc).strip()[:200]}): "
+                            "it runs on the CPU.")
+        else:
+            if sess.get_providers()[0] != provider:  # onnxruntime fell back by itself
+                warnings.append(f"Warning: network {name} asked for {provider} but onnxruntime started it on "
+                                f"{sess.get_providers()[0]}.")
+            return sess
+    return ort.InferenceSession(path, sess_options=opts, providers=[CPU_PROVIDER])
 
 
 def member_channels(spec: dict) -> tuple[int, ...]:
@@ -203,7 +295,7 @@ class Ensemble:
     was not trained on."""
 
     def __init__(self, pkg: ModelPackage, mode: str, threads: int | None = None, tta: bool = False,
-                 only: list[str] | None = None):
+                 only: list[str] | None = None, cascade: Cascade | None = None, provider: str = "auto"):
         own = package_mode(pkg, mode)
         if own not in pkg.manifest["modes"]:
             raise PackageError(f"the model package '{pkg.name}' has no '{mode}' mode")
@@ -233,7 +325,7 @@ class Ensemble:
 
         def load(spec):
             if spec["kind"] == "onnx":
-                return _OnnxMember(pkg, spec, per_member, tta)
+                return _OnnxMember(pkg, spec, per_member, tta, provider)
             return _GBMMember(pkg, spec, per_member)
 
         # members load side by side (onnxruntime's graph optimisation and the GBM parsers
@@ -250,6 +342,26 @@ class Ensemble:
         self.weights = np.array([float(s["weight"]) for s in specs])
         if self.weights.sum() <= 0:
             raise PackageError(f"mode '{mode}': member weights sum to zero")
+        nets = [isinstance(m, _OnnxMember) for m in loaded]
+        self._gbm_w = {s["name"]: float(s["weight"]) for s, net in zip(specs, nets) if not net}
+        self.net_weight = float(sum(float(s["weight"]) for s, net in zip(specs, nets) if net))
+        self.total_weight = float(self.weights.sum())
+        # a cascade needs both kinds: GBMs to bound the probability, networks to skip
+        if cascade is not None and cascade.threshold is None:
+            cascade = replace(cascade, threshold=self.threshold)
+        usable = bool(self._gbm_w) and self.net_weight > 0 and sum(self._gbm_w.values()) > 0
+        self.cascade: Cascade | None = cascade if usable else None
+        self.providers = {n: m.provider for n, m in self.members.items() if isinstance(m, _OnnxMember)}
+        self.warnings = list(dict.fromkeys(w for m in self.members.values() for w in getattr(m, "warnings", [])))
+        self.on_accelerator = any(p != CPU_PROVIDER for p in self.providers.values())
+        self.sub_batch = _GPU_SUB_BATCH if self.on_accelerator else _SUB_BATCH
+
+    def provider_line(self) -> str:
+        """Which execution provider each network actually runs on (session.get_providers())."""
+        by: dict = {}
+        for name, prov in self.providers.items():
+            by.setdefault(prov, []).append(name)
+        return "; ".join(f"{prov}: {', '.join(names)}" for prov, names in by.items())
 
     @property
     def member_names(self) -> list[str]:
@@ -269,23 +381,72 @@ class Ensemble:
         np.copyto(out, np.broadcast_to(q50[None, :, None, None], out.shape), where=inv | ~np.isfinite(out))
         return out
 
-    def _predict_slice(self, px: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None) -> dict:
+    def _predict_slice(self, patches: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None) -> dict:
+        """Every member's probabilities on a slice, their weighted mean ('prob') and how each
+        patch was scored ('scored_by').  With a cascade the GBMs run first and the networks
+        only on the patches whose flag the GBMs leave open (NaN for the others)."""
         import time
 
+        n = len(patches)
         out: dict = {}
-        cache: dict = {}
-        for name, member in self.members.items():
+
+        def timed(name, fn):
             t0 = time.perf_counter()
-            if isinstance(member, _OnnxMember):
-                out[name] = member.predict(px, valid, feats, cache)
-            else:
-                out[name] = member.predict(px, valid, feats)
+            out[name] = fn()
             if timings is not None:
                 timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+        for name, member in self.members.items():
+            if not isinstance(member, _OnnxMember):
+                timed(name, lambda m=member: m.predict(patches, valid, feats))
+        full = np.ones(n, dtype=bool)
+        gbm_sum = None
+        if self.cascade is not None:
+            gbm_sum = sum(w * out[name] for name, w in self._gbm_w.items())
+            lo, hi = cascade_interval(gbm_sum, self.net_weight, self.total_weight)
+            full = ~cascade_certain(lo, hi, self.cascade)
+        sel = np.flatnonzero(full)
+        every = len(sel) == n
+        if self.needs_pixels and len(sel):
+            # a single patch is scored as a pair (itself twice): onnxruntime's kernels for one
+            # row differ from those for several in the last bits, and a tile's score must not
+            # depend on how many neighbours the cascade sent along (band layouts, extents)
+            idx = np.repeat(sel, 2) if len(sel) == 1 else (slice(None) if every else sel)
+            px = self.fill_invalid(patches[idx], valid[idx])
+            v_net, f_net = valid[idx], {f: v[idx] for f, v in feats.items()}
+            cache: dict = {}
+            for name, member in self.members.items():
+                if not isinstance(member, _OnnxMember):
+                    continue
+
+                def part(m=member):
+                    got = m.predict(px, v_net, f_net, cache)[: len(sel)]
+                    if every:
+                        return got
+                    res = np.full(n, np.nan)
+                    res[sel] = got
+                    return res
+                timed(name, part)
+        for name in self.member_names:  # no patch left for the networks in this slice
+            if name not in out:
+                out[name] = np.full(n, np.nan)
+        stack = np.stack([out[m] for m in self.member_names], axis=0)
+        if every:
+            prob = (self.weights[:, None] * stack).sum(axis=0) / self.weights.sum()
+        else:  # the full mean where the networks ran, the GBM pair's weighted mean elsewhere
+            assert gbm_sum is not None
+            prob = gbm_sum / sum(self._gbm_w.values())
+            if len(sel):
+                prob[sel] = (self.weights[:, None] * stack[:, sel]).sum(axis=0) / self.weights.sum()
+        out["prob"] = prob
+        out["scored_by"] = np.where(full, SCORED_FULL, SCORED_GBM)
         return out
 
     def predict(self, patches: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None = None) -> dict:
-        """Per-member probabilities and their weighted mean ('prob'), each (N,) float64."""
+        """Per-member probabilities and their weighted mean ('prob'), each (N,) float64, and
+        'scored_by' (N,) ("full" | "gbm").  Without a cascade every member scores every
+        patch; with one, a network's probability is NaN on the "gbm" patches and 'prob'
+        there is the GBM pair's weighted mean (see docs/concepts/cascade.md)."""
         return self.submit(patches, valid, feats, timings)()
 
     def submit(self, patches: np.ndarray, valid: np.ndarray, feats: dict, timings: dict | None = None):
@@ -297,15 +458,14 @@ class Ensemble:
         # sub-batches of ~_SUB_BATCH patches: the nets' activations then stay in cache
         # (per-patch cost is lowest around 32-64 patches), and lanes balance dynamically
         lanes = max(1, min(self.lanes, n // _MIN_LANE_PATCHES))
-        n_sub = lanes * max(1, round(n / (lanes * _SUB_BATCH)))  # a multiple of the lanes
+        n_sub = lanes * max(1, round(n / (lanes * self.sub_batch)))  # a multiple of the lanes
         cuts = np.linspace(0, n, n_sub + 1).astype(int)
         slices = [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:]) if b > a]
         sub_t: list[dict] = [{} for _ in slices]
 
         def run(k):
-            sl = slices[k]
-            px = self.fill_invalid(patches[sl], valid[sl]) if self.needs_pixels else patches[sl]
-            return self._predict_slice(px, valid[sl], {f: v[sl] for f, v in feats.items()}, sub_t[k])
+            sl = slices[k]  # the networks' invalid pixels are filled in the slice, for the patches they score
+            return self._predict_slice(patches[sl], valid[sl], {f: v[sl] for f, v in feats.items()}, sub_t[k])
 
         if self.lanes == 1:
             parts = [run(k) for k in range(len(slices))]
@@ -316,12 +476,10 @@ class Ensemble:
 
         def collect() -> dict:
             got = parts if futures is None else [f.result() for f in futures]
-            out = {name: np.concatenate([p[name] for p in got]) for name in self.member_names}
+            out = {name: np.concatenate([p[name] for p in got]) for name in self.member_names + ["prob", "scored_by"]}
             if timings is not None:  # lanes run side by side: a member's share of the wall time
                 for name in self.member_names:
                     timings[name] = timings.get(name, 0.0) + sum(t.get(name, 0.0) for t in sub_t) / max(1, lanes)
-            stack = np.stack([out[m] for m in self.member_names], axis=0)
-            out["prob"] = (self.weights[:, None] * stack).sum(axis=0) / self.weights.sum()
             return out
 
         return collect
@@ -363,3 +521,17 @@ class Ensemble:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+
+
+def ensemble_for(pkg: ModelPackage, mode: str, opts) -> Ensemble:
+    """The ensemble a detection's options ask for (``engine.detect.DetectOptions``, read by
+    attribute): threads, TTA, member selection, the cascade (off with ``full_ensemble``;
+    its threshold is the run's, ``opts.threshold`` or the package's) and the execution
+    provider.  The pipeline and the cluster workers both build theirs here."""
+    cascade = None
+    if not getattr(opts, "full_ensemble", False):
+        margin = getattr(opts, "cascade_margin", None)
+        cascade = Cascade(getattr(opts, "threshold", None), DEFAULT_CASCADE_MARGIN if margin is None else float(margin))
+    return Ensemble(pkg, mode, threads=getattr(opts, "threads", None), tta=getattr(opts, "tta", False),
+                    only=getattr(opts, "members", None), cascade=cascade,
+                    provider=getattr(opts, "execution_provider", None) or "auto")

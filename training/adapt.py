@@ -168,7 +168,11 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
                     continue
                 if name not in ensembles:
                     try:
-                        ensembles[name] = Ensemble(pkg, name, threads=opts.threads)
+                        ensembles[name] = ens = Ensemble(pkg, name, threads=opts.threads,
+                                                         provider=opts.execution_provider)
+                        if ens.needs_pixels:  # EXECUTION_PROVIDER: where the networks actually run
+                            log.append(f"Mode {name}: networks run on {ens.provider_line()}")
+                            log.extend(ens.warnings)
                     except PackageError:
                         ensembles[name] = None
                 ens = ensembles[name]

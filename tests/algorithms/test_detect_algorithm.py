@@ -338,3 +338,47 @@ def test_cloud_mask_parameter_and_per_mode_counts(provider, tmp_path_factory, tm
     feats = list(layer.getFeatures())
     assert sum(1 for f in feats if f["mode"] == "desc+asc") == int(counts["desc+asc"])
     assert all(f["s2_valid"] < 0.5 for f in feats if f["mode"] == "desc+asc")
+
+
+def test_cascade_parameters_and_scored_by_field(provider, synthetic_scene, tmp_path):
+    """FULL_ENSEMBLE, CASCADE_MARGIN and EXECUTION_PROVIDER are advanced parameters; the
+    default run records scored_by per tile, FULL_ENSEMBLE scores every tile 'full' with the
+    same flags, and a provider this build lacks falls back to the CPU with a warning."""
+    import processing
+    from qgis.core import QgsProcessingParameterDefinition
+
+    alg = QgsApplication.processingRegistry().algorithmById("landslide:detect")
+    for name in ("FULL_ENSEMBLE", "CASCADE_MARGIN", "EXECUTION_PROVIDER"):
+        p = alg.parameterDefinition(name)
+        assert p is not None and p.flags() & QgsProcessingParameterDefinition.FlagAdvanced, name
+    assert alg.parameterDefinition("FULL_ENSEMBLE").defaultValue() is False
+    adapt = QgsApplication.processingRegistry().algorithmById("landslide:adapt")
+    assert adapt.parameterDefinition("EXECUTION_PROVIDER") is not None
+
+    class Feedback(QgsProcessingFeedback):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def pushWarning(self, text):  # noqa: N802 (QGIS API)
+            self.lines.append(text)
+
+        def pushInfo(self, text):  # noqa: N802 (QGIS API)
+            self.lines.append(text)
+
+    runs = {}
+    for key, extra in (("cascade", {"EXECUTION_PROVIDER": "NoSuchExecutionProvider"}), ("full", {"FULL_ENSEMBLE": True})):
+        fb = Feedback()
+        res = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / f"{key}.gpkg", **extra),
+                             feedback=fb)
+        layer = QgsVectorLayer(res["OUTPUT"], key, "ogr")
+        assert "scored_by" in layer.fields().names()
+        runs[key] = ({f["tile_id"]: (f["flagged"], f["scored_by"]) for f in layer.getFeatures() if f["status"] == "ok"},
+                     fb.lines)
+    cas, full = runs["cascade"][0], runs["full"][0]
+    assert {k: v[0] for k, v in cas.items()} == {k: v[0] for k, v in full.items()}  # same flags
+    assert {v[1] for v in full.values()} == {"full"} and "gbm" in {v[1] for v in cas.values()}
+    lines = runs["cascade"][1]
+    assert any(ln.startswith("Warning: execution provider 'NoSuchExecutionProvider'") for ln in lines)
+    assert any("networks run on CPUExecutionProvider" in ln for ln in lines)
+    assert any(ln.startswith("Cascade: the networks ran on") for ln in lines)

@@ -12,7 +12,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory):
-    from sentinel_landslide.bench.run import ensure_scene
+    from sentinel_landslide.bench.common import ensure_scene
 
     cache = tmp_path_factory.mktemp("bench_cache")
     paths = ensure_scene(256, cache=cache)
@@ -24,7 +24,8 @@ def tiny_scene(tmp_path_factory):
 def test_scene_sizes_and_matmul():
     from fractions import Fraction
 
-    from sentinel_landslide.bench.run import matmul_gflops, median_min_max, side_for
+    from sentinel_landslide.bench.common import median_min_max, side_for
+    from sentinel_landslide.bench.run import matmul_gflops
 
     assert side_for(Fraction(1)) == 10980 and side_for(Fraction(1, 16)) == 2745 and side_for(Fraction(1, 4)) == 5490
     mm = matmul_gflops(n=256, repeats=2)
@@ -98,7 +99,7 @@ def test_warped_case_moves_the_sar_off_the_s2_grid(tiny_scene, tmp_path, package
     to the same grid with every tile scored."""
     from osgeo import gdal, osr
 
-    from sentinel_landslide.bench.run import ensure_scene, ensure_warped_scene, scene_options
+    from sentinel_landslide.bench.common import ensure_scene, ensure_warped_scene, scene_options
     from sentinel_landslide.pipeline import run_detection
 
     cache = Path(tiny_scene["S2"]).parent.parent
@@ -119,7 +120,7 @@ def test_warped_case_moves_the_sar_off_the_s2_grid(tiny_scene, tmp_path, package
 
 
 def test_quiet_judged_before_the_runs_and_by_other_processes():
-    from sentinel_landslide.bench.run import run_was_quiet
+    from sentinel_landslide.bench.common import run_was_quiet
 
     def s(when, load, train=False, busy=()):
         return {"when": when, "loadavg_1m": load, "training_run": train, "busy_others": list(busy)}
@@ -169,3 +170,49 @@ def test_scaleout_figures_on_a_tiny_scene(tiny_scene, package_dir, tmp_path, mon
     text = "\n".join(results_lines(figs))
     assert "## Scale-out (Dask)" in text and "Estimate for N workers" in text
     json.dumps(figs)
+
+
+@pytest.mark.slow
+def test_cascade_section_on_a_tiny_scene(tiny_scene, package_dir, tmp_path, monkeypatch):
+    """bench/cascade.py on the tiny SYNTHETIC scene: the two runs compared tile by tile (no
+    flag differs), the figures consistent, and its section written into results.md
+    without touching the others (no speed asserted)."""
+    import sentinel_landslide.bench.cascade as bc
+    from sentinel_landslide.bench.results import write_section
+
+    monkeypatch.setattr(bc, "CACHE", tmp_path)
+    figs = bc.run_cascade(tiny_scene, package_dir, repeats=1, size="tiny")
+    by = {(f["figure"], f.get("run")): f for f in figs}
+    v, share = by[("cascade_vs_full", None)], by[("cascade_networks_share", None)]
+    assert v["flag_differences"] == 0 and v["scored"] == 16
+    assert share["tiles_full"] + share["tiles_gbm"] == share["scored"] == 16
+    assert share["value"] == pytest.approx(share["tiles_full"] / 16)
+    assert v["max_prob_diff_full_tiles"] < 1e-5 and v["mean_prob_diff"] <= v["max_prob_diff"]
+    assert by[("cascade_end_to_end_seconds", "cascade")]["n"] == 1
+    out = tmp_path / "results.md"
+    out.write_text("# Benchmark results\n\n## Per size\n\nkept\n\n## How to read this\n\n- text\n")
+    write_section(out, bc.HEADING, bc.results_lines(figs)[3:])
+    write_section(out, bc.HEADING, bc.results_lines(figs)[3:])  # replaced, not added twice
+    text = out.read_text()
+    assert text.count(bc.HEADING) == 1 and "kept" in text and "- text" in text
+    assert text.index(bc.HEADING) < text.index("## How to read this")
+    assert "| tiles whose flag differs from the full ensemble's | 0 |" in text
+    json.dumps(figs)
+
+
+def test_bench_modules_import_without_a_circle():
+    """common sits below run, results, scaleout and cascade: it imports none of them."""
+    import ast
+    from pathlib import Path
+
+    import sentinel_landslide.bench.common as common
+
+    tree = ast.parse(Path(common.__file__).read_text())
+    rel = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+    assert not rel & {"run", "results", "scaleout", "cascade"}
+    for name in ("scaleout", "results", "cascade"):
+        tree = ast.parse((Path(common.__file__).parent / f"{name}.py").read_text())
+        rel = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1}
+        rel |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module is None
+                for a in n.names}
+        assert "run" not in rel, name

@@ -56,7 +56,7 @@ def test_geotiff_path_equals_npy_path_on_the_real_golden_patch(tmp_path, package
     from sentinel_landslide.pipeline import run_detection
 
     paths = golden_as_layers(tmp_path)
-    res = run_detection(scene_options(paths), package)
+    res = run_detection(scene_options(paths, full_ensemble=True), package)  # every member, to compare each
     assert (res.n_rows, res.n_cols) == (1, 1)
     rec = res.records[0]
     assert rec.status == "ok" and rec.valid_frac == 1.0

@@ -140,3 +140,31 @@ def test_cli_adapt_without_verdicts_writes_nothing(tmp_path, synthetic_scene, pa
     p = _run(["adapt", "--grid", str(grid)] + args + ["--out", str(tmp_path / "pkg")])
     assert p.returncode == 2 and "no verdicts" in p.stderr
     assert not (tmp_path / "pkg").exists() and not list(tmp_path.glob(".adapt-*"))
+
+
+def test_cli_detect_full_ensemble_and_provider_flags(tmp_path, synthetic_scene, package_dir):
+    """--full-ensemble scores every tile 'full' with the cascade's flags; --execution-provider
+    names where the networks ran, and one this build lacks falls back to the CPU with a warning."""
+    from osgeo import ogr
+
+    def grid(path):
+        ds = ogr.Open(str(path))  # held: the layer dies with its dataset
+        lyr = ds.GetLayer(0)
+        return {f.GetField("tile_id"): (f.GetField("flagged"), f.GetField("scored_by")) for f in lyr
+                if f.GetField("status") == "ok"}
+
+    args = _scene_args(synthetic_scene, package_dir)
+    p = _run(["detect"] + args + ["--out", str(tmp_path / "c.gpkg"), "--cascade-margin", "0.02",
+                                  "--execution-provider", "cuda"])
+    assert p.returncode == 0, p.stderr
+    assert "Cascade: the networks ran on" in p.stderr
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        assert "Warning: execution provider 'cuda' is not offered" in p.stderr
+        assert "networks run on CPUExecutionProvider" in p.stderr
+    p = _run(["detect"] + args + ["--out", str(tmp_path / "f.gpkg"), "--full-ensemble", "--execution-provider", "cpu"])
+    assert p.returncode == 0, p.stderr
+    cas, full = grid(tmp_path / "c.gpkg"), grid(tmp_path / "f.gpkg")
+    assert {k: v[0] for k, v in cas.items()} == {k: v[0] for k, v in full.items()}
+    assert {v[1] for v in full.values()} == {"full"} and "gbm" in {v[1] for v in cas.values()}

@@ -117,7 +117,8 @@ def test_pipelined_batches_score_like_one_at_a_time(package):
     collects = [ens.submit(*b) for b in batches]  # all in flight before any is collected
     for got, w in zip([c() for c in collects], want):
         assert set(got) == set(w)
-        for k in w:
+        assert np.array_equal(got["scored_by"], w["scored_by"])
+        for k in set(w) - {"scored_by"}:
             assert np.allclose(got[k], w[k], rtol=0, atol=1e-6), k
     # the stream helper run_detection scores with: same scores, input order, {} for an
     # empty batch; closed early (a cancel) it still waits for the slices it queued
