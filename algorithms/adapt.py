@@ -40,12 +40,17 @@ class AdaptAlgorithm(LandslideAlgorithm):
             "Each input combination detect scored the reviewed tiles with is adapted on its own tiles: the run's "
             "full combination with at least one verdict of each class, a fallback one (e.g. desc+asc where S2 is "
             "clouded) with at least 5 of each; otherwise its members are kept (logged).\n\n"
-            "What changes: the gradient-boosting members of each such combination are refitted on the base training features "
-            "(the real competition table, when present) plus the local examples, which together weigh 30 % of the "
-            "fit; networks are kept and, with 10 or more verdicts of each class, re-weighted by how well they rank "
-            "the verdicts (no better than chance: weight 0); with 10 or more of each class the threshold is "
-            "re-chosen as the F1-optimal one of cross-validated probabilities of the local examples, else the base "
-            "package's is kept.\n\n"
+            "Verdicts from the review panel's random batches (or landslide:sample) are a stratified random sample "
+            "of the region: they estimate its landslide share and count (with a 95 % interval, in the log and the "
+            "outputs) and weigh for the area they stand for; purposive verdicts (most uncertain, informative, "
+            "manual) count for themselves only.\n\n"
+            "What changes: the threshold is re-chosen from 3 verdicts of each class on: the share of the region to "
+            "flag maximises the design-weighted F1 of cross-validated probabilities of the verdicts, shrunk toward "
+            "the estimated landslide share while the random verdicts are few. Candidates compete on that estimate: "
+            "the base members with the new threshold, or the gradient-boosting members refitted on the base "
+            "training features (the real competition table, when present) weighted toward the scene, with the "
+            "verdicts weighing 0 / 10 / 30 / 50 % of the fit. Networks are kept. With purposive verdicts only it "
+            "still adapts, and the log says it had no random sample.\n\n"
             "OUTPUT: a new package folder (must be new or empty) that 'Detect landslides' uses like any package; "
             "its manifest records the base package, the grid, the verdict counts and the local cross-validated "
             "metrics. Run adapt again on a later round of verdicts with the adapted package as MODEL: earlier "
@@ -67,6 +72,18 @@ class AdaptAlgorithm(LandslideAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("CV_AUC", self.tr("Cross-validated AUC on the verdicts")))
         self.addOutput(QgsProcessingOutputNumber("CV_F1", self.tr("Cross-validated F1 on the verdicts")))
         self.addOutput(QgsProcessingOutputString("MODE", self.tr("Mode adapted")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE", self.tr(
+            "Estimated landslide share of the region (from the random verdicts)")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE_LO", self.tr("Landslide share, 95 % interval low")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE_HI", self.tr("Landslide share, 95 % interval high")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES", self.tr("Estimated landslide tiles in the region")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES_LO", self.tr("Landslide tiles, 95 % interval low")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES_HI", self.tr("Landslide tiles, 95 % interval high")))
+        self.addOutput(QgsProcessingOutputNumber("RANDOM_VERDICTS", self.tr("Verdicts from the random sample")))
+        self.addOutput(QgsProcessingOutputNumber("PURPOSIVE_VERDICTS", self.tr("Purposive verdicts")))
+        self.addOutput(QgsProcessingOutputNumber("FLAGGED_SHARE", self.tr(
+            "Share of the scene's tiles the adapted package flags")))
+        self.addOutput(QgsProcessingOutputString("THRESHOLD_CHOICE", self.tr("How the threshold was chosen")))
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..training.adapt import adapt
@@ -98,5 +115,24 @@ class AdaptAlgorithm(LandslideAlgorithm):
         for line in res.log:
             (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
         m = res.metrics
-        return {self.OUTPUT: str(res.folder), "THRESHOLD": res.threshold, "CONFIRMED": res.n_confirmed,
-                "REJECTED": res.n_rejected, "CV_AUC": m.get("cv_auc"), "CV_F1": m.get("cv_f1"), "MODE": res.mode}
+        out = {self.OUTPUT: str(res.folder), "THRESHOLD": res.threshold, "CONFIRMED": res.n_confirmed,
+               "REJECTED": res.n_rejected, "CV_AUC": m.get("cv_auc"), "CV_F1": m.get("cv_f1"), "MODE": res.mode}
+        out.update(adapt_outputs(res))
+        return out
+
+
+def adapt_outputs(res) -> dict:
+    """The share estimate and threshold choice of an ``AdaptResult`` as output values (None
+    where unknown: no random verdict)."""
+    sh = res.share.as_dict() if res.share is not None else {}
+    rec = res.record or {}
+    main = rec.get("combinations", {}).get(res.mode, {})
+    choice = rec.get("threshold_choice", {})
+    how = (f"{rec.get('chosen', '')}: flag {100 * choice.get('fraction', float('nan')):.1f} % of the scene; "
+           + ("no random verdict, F1-optimal share of the purposive verdicts" if not choice.get("random_sample")
+              else f"lambda {choice.get('lam', 0):.2f} x F1 part + (1 - lambda) x estimated share")) if choice else ""
+    return {"LANDSLIDE_SHARE": sh.get("share"), "LANDSLIDE_SHARE_LO": sh.get("share_lo"),
+            "LANDSLIDE_SHARE_HI": sh.get("share_hi"), "LANDSLIDE_TILES": sh.get("count"),
+            "LANDSLIDE_TILES_LO": sh.get("count_lo"), "LANDSLIDE_TILES_HI": sh.get("count_hi"),
+            "RANDOM_VERDICTS": sh.get("n_random"), "PURPOSIVE_VERDICTS": sh.get("n_purposive"),
+            "FLAGGED_SHARE": main.get("scene_flagged_share"), "THRESHOLD_CHOICE": how}

@@ -28,8 +28,9 @@ flag*, then turned into a threshold on the final model's probabilities over the 
 Candidates (CANDIDATE_RULE): threshold only (base members, new threshold); the GBMs refitted
 on the base rows weighted toward the scene (``scene_shift.scene_weights``) with no verdicts
 (share 0); and refitted on those rows plus the verdicts weighing LOCAL_SHARES of the fit.  Each
-gets its threshold by the rule above; the one with the highest design-weighted F1 of its
-cross-validated probabilities at that threshold wins (ties: the simpler one, in that order).
+gets its threshold by the rule above and is scored by the design-weighted F1 of its
+cross-validated probabilities at that threshold; the simplest candidate (in that order) within
+one standard error of the best wins, SE = sqrt(F1 (1 - F1) / confirmed verdicts).
 """
 from __future__ import annotations
 
@@ -59,9 +60,9 @@ THRESHOLD_RULE = (
     "landslide share; the threshold flags f of the scene's tiles under the final model. Purposive "
     "verdicts only: f = f_F1 of their unweighted F1 (not a sample estimate), at least the share they prove")
 CANDIDATE_RULE = ("candidates: threshold only (base members); GBMs refitted on base rows with scene weights "
-                  "(no verdicts); and with the verdicts weighing 0.1 / 0.3 / 0.5 of the fit; the highest "
-                  "design-weighted F1 of cross-validated probabilities at each one's rule threshold wins "
-                  "(ties: the simpler)")
+                  "(no verdicts); and with the verdicts weighing 0.1 / 0.3 / 0.5 of the fit; each scored by the "
+                  "design-weighted F1 of its cross-validated probabilities at its rule threshold; the simplest "
+                  "within one standard error (sqrt(F1 (1 - F1) / confirmed verdicts)) of the best wins")
 LEGACY_THRESHOLD_RULE = ("with >= 10 verdicts per class: F1-optimal threshold (0.05..0.95 step 0.01, middle of the "
                          "best plateau) of the cross-validated probabilities, every verdict weight 1; else the base "
                          "threshold")
@@ -339,8 +340,16 @@ def evaluate(c: Combo, share_est: ShareEstimate, *, seed: int = 0, threads: int 
             cands.append(Candidate(f"refit {s:g}", s, choose_fraction(y, p_cv, c.w_design, c.is_random,
                                                                       fraction_curve(scene_fold), share_est,
                                                                       np.mean(scene_fold, axis=0)), p_cv))
-    order = sorted(range(len(cands)), key=lambda i: (-round(cands[i].choice.f1_design, 6), i))
-    return cands[order[0]], [cands[i] for i in order]
+    # one-standard-error rule (Hastie, Tibshirani & Friedman, ESL 7.10): the simplest candidate
+    # whose estimate is within one standard error of the best, SE = sqrt(F1 (1 - F1) / n_confirmed)
+    # (a few dozen verdicts hold few landslides: their F1 is noisy, and the largest of five noisy
+    # estimates is biased up)
+    top = max(cd.choice.f1_design for cd in cands)
+    se = math.sqrt(max(top * (1 - top), 0.0) / max(1, int((y == 1).sum())))
+    win = next(i for i, cd in enumerate(cands) if cd.choice.f1_design >= top - se - 1e-12)
+    order = [win] + sorted((i for i in range(len(cands)) if i != win),
+                           key=lambda i: (-round(cands[i].choice.f1_design, 6), i))
+    return cands[win], [cands[i] for i in order]
 
 
 def final_fit(c: Combo, share: float, kind: str, seed: int, threads: int = 1):

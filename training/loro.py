@@ -1,7 +1,7 @@
 """Leave-one-region-out benchmark of verdict adaptation on the REAL 7147-patch feature table.
 
     python -m sentinel_landslide.training.loro [--data .../train_features_7147.csv.gz]
-        [--regions 6] [--seeds 3] [--verdicts 20,40,80] [--rounds-scale 0.2] [--threads 2]
+        [--regions 6] [--seeds 2] [--verdicts 20,40,80] [--rounds-scale 0.15] [--threads 2]
         [--quick] [--write docs/concepts/verdict-adaptation.md]
 
 * Pseudo-regions: k-means (k-means++, seeded) on the patches' optical and SAR statistics (the
@@ -279,9 +279,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
     ap.add_argument("--regions", type=int, default=6)
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--verdicts", default="20,40,80")
-    ap.add_argument("--rounds-scale", type=float, default=0.2)
+    ap.add_argument("--rounds-scale", type=float, default=0.15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="a third of the patches, 2 regions held out (tests)")
     ap.add_argument("--write", default=None, help="write the table under '## README block' of this Markdown file")
