@@ -270,6 +270,9 @@ def write_block(path: Path, res: dict, command: str) -> None:
         head, rest = text.split(README_HEADING, 1)
         nxt = rest.find("\n## ")
         text = head + block + (rest[nxt:] if nxt >= 0 else "")
+    elif text.startswith("# "):  # under the page's title
+        title, _, body = text.partition("\n")
+        text = title + "\n\n" + block + "\n" + body.lstrip("\n")
     else:
         text = block + "\n" + text
     path.write_text(text, encoding="utf-8")
@@ -294,8 +297,12 @@ def main(argv=None) -> int:
     print(table(res))
     print(summary(res))
     if a.write:
-        cmd = "python -m sentinel_landslide.training.loro " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_block(Path(a.write), res, cmd)
+        args = list(argv if argv is not None else sys.argv[1:])
+        repo = Path(__file__).resolve().parents[1]
+        target = Path(a.write).resolve()
+        if target.is_relative_to(repo):  # the command as run from the repository's root
+            args = [str(target.relative_to(repo)) if x == a.write else x for x in args]
+        write_block(Path(a.write), res, "python -m sentinel_landslide.training.loro " + " ".join(args))
     return 0
 
 
