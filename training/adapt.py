@@ -561,7 +561,7 @@ def _plan_mode(pkg, grid, local, n_prev, base_table, prev, share, w_grid, random
         if warn:
             log.append("Warning: " + warn)
         if sw.too_small:  # weights that extrapolate from the table's edge: not used (SCENE_RULE)
-            log.append(f"Scene weights ({mode}) not used: the scene is unlike the training table; the refits "
+            log.append(f"Scene weights ({mode}) left out: the scene is unlike the training table; the refits "
                        "weigh the training rows equally and rely on the verdicts.")
         else:
             wb = sw.weights

@@ -254,7 +254,12 @@ def summary(res: dict) -> str:
     lines.append("New adapt's chosen candidate: " + ", ".join(f"{k} {v}" for k, v in sorted(cands.items())) + ".")
     regs = ", ".join(f"{i['region']}: {i['patches']} patches, {100 * i['share']:.0f} % landslides, ESS share "
                      f"{i.get('ess_share', math.nan):.2f}" for i in res["regions"])
-    lines.append(f"Regions ({res['n_regions']} by k-means; held out: {len(res['regions'])}): {regs}.")
+    evaluated = sorted({r["region"] for r in rows})
+    skipped = [i["region"] for i in res["regions"] if i["region"] not in evaluated]
+    lines.append(f"Regions ({res['n_regions']} by k-means; held out in turn: {len(res['regions'])}; evaluated: "
+                 f"{len(evaluated)}" + (f"; region(s) {', '.join(map(str, skipped))} skipped: their verdicts never "
+                                        "hold both classes (adapt needs a landslide and a non-landslide)"
+                                        if skipped else "") + f"): {regs}.")
     lines.append(f"{res['seeds']} seeds x {len(res['ks'])} verdict counts per region; GBM tree counts x "
                  f"{res['rounds_scale']:g}; {res['seconds'] / 60:.1f} min.")
     return "\n".join(lines)
