@@ -130,7 +130,8 @@ def adapt_outputs(res) -> dict:
     choice = rec.get("threshold_choice", {})
     how = (f"{rec.get('chosen', '')}: flag {100 * choice.get('fraction', float('nan')):.1f} % of the scene; "
            + ("no random verdict, F1-optimal share of the purposive verdicts" if not choice.get("random_sample")
-              else f"lambda {choice.get('lam', 0):.2f} x F1 part + (1 - lambda) x estimated share")) if choice else ""
+              else f"lambda {choice.get('lam', 0):.2f} x F1 part + (1 - lambda) x share implied by the estimate")) \
+        if choice else ""
     return {"LANDSLIDE_SHARE": sh.get("share"), "LANDSLIDE_SHARE_LO": sh.get("share_lo"),
             "LANDSLIDE_SHARE_HI": sh.get("share_hi"), "LANDSLIDE_TILES": sh.get("count"),
             "LANDSLIDE_TILES_LO": sh.get("count_lo"), "LANDSLIDE_TILES_HI": sh.get("count_hi"),

@@ -498,8 +498,8 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
                    f"{pl['n_purposive']} purposive): {pl['record']['chosen']} wins; threshold {pl['threshold']:.3f} "
                    f"(base {pl['base_t']:.3f}) flags {100 * pl['record']['scene_flagged_share']:.1f} % of the scene "
                    f"(target {100 * ch['fraction']:.1f} %: "
-                   + (f"{ch['lam']:.2f} x F1 part {100 * ch['f_f1']:.1f} % + {1 - ch['lam']:.2f} x estimated share "
-                      f"{100 * ch['f_share']:.1f} %" if ch["random_sample"] else
+                   + (f"{ch['lam']:.2f} x F1 part {100 * ch['f_f1']:.1f} % + {1 - ch['lam']:.2f} x the share the estimate "
+                      f"implies for this model {100 * ch['f_share']:.1f} %" if ch["random_sample"] else
                       f"no random sample: F1-optimal share of the purposive verdicts {100 * ch['f_f1']:.1f} %")
                    + f"); design-weighted CV F1 {ch['f1_design']:.3f}")
     log.append(f"Adapted package written to {out}.")
