@@ -295,6 +295,8 @@ def _adapt(a) -> int:
         print(line, file=sys.stderr)
     print(json.dumps({"package": str(res.folder), "mode": res.mode, "threshold": res.threshold,
                       "confirmed": res.n_confirmed, "rejected": res.n_rejected, "metrics": res.metrics,
+                      "share_estimate": res.share.as_dict() if res.share is not None else None,
+                      "threshold_choice": res.record.get("threshold_choice"),
                       "seconds": round(res.seconds, 1)}))
     return 0
 

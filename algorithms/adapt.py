@@ -32,9 +32,10 @@ class AdaptAlgorithm(LandslideAlgorithm):
 
     def shortHelpString(self):
         return self.short_help(
-            "Fits a new model package to this region from the analyst's review verdicts, in about a minute on "
-            "a CPU: gradient-boosting members refitted, networks re-weighted, threshold re-chosen. Nothing is "
-            "written on failure.")
+            "Fits a new model package to this region from the analyst's review verdicts (from 3 of each class), "
+            "in about a minute on a CPU: threshold re-chosen from the design-weighted F1 of cross-validated "
+            "probabilities, gradient-boosting members refitted where that estimate says it helps; the region's "
+            "landslide share with its interval in the log and outputs. Nothing is written on failure.")
 
     def initAlgorithm(self, config=None):
         self.addParameter(QgsProcessingParameterVectorLayer(
@@ -53,6 +54,18 @@ class AdaptAlgorithm(LandslideAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("CV_AUC", self.tr("Cross-validated AUC on the verdicts")))
         self.addOutput(QgsProcessingOutputNumber("CV_F1", self.tr("Cross-validated F1 on the verdicts")))
         self.addOutput(QgsProcessingOutputString("MODE", self.tr("Mode adapted")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE", self.tr(
+            "Estimated landslide share of the region (from the random verdicts)")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE_LO", self.tr("Landslide share, 95 % interval low")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE_HI", self.tr("Landslide share, 95 % interval high")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES", self.tr("Estimated landslide tiles in the region")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES_LO", self.tr("Landslide tiles, 95 % interval low")))
+        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES_HI", self.tr("Landslide tiles, 95 % interval high")))
+        self.addOutput(QgsProcessingOutputNumber("RANDOM_VERDICTS", self.tr("Verdicts from the random sample")))
+        self.addOutput(QgsProcessingOutputNumber("PURPOSIVE_VERDICTS", self.tr("Purposive verdicts")))
+        self.addOutput(QgsProcessingOutputNumber("FLAGGED_SHARE", self.tr(
+            "Share of the scene's tiles the adapted package flags")))
+        self.addOutput(QgsProcessingOutputString("THRESHOLD_CHOICE", self.tr("How the threshold was chosen")))
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..training.adapt import adapt
@@ -84,5 +97,25 @@ class AdaptAlgorithm(LandslideAlgorithm):
         for line in res.log:
             (feedback.pushWarning if line.startswith("Warning") else feedback.pushInfo)(line)
         m = res.metrics
-        return {self.OUTPUT: str(res.folder), "THRESHOLD": res.threshold, "CONFIRMED": res.n_confirmed,
-                "REJECTED": res.n_rejected, "CV_AUC": m.get("cv_auc"), "CV_F1": m.get("cv_f1"), "MODE": res.mode}
+        out = {self.OUTPUT: str(res.folder), "THRESHOLD": res.threshold, "CONFIRMED": res.n_confirmed,
+               "REJECTED": res.n_rejected, "CV_AUC": m.get("cv_auc"), "CV_F1": m.get("cv_f1"), "MODE": res.mode}
+        out.update(adapt_outputs(res))
+        return out
+
+
+def adapt_outputs(res) -> dict:
+    """The share estimate and threshold choice of an ``AdaptResult`` as output values (None
+    where unknown: no random verdict)."""
+    sh = res.share.as_dict() if res.share is not None else {}
+    rec = res.record or {}
+    main = rec.get("combinations", {}).get(res.mode, {})
+    choice = rec.get("threshold_choice", {})
+    how = (f"{rec.get('chosen', '')}: flag {100 * choice.get('fraction', float('nan')):.1f} % of the scene; "
+           + ("no random verdict, F1-optimal share of the purposive verdicts" if not choice.get("random_sample")
+              else f"lambda {choice.get('lam', 0):.2f} x F1 part + (1 - lambda) x share implied by the estimate")) \
+        if choice else ""
+    return {"LANDSLIDE_SHARE": sh.get("share"), "LANDSLIDE_SHARE_LO": sh.get("share_lo"),
+            "LANDSLIDE_SHARE_HI": sh.get("share_hi"), "LANDSLIDE_TILES": sh.get("count"),
+            "LANDSLIDE_TILES_LO": sh.get("count_lo"), "LANDSLIDE_TILES_HI": sh.get("count_hi"),
+            "RANDOM_VERDICTS": sh.get("n_random"), "PURPOSIVE_VERDICTS": sh.get("n_purposive"),
+            "FLAGGED_SHARE": main.get("scene_flagged_share"), "THRESHOLD_CHOICE": how}

@@ -3,9 +3,12 @@ darker soil, denser vegetation, radiometric offsets on S2 and SAR, weaker SAR ch
 
     .venv/bin/python -m sentinel_landslide.scripts.adapt_demo [--verdicts 40] [--size 1280] [--seed 21]
 
-detect with the base package -> the N most uncertain tiles get verdicts simulated from the
-planted truth -> training/adapt.py -> detect with the adapted package; AUC and F1 (each
-package at its own threshold) on the tiles NOT reviewed, base vs adapted.
+detect with the base package -> N tiles chosen as the review panel offers them
+(``engine.review_select.next_batch`` in batches of 20: half stratified random, half informative;
+``--pick uncertain``: the N most uncertain, purposive only) get verdicts simulated from the
+planted truth, with their ``pick`` and ``stratum`` -> training/adapt.py -> detect with the adapted
+package; AUC and F1 (each package at its own threshold) on the tiles NOT reviewed, base vs
+adapted, and the region's landslide share estimated from the verdicts vs the truth.
 """
 from __future__ import annotations
 
@@ -20,14 +23,23 @@ import numpy as np
 
 
 def run(out: Path, n_verdicts: int = 40, size: int = 1280, seed: int = 21, threads: int = 2,
-        base: str | None = None, rounds_scale: float = 1.0, log=print) -> dict:
+        base: str | None = None, rounds_scale: float = 1.0, log=print, pick: str = "panel") -> dict:
     from sentinel_landslide.core.channels import S1_ROLES
     from sentinel_landslide.engine.align import InputLayer
     from sentinel_landslide.engine.detect import DetectOptions
     from sentinel_landslide.engine.evaluation import roc_auc
     from sentinel_landslide.engine.outputs import write_grid
+    from sentinel_landslide.engine.review_select import next_batch
     from sentinel_landslide.engine.synthetic import OTHER_REGION, make_scene
-    from sentinel_landslide.engine.verdicts import read_grid, simulate_verdicts, tile_truth, write_fields
+    from sentinel_landslide.engine.verdicts import (
+        PICK_FIELD,
+        PICK_UNCERTAIN,
+        STRATUM_FIELD,
+        read_grid,
+        simulate_verdicts,
+        tile_truth,
+        write_fields,
+    )
     from sentinel_landslide.models.package import load_package
     from sentinel_landslide.pipeline import run_detection
     from sentinel_landslide.training.adapt import adapt
@@ -44,12 +56,31 @@ def run(out: Path, n_verdicts: int = 40, size: int = 1280, seed: int = 21, threa
     g = read_grid(grid_path)
     truth = tile_truth(g.bounds, scene["truth"])
     scored = g.scored
-    order = [i for i in np.argsort(-np.nan_to_num(g.uncertainty, nan=-1), kind="stable") if scored[i]]
-    chosen = np.array(order[:n_verdicts])
+    picks: dict = {}
+    if pick == "uncertain":
+        order = [i for i in np.argsort(-np.nan_to_num(g.uncertainty, nan=-1), kind="stable") if scored[i]]
+        chosen = np.array(order[:n_verdicts])
+        picks = {int(i): PICK_UNCERTAIN for i in chosen}
+    else:  # the review panel's batches of 20: stratified random first, then informative
+        reviewed = np.zeros(len(g.fid), dtype=bool)
+        in_random = np.zeros(len(g.fid), dtype=bool)
+        while len(picks) < n_verdicts:
+            idx, pk = next_batch(g.prob, g.stratum, scored, reviewed, None, min(20, n_verdicts - len(picks)),
+                                 threshold=res.threshold, seed=seed + len(picks), in_random=in_random)
+            if not len(idx):
+                break
+            for i, p in zip(idx, pk):
+                picks[int(i)] = p
+                reviewed[i] = True
+                in_random[i] = p == "random"
+        chosen = np.array(sorted(picks))
     verdicts = simulate_verdicts(truth, chosen)
-    write_fields(grid_path, {"review": {int(g.fid[i]): v for i, v in enumerate(verdicts) if v}})
+    write_fields(grid_path, {"review": {int(g.fid[i]): v for i, v in enumerate(verdicts) if v},
+                             PICK_FIELD: {int(g.fid[i]): p for i, p in picks.items()},
+                             STRATUM_FIELD: {int(g.fid[i]): int(g.flagged[i]) for i in np.flatnonzero(scored)}})
     log(f"SYNTHETIC other region: {int(scored.sum())} tiles, {int(truth[scored].sum())} landslide tiles; "
-        f"{len(chosen)} most uncertain reviewed ({int(truth[chosen].sum())} confirmed)")
+        f"{len(chosen)} reviewed ({pick}: {sum(p == 'random' for p in picks.values())} random; "
+        f"{int(truth[chosen].sum())} confirmed)")
     t0 = time.perf_counter()
     result = adapt(str(grid_path), opts, base, str(out / "adapted_package"), threads=threads, seed=42,
                    rounds_scale=rounds_scale)
@@ -71,6 +102,12 @@ def run(out: Path, n_verdicts: int = 40, size: int = 1280, seed: int = 21, threa
         "adapted": {"auc": round(roc_auc(y, p_new), 3), "f1": round(prf(y, p_new, res2.threshold)[0], 3),
                     "threshold": res2.threshold},
         "adapt_seconds": round(adapt_s, 1), "local_cv": result.metrics,
+        "share": {"true": round(float(truth[scored].mean()), 4),
+                  **({} if result.share is None else {k: v for k, v in result.share.as_dict().items()
+                                                       if k in ("share", "share_lo", "share_hi", "count", "count_lo",
+                                                                "count_hi", "n_random", "n_purposive")})},
+        "flagged_not_reviewed": {"base": int((p_base >= res.threshold).sum()),
+                                 "adapted": int((p_new >= res2.threshold).sum())},
     }
     log(json.dumps(figures, indent=1))
     return figures
@@ -84,9 +121,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=21)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--model", default=None, help="base package folder (default: bundled)")
+    ap.add_argument("--pick", choices=("panel", "uncertain"), default="panel",
+                    help="how reviewed tiles are chosen: the panel's batches (random + informative) or the most "
+                         "uncertain only (purposive)")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        run(Path(a.out or tmp), a.verdicts, a.size, a.seed, a.threads, a.model)
+        run(Path(a.out or tmp), a.verdicts, a.size, a.seed, a.threads, a.model, pick=a.pick)
     return 0
 
 

@@ -3,37 +3,36 @@
 1. Local examples: the grid's reviewed tiles (``review``: confirmed = 1, rejected = 0,
    unsure ignored) are cut again from the layers exactly as detect cuts them (the engine's
    ``TiledScene`` with the same options, then ``core.features.patch_features``), so their
-   features are the ones detect scored.  The base package's ensemble scores them too.
-   Earlier rounds' examples (``local_examples.csv`` of an adapted base package) are kept;
-   a tile reviewed again takes its new verdict.
+   features are the ones detect scored.  The base package's ensemble scores them too.  The
+   scene's tiles are read in the same pass: the features of every scored tile of the grid, or
+   of a seeded random SCENE_TILES (2000) of them on larger grids.
+   Earlier rounds' examples (``local_examples.csv`` of an adapted base package) are kept for
+   training (they weigh 0 in the estimates: they are not part of this grid's sample); a tile
+   reviewed again takes its new verdict.
    Every input combination detect scored reviewed tiles with is handled on its own (features
-   over its channels): the run's full combination is refitted with at least one verdict of each
+   over its channels): the run's full combination is adapted with at least one verdict of each
    class, a fallback combination (e.g. ``desc+asc`` under cloud) with at least
    MIN_COMBO_PER_CLASS (5) of each; otherwise its base members and threshold are kept, the log
-   says so and its verdicts are saved in ``local_examples.csv`` for a later round.  Steps 2-4
-   run per refitted combination; the manifest records each (``history[-1].combinations``).
-2. Gradient-boosting members of the mode (LightGBM + XGBoost, ``train_gbm``'s
-   hyper-parameters and tree counts) are refitted on the base training features (the real
-   table ``train_features_7147.csv.gz``; where it is absent, the local examples alone, with
-   a warning) plus the local examples, each weighted
-       w_local = LOCAL_SHARE / (1 - LOCAL_SHARE) * N_base / n_local    (LOCAL_SHARE = 0.3)
-   so the local examples together weigh 30 % of the fit whatever their number (40 verdicts
-   against 7147 rows: each counts ~77 times).
-3. Networks are kept; with at least MIN_PER_CLASS verdicts of each class their weights are
-   re-weighted by how well each ranks the local verdicts:
-       w_net = w_net_base * clip(2 * AUC_local - 1, 0, 1)
-   (a network no better than chance on this region stops voting).
-4. Threshold: with at least MIN_PER_CLASS (10) verdicts of each class, the F1-optimal
-   threshold (0.05..0.95, step 0.01; the middle of the best plateau) of the adapted
-   ensemble's cross-validated probabilities of the local examples: stratified K-fold
-   (K = min(4, smaller class)), each fold's GBMs refitted without that fold's examples and
-   its network weights computed from the other folds.  With fewer verdicts the base
-   package's threshold is kept.  The same cross-validated probabilities give the local
-   metrics recorded in the manifest.
-5. A new package folder: the base members copied, the mode's GBM files replaced, the
-   manifest's provenance (``metrics.adaptation``: base package, grid, verdict counts,
-   weights, local CV metrics) and checksums written, ``local_examples.csv`` for later rounds.
-   The folder is assembled beside OUTPUT and moved into place only when complete.
+   says so and its verdicts are saved in ``local_examples.csv`` for a later round.
+2. The sample: ``engine.design`` gives each verdict its design weight (the grid's ``pick`` and
+   ``stratum`` fields: random verdicts M_h / n_h, purposive ones 1) and estimates the region's
+   landslide share and count with a 95 % interval (log, outputs, manifest).
+3. Candidates (``adapt_rule.CANDIDATE_RULE``): the base members with a new threshold; the
+   gradient-boosting members refitted on the base training features (the real table
+   ``train_features_7147.csv.gz``) weighted toward the scene (``scene_shift.scene_weights``)
+   without verdicts; and with the verdicts weighing 0.1, 0.3 or 0.5 of the fit (WEIGHT_RULE).
+   Refits are cross-validated (stratified folds, each fold's GBMs refitted without it).
+   Networks are kept with their weights (NET_RULE).
+4. Threshold (``adapt_rule.THRESHOLD_RULE``): each candidate chooses the share of the region to
+   flag from the design-weighted F1 of its cross-validated probabilities, shrunk toward the
+   estimated landslide share with few random verdicts; the candidate with the best
+   design-weighted F1 wins; its threshold flags that share of the scene's tiles under the final
+   model.  Purposive verdicts only: the rule says it had no random sample and what it did.
+5. A new package folder: the base members copied, the winner's GBM files replaced (if a refit
+   won), the manifest's provenance (``metrics.adaptation``: base package, grid, verdict counts
+   (random / purposive), share estimate, rules, candidates, scene weights) and checksums
+   written, ``local_examples.csv`` for later rounds.  The folder is assembled beside OUTPUT and
+   moved into place only when complete.
 """
 from __future__ import annotations
 
@@ -53,32 +52,32 @@ import numpy as np
 from ..core.channels import COMBINATION_BY_NAME
 from ..core.errors import Cancelled, InputError
 from ..core.features import feature_matrix, patch_features
+from ..engine.design import DESIGN_RULE, ShareEstimate, design_weights, estimate_share
 from ..engine.detect import DetectOptions, TiledScene
-from ..engine.verdicts import GridTiles, read_grid
+from ..engine.verdicts import PICK_RANDOM, GridTiles, read_grid
 from ..models.ensemble import Ensemble
 from ..models.package import ModelPackage, PackageError, load_package, sha256_file, write_manifest
+from . import adapt_rule as R
 from .feature_table import load_feature_table
-from .train_gbm import LGB_ROUNDS, THRESHOLDS, XGB_ROUNDS, auc_score, fit_lgb, fit_xgb, predict, prf
+from .scene_shift import needs_verdicts, scene_weights
+from .train_gbm import LGB_ROUNDS, XGB_ROUNDS, auc_score, load_saved, predict, prf
 
-LOCAL_SHARE = 0.3
-MIN_PER_CLASS = 10
-MAX_FOLDS = 4
 MIN_COMBO_PER_CLASS = 5
+SCENE_TILES = 2000
 LOCAL_FILE = "local_examples.csv"
 BASE_FEATURES_ENV = "SENTINEL_LANDSLIDE_BASE_FEATURES"
 DEFAULT_BASE_FEATURES = Path(__file__).resolve().parents[2] / "shared" / "data" / "zindi" / "train_features_7147.csv.gz"
 GBM_KINDS = ("lightgbm", "xgboost")
-WEIGHT_RULE = ("local examples weigh LOCAL_SHARE = 0.3 of the fit: w_local = 0.3 / 0.7 * N_base / n_local "
-               "(base rows weight 1); local examples alone: weight 1")
-NET_RULE = ("networks kept; with >= 10 verdicts per class re-weighted w = w_base * clip(2 * AUC_local - 1, 0, 1) "
-            "(AUC on the verdicts, from the base weights of the first round)")
-COMBINATION_RULE = ("every input combination detect scored reviewed tiles with is refitted on the verdicts of its "
+WEIGHT_RULE = ("base rows weighted toward the scene (scene_shift.scene_weights, mean 1; not used, weights 1, when "
+               "the weights say the scene is unlike the table: ESS share < 0.10 or domain AUC >= 0.97); the verdicts "
+               "weigh a share s of the fit, s chosen among 0 / 0.1 / 0.3 / 0.5 by cross-validation: "
+               "w_local = s / (1 - s) * sum(base weights) / n_local; local examples alone: weight 1")
+NET_RULE = "networks kept with their base weights (a few dozen verdicts cannot re-weight them reliably)"
+COMBINATION_RULE = ("every input combination detect scored reviewed tiles with is adapted on the verdicts of its "
                     "own tiles (features over its channels): the run's full combination with at least one verdict "
                     "of each class, a fallback combination (e.g. desc+asc under cloud) with at least 5 of each; "
                     "else its base members and threshold are kept (its verdicts are saved for a later round)")
-THRESHOLD_RULE = ("with >= 10 verdicts per class: F1-optimal threshold (0.05..0.95 step 0.01, middle of the best "
-                  "plateau) of the stratified K-fold (K = min(4, smaller class)) cross-validated ensemble "
-                  "probabilities of the local examples; else the base package's threshold")
+THRESHOLD_RULE = R.THRESHOLD_RULE
 
 
 @dataclass
@@ -92,6 +91,8 @@ class AdaptResult:
     log: list = field(default_factory=list)
     seconds: float = 0.0
     combinations: dict = field(default_factory=dict)  # per package mode: adapted or kept, verdicts, metrics
+    share: ShareEstimate | None = None  # the region's landslide share from the verdicts
+    record: dict = field(default_factory=dict)  # this round's manifest record
 
 
 def _key(bounds) -> str:
@@ -122,10 +123,11 @@ def _match(grid: GridTiles, idx: np.ndarray, tiles: TiledScene, tol: float) -> t
 
 
 def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: list, progress=None,
-                  is_cancelled=None) -> dict:
+                  is_cancelled=None, scene_tiles: int = 0) -> dict:
     """Features and base-ensemble member probabilities of the grid's reviewed tiles, per input
     combination detect scores them with: {combination: local examples}, the run's full
-    combination first (``full`` True)."""
+    combination first (``full`` True); with ``scene_tiles`` > 0 also the features of up to that
+    many of the grid's scored tiles (``scene``: rows, features) per combination."""
     idx = _verdict_tiles(grid)
     tiles = TiledScene(opts, pkg, log)
     tol = 0.05 * pkg.patch_size * tiles.grid.res
@@ -155,6 +157,8 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
     ensembles: dict = {}
     per: dict = {}
     seen, unusable = 0, 0
+    scene_at = scene_sample(grid, scene_tiles)
+    scene: dict = {}
     try:
         for k, b in enumerate(tiles):
             if is_cancelled is not None and is_cancelled():
@@ -162,6 +166,13 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
             if progress is not None:
                 progress((k + 1) / len(tiles))
             for name, (gidx, gvalid) in b.groups.items():
+                at = [n for n, j in enumerate(gidx) if (int(b.rows[j]), int(b.cols[j])) in scene_at]
+                if at:  # the scene's tiles (features only): what the scene weights and thresholds see
+                    sc = scene.setdefault(name, {"rows": [], "feats": {}})
+                    f = patch_features(b.patches[gidx[at]], gvalid[at], channels=COMBINATION_BY_NAME[name].channels)
+                    for n, v in f.items():
+                        sc["feats"].setdefault(n, []).append(np.asarray(v, dtype=np.float32))
+                    sc["rows"] += [scene_at[(int(b.rows[gidx[n]]), int(b.cols[gidx[n]]))] for n in at]
                 sel = [n for n, j in enumerate(gidx) if (int(b.rows[j]), int(b.cols[j])) in found]
                 seen += len(sel)
                 if not sel:
@@ -212,7 +223,22 @@ def collect_local(grid: GridTiles, opts: DetectOptions, pkg: ModelPackage, log: 
                      "features": {n: np.concatenate(v) for n, v in acc["feats"].items()},
                      "members": {m: np.concatenate(v) for m, v in acc["members"].items()}, "combination": name,
                      "full": name == target}
+        sc = scene.get(name)
+        if sc is not None:
+            out[name]["scene"] = {"rows": np.array(sc["rows"], dtype=np.int64),
+                                  "features": {n: np.concatenate(v) for n, v in sc["feats"].items()}}
     return out
+
+
+def scene_sample(grid: GridTiles, limit: int = SCENE_TILES) -> dict:
+    """{(row, col): grid index} of the scene's tiles adapt reads: every scored tile, or a
+    seeded random ``limit`` of them on larger grids (memory and time stay bounded)."""
+    if limit <= 0:
+        return {}
+    idx = np.flatnonzero(grid.scored)
+    if len(idx) > limit:
+        idx = np.sort(np.random.default_rng(0).choice(idx, size=limit, replace=False))
+    return {(int(grid.row[i]), int(grid.col[i])): int(i) for i in idx}
 
 
 def _read_local_csv(path: Path, mode: str):
@@ -281,44 +307,13 @@ def merge_previous(local: dict, base_folder: Path, log: list) -> tuple[dict, int
 # ---------------------------------------------------------------- fitting
 def _folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
     """Stratified fold number per example (shuffled, seeded)."""
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), dtype=np.int64)
-    for c in (0, 1):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        fold[idx] = np.arange(len(idx)) % k
-    return fold
-
-
-def _fit(kind: str, X, y, w, names, rounds: int, seed: int, threads: int, min_leaf: int):
-    """train_gbm's fit with the local examples' weights."""
-    if kind == "lightgbm":
-        return fit_lgb(X, y, names, rounds, seed, threads, weight=w, min_leaf=min_leaf)
-    return fit_xgb(X, y, names, rounds, seed, threads, weight=w)
-
-
-def _net_weights(specs: list, base_w: dict, members: dict, y: np.ndarray, reweight: bool) -> dict:
-    out = {}
-    for s in specs:
-        w = base_w[s["name"]]
-        if s["kind"] == "onnx" and reweight and len(s["modes"]) == 1:  # shared nets keep their weight
-            auc = auc_score(y, members[s["name"]])
-            w = w * float(np.clip(2 * auc - 1, 0.0, 1.0)) if np.isfinite(auc) else w
-        out[s["name"]] = w
-    return out
-
-
-def _combine(specs, weights: dict, probs: dict) -> np.ndarray:
-    tot = sum(weights[s["name"]] for s in specs)
-    if tot <= 0:
-        raise InputError("Every member's weight would be zero after re-weighting.")
-    return sum(weights[s["name"]] * probs[s["name"]] for s in specs) / tot
+    return R.stratified_folds(y, k, seed)
 
 
 def choose_threshold(y: np.ndarray, p: np.ndarray) -> float:
-    """F1-optimal threshold in 0.05..0.95 (step 0.01): the middle of the best plateau."""
-    f1 = np.array([prf(y, p, t)[0] for t in THRESHOLDS])
-    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
-    return float(THRESHOLDS[best[len(best) // 2]])
+    """Version 0.4's F1-optimal threshold in 0.05..0.95 (step 0.01, middle of the best plateau),
+    every verdict weight 1 (kept for the benchmark: ``adapt_rule.legacy_threshold``)."""
+    return R.legacy_threshold(y, p, 0.5, 0)
 
 
 def base_features_path(explicit, pkg: ModelPackage) -> Path | None:
@@ -329,9 +324,28 @@ def base_features_path(explicit, pkg: ModelPackage) -> Path | None:
     return None
 
 
+def _design_of(grid: GridTiles, log: list):
+    """Region-level design: per-tile design weights, random flags and the share estimate."""
+    labels, picks, stratum, scored = grid.labels, grid.pick, grid.stratum, grid.scored
+    share = estimate_share(labels, picks, stratum, scored)
+    w = design_weights(labels, picks, stratum, scored)
+    is_random = np.array([p == PICK_RANDOM for p in picks], dtype=bool)
+    flagged = int((grid.flagged & scored).sum())
+    log.append(share.text())
+    if np.isfinite(share.share):
+        log.append(f"The map flags {flagged} of {share.n_scored} scored tiles; the verdicts imply about "
+                   f"{share.count:.0f} ({share.count_lo:.0f} - {share.count_hi:.0f}) landslide tiles."
+                   + (" It flags far fewer than the sample implies." if flagged < 0.5 * share.count_lo else ""))
+    else:
+        log.append("Warning: no verdict comes from the random sample (all were chosen, e.g. the most uncertain "
+                   "tiles): the threshold is chosen from the purposive verdicts alone and the region's landslide "
+                   "share is unknown. Draw random tiles ('Next tiles to review' or landslide:sample) and review them.")
+    return share, w, is_random
+
+
 def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_folder: str, base_features=None,
           threads: int = 2, seed: int = 42, progress=None, is_cancelled=None, rounds_scale: float = 1.0,
-          folds: int = MAX_FOLDS) -> AdaptResult:
+          folds: int = R.MAX_FOLDS, scene_tiles: int = SCENE_TILES) -> AdaptResult:
     """Adapt the package in ``base_folder`` (None: bundled) to the verdicts of ``grid_path``
     (scored from the layers in ``opts``); write the new package to ``out_folder``.
     ``progress(stage, fraction)``; ``rounds_scale`` < 1 shortens the fits (tests only)."""
@@ -347,15 +361,18 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
     _verdict_tiles(grid)
     opts = DetectOptions(**{**opts.__dict__, "threads": threads})
     prog("features", 0.0)
-    locs = collect_local(grid, opts, pkg, log, lambda f: prog("features", f), cancelled)
+    locs = collect_local(grid, opts, pkg, log, lambda f: prog("features", f), cancelled, scene_tiles=scene_tiles)
     n_prev = {}
     for name in list(locs):
+        n_here = len(locs[name]["labels"])
         locs[name], n_prev[name] = merge_previous(locs[name], pkg.folder, log)
+        locs[name]["n_here"] = n_here
     tot_pos = sum(int((lo["labels"] == 1).sum()) for lo in locs.values())
     tot_neg = sum(int((lo["labels"] == 0).sum()) for lo in locs.values())
     if tot_pos == 0 or tot_neg == 0:
         raise InputError(f"The verdicts hold one class only ({tot_pos} confirmed, {tot_neg} rejected): the model "
                          "needs both landslides (confirmed) and other tiles (rejected) to learn from.")
+    share, w_design, is_random = _design_of(grid, log)
     chosen, kept = [], {}
     for lo in locs.values():
         p, n = int((lo["labels"] == 1).sum()), int((lo["labels"] == 0).sum())
@@ -385,43 +402,50 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
                    "gradient-boosting members are fitted on the local examples alone.")
     prev = pkg.manifest.get("metrics", {}).get("adaptation", {})
     plans = []
-    for k_mode, lo in enumerate(chosen):
-        plans.append(_plan_mode(pkg, lo, n_prev[lo["combination"]], base_table, prev, seed, threads, rounds_scale,
-                                folds, cancelled, lambda f, k=k_mode: prog("cross-validation", (k + f) / len(chosen)),
-                                log))
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        for k_mode, lo in enumerate(chosen):
+            plans.append(_plan_mode(pkg, grid, lo, n_prev[lo["combination"]], base_table, prev, share, w_design,
+                                    is_random, seed, threads, rounds_scale, folds, cancelled,
+                                    lambda f, k=k_mode: prog("cross-validation", (k + f) / len(chosen)), log,
+                                    pool.map))
 
     tmp = Path(tempfile.mkdtemp(prefix=".adapt-", dir=str(out.parent if out.parent.exists() else Path.cwd())))
     try:
         for m in pkg.manifest["members"]:
             shutil.copy2(pkg.path(m), tmp / m["file"])
         man = json.loads(json.dumps(pkg.manifest))
-        jobs = [(pl, s) for pl in plans for s in pl["gbms"]]
+        jobs = [(pl, s) for pl in plans if pl["refit"] for s in pl["gbms"]]
 
         def final_job(job):
             pl, s = job
             if cancelled():
                 raise Cancelled()
-            X, yy, ww, names = pl["design"](s)
-            _fit(s["kind"], X, yy, ww, names, pl["rounds"](s), seed, 1, pl["min_leaf"]).save_model(str(tmp / s["file"]))
+            b = R.final_fit(pl["combo"], pl["share"], s["kind"], seed, 1)
+            b.save_model(str(tmp / s["file"]))
+            return pl["mode"], s["name"], predict(s["kind"], b, pl["combo"].Xs, 1)
 
+        scene_new: dict = {}
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for i, _ in enumerate(pool.map(final_job, jobs)):
-                prog("fit", (i + 1) / len(jobs))
+            for i, (mode, name, p) in enumerate(pool.map(final_job, jobs)):
+                scene_new.setdefault(mode, {})[name] = p
+                prog("fit", (i + 1) / max(1, len(jobs)))
+        prog("fit", 1.0)
         for pl in plans:
-            mode, weights = pl["mode"], pl["weights"]
+            c = pl["combo"]
+            gp = scene_new.get(pl["mode"]) or {n: c.base_scene[n] for n, _ in c.gbms}
+            p_scene = c.ensemble(gp, c.fixed_scene())
+            pl["threshold"] = round(R.threshold_for_fraction(p_scene, pl["fraction"]), 4)
+            pl["record"]["threshold"] = pl["threshold"]
+            pl["record"]["scene_flagged_share"] = round(float((p_scene >= pl["threshold"]).mean()), 4)
+        for pl in plans:
+            mode = pl["mode"]
             for m in man["members"]:
-                if m["name"] in weights and mode in m["modes"]:
-                    if m["kind"] in GBM_KINDS:
-                        m["description"] = (m.get("description", "").split(" [adapted")[0]
-                                            + f" [adapted to {pl['n_local']} local verdicts, weight "
-                                              f"{pl['w_local']:.1f} each]")
-                    elif len(m["modes"]) == 1:
-                        m["weight"] = round(weights[m["name"]], 6)
-                    elif weights[m["name"]] != m["weight"]:
-                        log.append(f"Note: {m['name']} also runs in other modes; its weight is kept there and here.")
+                if pl["refit"] and m["kind"] in GBM_KINDS and m["name"] in dict(pl["combo"].gbms):
+                    m["description"] = (m.get("description", "").split(" [adapted")[0]
+                                        + f" [adapted to {pl['n_local']} local verdicts, local share {pl['share']:g}"
+                                          f"{', scene-weighted base rows' if pl['combo'].scene_weighted else ''}]")
             man["modes"][mode] = {**man["modes"].get(mode, {}), "threshold": pl["threshold"], "threshold_source": (
-                "re-chosen by landslide:adapt: " + THRESHOLD_RULE if pl["threshold"] != pl["base_t"] or pl["enough"]
-                else f"kept from the base package ({pkg.name})")}
+                f"re-chosen by landslide:adapt ({pl['record']['chosen']}): " + R.THRESHOLD_RULE)}
         man["name"] = pkg.manifest["name"].split("+")[0] + "+adapted"
         rnd = int(prev.get("round", 0)) + 1
         man["version"] = f"{pkg.manifest['version'].split('+')[0]}+adapt{rnd}"
@@ -434,20 +458,22 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
         for pl in plans:
             combos[pl["mode"]] = {"adapted": True, "combination": pl["combination"],
                                   "verdicts": {"confirmed": pl["n_pos"], "rejected": pl["n_neg"],
-                                               "from_earlier_rounds": pl["n_prev"]},
-                                  "local_weight": round(pl["w_local"], 3), "base_rows": pl["base_rows"],
-                                  "threshold": pl["threshold"], "local_cv": pl["metrics"],
-                                  "net_weights": {k2: round(v, 4) for k2, v in pl["weights"].items()},
-                                  "members_refitted": [s["name"] for s in pl["gbms"]]}
+                                               "from_earlier_rounds": pl["n_prev"], "random": pl["n_random"],
+                                               "purposive": pl["n_purposive"]},
+                                  "base_rows": pl["base_rows"], "threshold": pl["threshold"],
+                                  "local_cv": pl["metrics"], **pl["record"],
+                                  "members_refitted": [s["name"] for s in pl["gbms"]] if pl["refit"] else []}
         history = list(prev.get("history", []))
         record = {
             "round": rnd, "date": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "base_package": {"name": pkg.name, "folder": str(pkg.folder)},
             "grid": str(Path(grid_path).resolve()), "mode": main["mode"],
-            "verdicts": {"confirmed": main["n_pos"], "rejected": main["n_neg"], "from_earlier_rounds": main["n_prev"]},
-            "local_weight": round(main["w_local"], 3), "weight_rule": WEIGHT_RULE, "net_rule": NET_RULE,
-            "threshold_rule": THRESHOLD_RULE, "combination_rule": COMBINATION_RULE,
-            "net_weights": {k2: round(v, 4) for k2, v in main["weights"].items()},
+            "verdicts": {"confirmed": main["n_pos"], "rejected": main["n_neg"], "from_earlier_rounds": main["n_prev"],
+                         "random": main["n_random"], "purposive": main["n_purposive"]},
+            "share_estimate": share.as_dict(), "weight_rule": WEIGHT_RULE, "net_rule": NET_RULE,
+            "threshold_rule": R.THRESHOLD_RULE, "candidate_rule": R.CANDIDATE_RULE, "design_rule": DESIGN_RULE,
+            "combination_rule": COMBINATION_RULE, "chosen": main["record"]["chosen"],
+            "threshold_choice": main["record"]["threshold_choice"],
             "base_features": str(feat_path) if feat_path else None, "base_rows": main["base_rows"],
             "local_cv": main["metrics"], "combinations": combos, "seconds": None,
         }
@@ -471,19 +497,29 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for pl in plans:
-        log.append(f"Adapted {pl['mode']} ({pl['n_pos']} confirmed, {pl['n_neg']} rejected): threshold "
-                   f"{pl['threshold']:.3f} (base {pl['base_t']:.3f}); local "
-                   + ", ".join(f"{k2} {v}" for k2, v in pl["metrics"].items()
-                               if k2.startswith(("cv_", "base_auc", "base_f1"))))
+        ch = pl["record"]["threshold_choice"]
+        log.append(f"Adapted {pl['mode']} ({pl['n_pos']} confirmed, {pl['n_neg']} rejected; {pl['n_random']} random, "
+                   f"{pl['n_purposive']} purposive): {pl['record']['chosen']} wins; threshold {pl['threshold']:.3f} "
+                   f"(base {pl['base_t']:.3f}) flags {100 * pl['record']['scene_flagged_share']:.1f} % of the scene "
+                   f"(target {100 * ch['fraction']:.1f} %: "
+                   + (f"{ch['lam']:.2f} x F1 part {100 * ch['f_f1']:.1f} % + {1 - ch['lam']:.2f} x the share the estimate "
+                      f"implies for this model {100 * ch['f_share']:.1f} %" if ch["random_sample"] else
+                      f"no random sample: F1-optimal share of the purposive verdicts {100 * ch['f_f1']:.1f} %")
+                   + f"); design-weighted CV F1 {ch['f1_design']:.3f}")
     log.append(f"Adapted package written to {out}.")
     return AdaptResult(out, main["mode"], main["threshold"], sum(pl["n_pos"] for pl in plans),
                        sum(pl["n_neg"] for pl in plans), main["metrics"], log, time.perf_counter() - t0,
-                       combinations=combos)
+                       combinations=combos, share=share, record=record)
 
 
-def _plan_mode(pkg, local, n_prev, base_table, prev, seed, threads, rounds_scale, folds, cancelled, prog, log) -> dict:
-    """Cross-validation, network weights and threshold of one combination's refit; the final
-    GBM fits are returned as ``design`` / ``rounds`` for the caller to run."""
+def _load_gbm(pkg: ModelPackage, spec: dict, threads: int):
+    return load_saved(spec["kind"], pkg.path(spec), threads)
+
+
+def _plan_mode(pkg, grid, local, n_prev, base_table, prev, share, w_grid, random_grid, seed, threads, rounds_scale,
+               folds, cancelled, prog, log, map_fn) -> dict:
+    """One combination's candidates (adapt_rule.evaluate): which wins, the share of the scene to
+    flag; the final GBM fits are left to the caller (``combo``, ``share``)."""
     mode, y = local["mode"], local["labels"]
     n_pos, n_neg = int((y == 1).sum()), int((y == 0).sum())
     log.append(f"Mode {mode}: {n_pos} confirmed and {n_neg} rejected local example(s)"
@@ -493,6 +529,7 @@ def _plan_mode(pkg, local, n_prev, base_table, prev, seed, threads, rounds_scale
     if not gbms:
         raise InputError(f"The package '{pkg.name}' has no gradient-boosting member in {mode} mode to adapt.")
     base_w = {s["name"]: float(prev.get("original_weights", {}).get(s["name"], s["weight"])) for s in specs}
+    names = list(gbms[0]["inputs"]["features"])
     yb, table = np.zeros(0, np.int64), None
     if base_table is not None:
         missing = sorted({f for s in gbms for f in s["inputs"]["features"] if f not in base_table[1]})
@@ -503,76 +540,101 @@ def _plan_mode(pkg, local, n_prev, base_table, prev, seed, threads, rounds_scale
         else:
             yb, table = base_table
     n_local = len(y)
-    w_local = LOCAL_SHARE / (1 - LOCAL_SHARE) * len(yb) / n_local if len(yb) else 1.0
-    min_leaf = 20 if len(yb) else max(2, min(20, n_local // 10))
+    n_here = int(local.get("n_here", n_local))
+    # design weights of this grid's verdicts; earlier rounds' examples train but weigh 0 in the estimate
+    rows = local["rows"]
+    w_d = np.zeros(n_local)
+    w_d[:n_here] = w_grid[rows]
+    rnd = np.zeros(n_local, dtype=bool)
+    rnd[:n_here] = random_grid[rows] & (w_grid[rows] > 0)
+    n_random = int(rnd.sum())
+    n_purposive = int(((w_d > 0) & ~rnd).sum())
+    Xl = feature_matrix(local["features"], names)
+    sc = local.get("scene")
+    if sc is not None and len(sc["rows"]):
+        Xs, scene_rows = feature_matrix(sc["features"], names), sc["rows"]
+    else:  # no scene features (scene_tiles = 0): the verdict tiles stand in for the scene
+        Xs, scene_rows = Xl[:n_here], rows
+    Xb = feature_matrix(table, names) if table is not None else np.zeros((0, len(names)), np.float32)
+    wb = np.ones(len(yb))
+    scene_note = None
+    if len(yb) and len(Xs) >= 10:
+        sw = scene_weights(Xb, Xs, seed=seed, threads=threads)
+        log.append(f"Scene weights ({mode}): {sw.note}")
+        warn = needs_verdicts(sw)
+        if warn:
+            log.append("Warning: " + warn)
+        if sw.too_small:  # weights that extrapolate from the table's edge: not used (SCENE_RULE)
+            log.append(f"Scene weights ({mode}) left out: the scene is unlike the training table; the refits "
+                       "weigh the training rows equally and rely on the verdicts.")
+        else:
+            wb = sw.weights
+        scene_note = {**sw.provenance(), "used": not sw.too_small}
+    # base members on the verdicts (cut by collect_local) and on the scene's tiles
+    base_local = {s["name"]: np.asarray(local["members"][s["name"]], dtype=np.float64) for s in specs}
+    base_scene = {}
+    for s in gbms:
+        b = _load_gbm(pkg, s, 1)
+        base_scene[s["name"]] = predict(s["kind"], b, Xs, 1)
+    nets = [s for s in specs if s["kind"] not in GBM_KINDS]
+    weights = {s["name"]: base_w[s["name"]] for s in gbms}
+    if nets:
+        # the networks as one fixed member: on the verdicts their weighted mean; on the scene's tiles
+        # recovered from the grid's ensemble probability minus the GBMs' part (when the grid was scored
+        # by this package, checked on the verdicts), else the GBMs' mean stands in (logged)
+        w_n = sum(base_w[s["name"]] for s in nets)
+        weights["networks"] = w_n
+        base_local["networks"] = sum(base_w[s["name"]] * base_local[s["name"]] for s in nets) / w_n
+        W = sum(base_w.values())
+        gb_l = sum(base_w[s["name"]] * base_local[s["name"]] for s in gbms)
+        ok_rows = np.isfinite(grid.prob[rows[:n_here]])
+        recon_l = (W * grid.prob[rows[:n_here]] - gb_l[:n_here]) / w_n
+        if ok_rows.all() and np.max(np.abs(recon_l - base_local["networks"][:n_here])) < 0.02:
+            gb_s = sum(base_w[s["name"]] * base_scene[s["name"]] for s in gbms)
+            base_scene["networks"] = np.clip((W * grid.prob[scene_rows] - gb_s) / w_n, 0, 1)
+        else:
+            base_scene["networks"] = np.mean([base_scene[s["name"]] for s in gbms], axis=0)
+            log.append(f"Note ({mode}): the grid was not scored by this package; the networks' share of the "
+                       "scene's probabilities is approximated by the gradient-boosting members'.")
+        for s in nets:
+            base_local.pop(s["name"])
 
-    def design(spec, rows=None):
-        names = list(spec["inputs"]["features"])
-        Xl = feature_matrix(local["features"], names)
-        yl, wl = y, np.full(n_local, w_local)
-        if rows is not None:
-            Xl, yl, wl = Xl[rows], yl[rows], wl[rows]
-        if table is None:
-            return Xl, yl.astype(np.float64), wl, names
-        Xb = feature_matrix(table, names)
-        return (np.vstack([Xb, Xl]), np.concatenate([yb, yl]).astype(np.float64),
-                np.concatenate([np.ones(len(yb)), wl]), names)
-
-    def rounds(spec):
-        r = (LGB_ROUNDS if spec["kind"] == "lightgbm" else XGB_ROUNDS).get(mode, 300)
+    def rounds(kind: str) -> int:
+        r = (LGB_ROUNDS if kind == "lightgbm" else XGB_ROUNDS).get(mode, 300)
         return max(10, int(r * rounds_scale))
 
-    enough = n_pos >= MIN_PER_CLASS and n_neg >= MIN_PER_CLASS
-    k = min(folds, n_pos, n_neg)
-    # cross-validated probabilities of the local examples (GBMs refitted per fold)
-    oof = {s["name"]: np.array(local["members"][s["name"]], dtype=np.float64) for s in specs}
-    oof_w = np.zeros((n_local, len(specs)))
-    cv_done = k >= 2
-    if cv_done:
-        fold = _folds(y, k, seed)
-        jobs = [(f, s) for f in range(k) for s in gbms]
-
-        def cv_job(job):
-            f, s = job
-            if cancelled():
-                raise Cancelled()
-            tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-            X, yy, ww, names = design(s, tr)
-            b = _fit(s["kind"], X, yy, ww, names, rounds(s), seed + f, 1, min_leaf)
-            return va, s["name"], predict(s["kind"], b, feature_matrix(local["features"], names)[va], 1)
-
-        # one single-threaded fit per core (LightGBM / XGBoost release the GIL): OpenMP teams
-        # of 2 threads on 2 busy cores ran XGBoost 5x slower than one thread each
-        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            for n_done, (va, name, p) in enumerate(pool.map(cv_job, jobs)):
-                oof[name][va] = p
-                prog((n_done + 1) / len(jobs))
-        for f in range(k):
-            tr, va = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
-            wts = _net_weights(specs, base_w, {m: local["members"][m][tr] for m in local["members"]}, y[tr], enough)
-            oof_w[va] = [wts[s["name"]] for s in specs]
-        tot = oof_w.sum(axis=1)
-        p_cv = (oof_w * np.stack([oof[s["name"]] for s in specs], axis=1)).sum(axis=1) / np.where(tot > 0, tot, 1)
-    else:
-        p_cv = None
-        log.append("Warning: fewer than 2 verdicts in a class: no cross-validation; the base threshold is kept.")
-
-    # final fit on everything
-    weights = _net_weights(specs, base_w, local["members"], y, enough)
+    min_leaf = 20 if len(yb) else max(2, min(20, n_local // 10))
+    combo = R.Combo(names, [(s["name"], s["kind"]) for s in gbms], weights, Xb, yb, wb, Xl, y, w_d, rnd, Xs,
+                    base_local, base_scene, rounds, min_leaf,
+                    scene_weighted=scene_note is not None and bool(scene_note["used"]))
+    best, cands = R.evaluate(combo, share, seed=seed, threads=threads, folds=folds, map_fn=map_fn,
+                             cancelled=cancelled, progress=prog)
+    ch = best.choice
     base_t = pkg.threshold(mode)
-    threshold = choose_threshold(y, p_cv) if (enough and p_cv is not None) else base_t
-    if not enough:
-        log.append(f"Threshold kept at the base package's {base_t:.3f}: re-choosing it needs at least "
-                   f"{MIN_PER_CLASS} confirmed and {MIN_PER_CLASS} rejected verdicts.")
-    base_p = _combine(specs, {s["name"]: float(s["weight"]) for s in specs}, local["members"])
-    local_metrics = {"n_confirmed": n_pos, "n_rejected": n_neg, "folds": k if cv_done else 0,
-                     "base_auc": round(auc_score(y, base_p), 4), "base_f1": round(prf(y, base_p, base_t)[0], 4),
-                     "base_threshold": base_t}
-    if p_cv is not None:
-        f1, pr, rc = prf(y, p_cv, threshold)
-        local_metrics.update({"cv_auc": round(auc_score(y, p_cv), 4), "cv_f1": round(f1, 4), "cv_precision": round(pr, 4),
-                              "cv_recall": round(rc, 4), "threshold": threshold})
-    return {"mode": mode, "combination": local["combination"], "gbms": gbms, "weights": weights,
-            "threshold": threshold, "base_t": base_t, "enough": enough, "metrics": local_metrics,
-            "design": design, "rounds": rounds, "min_leaf": min_leaf, "w_local": w_local, "n_local": n_local,
-            "n_pos": n_pos, "n_neg": n_neg, "n_prev": n_prev, "base_rows": int(len(yb)), "base_w": base_w}
+    base_p = combo.ensemble({n: base_local[n] for n, _ in combo.gbms}, combo.fixed_local())
+    k = min(folds, n_pos, n_neg)
+    metrics = {"n_confirmed": n_pos, "n_rejected": n_neg, "folds": k if k >= 2 else 0,
+               "base_auc": round(auc_score(y, base_p), 4), "base_f1": round(prf(y, base_p, base_t)[0], 4),
+               "base_threshold": base_t, "cv_auc": round(auc_score(y, best.p_local), 4),
+               "cv_f1": round(ch.f1_design, 4), "cv_f1_weighting": "design-weighted" if ch.random_sample else
+               "purposive verdicts, weight 1 each (no random sample)", "candidate": best.name}
+    record = {"chosen": best.name, "local_share": best.share, "fraction": round(ch.fraction, 4),
+              "threshold_choice": {"fraction": round(ch.fraction, 4), "lam": round(ch.lam, 4), "f_f1": round(ch.f_f1, 4),
+                                   "f_share": None if not np.isfinite(ch.f_share) else round(ch.f_share, 4),
+                                   "random_sample": ch.random_sample, "f1_design": round(ch.f1_design, 4),
+                                   "t_cv": ch.t_cv, **ch.detail,
+                                   "note": None if ch.random_sample else
+                                   "no random verdict: the share of the region is unknown; the threshold is the "
+                                   "F1-optimal one of the purposive verdicts (weight 1 each), not a sample estimate"},
+              "candidates": [{"name": cd.name, "f1_design": round(cd.choice.f1_design, 4),
+                              "fraction": round(cd.choice.fraction, 4)} for cd in cands],
+              "scene_weights": scene_note, "scene_tiles": int(len(Xs))}
+    if not ch.random_sample:
+        log.append(f"Threshold rule ({mode}): no random verdict, so no sample of the region: the threshold flags the "
+                   "share of the scene at which the purposive verdicts' cross-validated F1 peaks (weight 1 each; "
+                   "not an estimate for the region). Review random tiles for an honest threshold.")
+    return {"mode": mode, "combination": local["combination"], "gbms": gbms, "combo": combo, "share": best.share,
+            "refit": best.share is not None, "fraction": ch.fraction, "base_t": base_t, "metrics": metrics,
+            "record": record, "n_local": n_local, "n_pos": n_pos, "n_neg": n_neg, "n_prev": n_prev,
+            "n_random": n_random, "n_purposive": n_purposive, "base_rows": int(len(yb)), "base_w": base_w,
+            "threshold": base_t}

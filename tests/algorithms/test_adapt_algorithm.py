@@ -48,7 +48,13 @@ def test_grid_without_verdicts_is_refused_and_nothing_written(provider, syntheti
 def test_adapt_then_detect_then_a_second_round(provider, synthetic_scene, grid_and_truth, tmp_path):
     import processing
 
-    from sentinel_landslide.engine.verdicts import simulate_verdicts, write_fields
+    from sentinel_landslide.engine.verdicts import (
+        PICK_FIELD,
+        PICK_RANDOM,
+        STRATUM_FIELD,
+        simulate_verdicts,
+        write_fields,
+    )
 
     src, g, truth = grid_and_truth
     scored = np.flatnonzero(g.scored)
@@ -61,6 +67,10 @@ def test_adapt_then_detect_then_a_second_round(provider, synthetic_scene, grid_a
     write_fields(grid1, {"review": {int(g.fid[i]): v[i] for i in first}})
     res = processing.run("landslide:adapt", _params(synthetic_scene, grid1, tmp_path / "pkg1"))
     assert res["MODE"] == "s2+desc+asc" and (res["CONFIRMED"], res["REJECTED"]) == (len(pos) // 2, 10)
+    # no pick field: every verdict is purposive; it still adapts and says it had no random sample
+    assert (res["RANDOM_VERDICTS"], res["PURPOSIVE_VERDICTS"]) == (0, len(first))
+    assert res["LANDSLIDE_SHARE"] is None and "no random verdict" in res["THRESHOLD_CHOICE"]
+    assert 0 < res["FLAGGED_SHARE"] <= 1
     man = json.loads((tmp_path / "pkg1" / "manifest.json").read_text())
     hist = man["metrics"]["adaptation"]["history"][-1]
     assert hist["grid"] == str(grid1.resolve()) and hist["verdicts"]["rejected"] == 10
@@ -73,9 +83,16 @@ def test_adapt_then_detect_then_a_second_round(provider, synthetic_scene, grid_a
     grid2 = tmp_path / "round2.gpkg"
     shutil.copy(src, grid2)
     v = simulate_verdicts(truth, second)
-    write_fields(grid2, {"review": {int(g.fid[i]): v[i] for i in second}})
+    # marked as a stratified random sample of the map classes (pick / stratum fields)
+    write_fields(grid2, {"review": {int(g.fid[i]): v[i] for i in second},
+                         PICK_FIELD: {int(g.fid[i]): PICK_RANDOM for i in second},
+                         STRATUM_FIELD: {int(g.fid[i]): int(g.flagged[i]) for i in scored}})
     res2 = processing.run("landslide:adapt", _params(synthetic_scene, grid2, tmp_path / "pkg2",
                                                      MODEL=str(tmp_path / "pkg1")))
     assert (res2["CONFIRMED"], res2["REJECTED"]) == (len(pos), 20)  # both rounds' examples
+    # the second round's verdicts come from a stratified random draw: the region's share is estimated
+    assert res2["RANDOM_VERDICTS"] == len(second) and res2["PURPOSIVE_VERDICTS"] == 0
+    assert res2["LANDSLIDE_SHARE_LO"] <= res2["LANDSLIDE_SHARE"] <= res2["LANDSLIDE_SHARE_HI"]
+    assert res2["LANDSLIDE_TILES"] == pytest.approx(res2["LANDSLIDE_SHARE"] * int(g.scored.sum()), rel=1e-3)
     ad = json.loads((tmp_path / "pkg2" / "manifest.json").read_text())["metrics"]["adaptation"]
     assert ad["round"] == 2 and len(ad["history"]) == 2 and ad["history"][1]["verdicts"]["from_earlier_rounds"] == len(first)

@@ -70,6 +70,60 @@ def test_grid_without_verdicts_one_class_or_another_scene_fail_clearly(small_gri
     assert not list(tmp_path.glob(".adapt-*"))  # no half-written package left behind
 
 
+def _random_and_purposive(g, truth, n_pos, n_neg, seed=0):
+    """A stratified random sample (next_batch, random only) with exactly n_pos confirmed and
+    n_neg rejected verdicts among its first tiles; returns {index: pick}."""
+    from sentinel_landslide.engine.review_select import next_batch
+
+    idx, picks = next_batch(g.prob, g.stratum, g.scored, np.zeros(len(g.fid), bool), None, int(g.scored.sum()),
+                            threshold=0.5, random_share=1.0, seed=seed)
+    pos = [i for i in idx if truth[i]][:n_pos]
+    neg = [i for i in idx if not truth[i]][:n_neg]
+    return {int(i): "random" for i in pos + neg}
+
+
+def test_three_random_verdicts_per_class_adapt_and_purposive_only_says_so(small_grid, synthetic_scene, tmp_path):
+    """3 confirmed + 3 rejected random verdicts are enough: the threshold is re-chosen by the
+    rule (shrunk toward the estimated share: lambda 3/11) and the share estimate is recorded;
+    the same verdicts marked purposive still adapt, with the rule saying there was no random
+    sample."""
+    from sentinel_landslide.engine.verdicts import PICK_FIELD, STRATUM_FIELD, read_grid, simulate_verdicts
+    from sentinel_landslide.models.package import load_package
+    from sentinel_landslide.training.adapt import adapt
+    from sentinel_landslide.training.adapt_rule import SHRINK_K
+
+    src, truth = small_grid
+    g = read_grid(src)
+    chosen = _random_and_purposive(g, truth, 3, 3)
+    v = simulate_verdicts(truth, list(chosen))
+    review = {int(g.fid[i]): v[i] for i in chosen}
+    stratum = {int(g.fid[i]): int(g.flagged[i]) for i in np.flatnonzero(g.scored)}
+    opts = scene_options(synthetic_scene)
+    grid = _with_verdicts(src, tmp_path / "rand.gpkg", review)
+    from sentinel_landslide.engine.verdicts import write_fields
+    write_fields(grid, {PICK_FIELD: {int(g.fid[i]): p for i, p in chosen.items()}, STRATUM_FIELD: stratum})
+    res = adapt(str(grid), opts, None, str(tmp_path / "pkg"), rounds_scale=0.05)
+    ch = res.record["threshold_choice"]
+    assert ch["random_sample"] and ch["lam"] == pytest.approx(3 / (3 + SHRINK_K), abs=1e-4)
+    assert res.share is not None and res.share.n_random == 6 and np.isfinite(res.share.share)
+    assert res.share.lo <= res.share.share <= res.share.hi
+    man = load_package(tmp_path / "pkg").manifest
+    rec = man["metrics"]["adaptation"]["history"][-1]
+    assert rec["verdicts"]["random"] == 6 and rec["verdicts"]["purposive"] == 0
+    assert rec["share_estimate"]["n_random"] == 6 and "Agresti" in rec["share_estimate"]["interval"]
+    assert "design-weighted F1" in rec["threshold_rule"]
+    assert man["modes"]["s2+desc+asc"]["threshold"] == res.threshold
+    assert any(line.startswith("Landslide share of the region:") for line in res.log)
+
+    purposive = _with_verdicts(src, tmp_path / "purp.gpkg", review)  # no pick: purposive
+    res2 = adapt(str(purposive), opts, None, str(tmp_path / "pkg2"), rounds_scale=0.05)
+    ch2 = res2.record["threshold_choice"]
+    assert not ch2["random_sample"] and "no random verdict" in ch2["note"]
+    assert res2.share is not None and not np.isfinite(res2.share.share) and res2.share.n_purposive == 6
+    assert any("no random verdict" in line for line in res2.log), res2.log
+    assert 0 < res2.threshold < 1
+
+
 @pytest.mark.slow
 def test_adapted_package_beats_the_base_on_tiles_not_reviewed(tmp_path):
     """SYNTHETIC other region (engine.synthetic.OTHER_REGION), 40 verdicts on the most uncertain
@@ -83,6 +137,13 @@ def test_adapted_package_beats_the_base_on_tiles_not_reviewed(tmp_path):
     base, new = fig["base"], fig["adapted"]
     assert new["auc"] >= base["auc"] + 0.1, fig
     assert new["f1"] >= base["f1"] + 0.3 and new["f1"] >= 0.5, fig
+    # the panel's batches: half of the verdicts random, and the share estimate's interval holds the truth
+    sh = fig["share"]
+    assert sh["n_random"] == 20 and sh["n_purposive"] == 20
+    assert sh["share_lo"] <= sh["true"] <= sh["share_hi"], sh
+    # the adapted map flags a plausible number of the tiles nobody reviewed (half to twice the truth)
+    assert 0.5 * fig["landslides_not_reviewed"] <= fig["flagged_not_reviewed"]["adapted"] \
+        <= 2 * fig["landslides_not_reviewed"], fig
     pkg = load_package(tmp_path / "demo" / "adapted_package")  # checksums verified
     rec = pkg.manifest["metrics"]["adaptation"]
     assert rec["round"] == 1 and rec["history"][0]["verdicts"]["confirmed"] == fig["verdicts"]["confirmed"]
@@ -146,13 +207,21 @@ def test_adapt_refits_every_combination_with_enough_verdicts(cloudy_grid, packag
     assert combos["desc+asc"]["verdicts"]["confirmed"] == 6 and combos["desc+asc"]["verdicts"]["rejected"] == 8
     assert (res.n_confirmed, res.n_rejected) == (12, 18) and not any("not used" in line for line in res.log)
     new = load_package(tmp_path / "pkg")  # checksums verified
-    refitted = {"lgbm_s2+desc+asc", "xgb_s2+desc+asc", "lgbm_desc+asc", "xgb_desc+asc"}
+    hist = new.manifest["metrics"]["adaptation"]["history"][-1]
+    assert set(hist["combinations"]) == {"s2+desc+asc", "desc+asc"}
+    # each combination's winner (adapt_rule.CANDIDATE_RULE) is a refit of its own GBM pair or its base
+    # members with a new threshold: the files changed are exactly the members the record names
+    refitted = set()
+    for mode in ("s2+desc+asc", "desc+asc"):
+        rec = hist["combinations"][mode]
+        assert rec["members_refitted"] == ([] if rec["chosen"] == "threshold only"
+                                           else [f"lgbm_{mode}", f"xgb_{mode}"]), rec
+        assert {c["name"] for c in rec["candidates"]} >= {"threshold only", "refit 0.1", "refit 0.3", "refit 0.5"}
+        refitted |= set(rec["members_refitted"])
+        assert new.threshold(mode) == rec["threshold"] and 0 < rec["threshold"] < 1
     for m in package.manifest["members"]:
         same = sha256_file(package.path(m)) == sha256_file(new.folder / m["file"])
         assert same == (m["name"] not in refitted), m["name"]
-    hist = new.manifest["metrics"]["adaptation"]["history"][-1]
-    assert set(hist["combinations"]) == {"s2+desc+asc", "desc+asc"}
-    assert hist["combinations"]["desc+asc"]["members_refitted"] == ["lgbm_desc+asc", "xgb_desc+asc"]
     assert "5 of each" in hist["combination_rule"]
     # the clouded tiles' examples carry features over desc+asc's channels only
     with open(tmp_path / "pkg" / "local_examples.csv", newline="", encoding="utf-8") as fh:
