@@ -434,7 +434,8 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
             c = pl["combo"]
             gp = scene_new.get(pl["mode"]) or {n: c.base_scene[n] for n, _ in c.gbms}
             p_scene = c.ensemble(gp, c.fixed_scene())
-            pl["threshold"] = round(R.threshold_for_fraction(p_scene, pl["fraction"]), 4)
+            pl["threshold"] = (pl["base_t"] if pl["record"]["chosen"] == R.BASE_CANDIDATE
+                               else round(R.threshold_for_fraction(p_scene, pl["fraction"]), 4))
             pl["record"]["threshold"] = pl["threshold"]
             pl["record"]["scene_flagged_share"] = round(float((p_scene >= pl["threshold"]).mean()), 4)
         for pl in plans:
@@ -473,7 +474,7 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
             "share_estimate": share.as_dict(), "weight_rule": WEIGHT_RULE, "net_rule": NET_RULE,
             "threshold_rule": R.THRESHOLD_RULE, "candidate_rule": R.CANDIDATE_RULE, "design_rule": DESIGN_RULE,
             "combination_rule": COMBINATION_RULE, "chosen": main["record"]["chosen"],
-            "threshold_choice": main["record"]["threshold_choice"],
+            "threshold_choice": main["record"]["threshold_choice"], "candidates": main["record"]["candidates"],
             "base_features": str(feat_path) if feat_path else None, "base_rows": main["base_rows"],
             "local_cv": main["metrics"], "combinations": combos, "seconds": None,
         }
@@ -502,10 +503,15 @@ def adapt(grid_path: str, opts: DetectOptions, base_folder: str | None, out_fold
                    f"{pl['n_purposive']} purposive): {pl['record']['chosen']} wins; threshold {pl['threshold']:.3f} "
                    f"(base {pl['base_t']:.3f}) flags {100 * pl['record']['scene_flagged_share']:.1f} % of the scene "
                    f"(target {100 * ch['fraction']:.1f} %: "
-                   + (f"{ch['lam']:.2f} x F1 part {100 * ch['f_f1']:.1f} % + {1 - ch['lam']:.2f} x the share the estimate "
+                   + ("the base package's own threshold" if ch["f_share"] is None and ch["random_sample"] else
+                      f"{ch['lam']:.2f} x F1 part {100 * ch['f_f1']:.1f} % + {1 - ch['lam']:.2f} x the share the estimate "
                       f"implies for this model {100 * ch['f_share']:.1f} %" if ch["random_sample"] else
                       f"no random sample: F1-optimal share of the purposive verdicts {100 * ch['f_f1']:.1f} %")
                    + f"); design-weighted CV F1 {ch['f1_design']:.3f}")
+        if pl["record"]["chosen"] == R.BASE_CANDIDATE:
+            log.append(f"Note ({pl['mode']}): on these verdicts no change measured better than the base package within "
+                       "one standard error, so its members and threshold are kept; more verdicts (random ones "
+                       "above all) can tell a real improvement from noise.")
     log.append(f"Adapted package written to {out}.")
     return AdaptResult(out, main["mode"], main["threshold"], sum(pl["n_pos"] for pl in plans),
                        sum(pl["n_neg"] for pl in plans), main["metrics"], log, time.perf_counter() - t0,
@@ -607,10 +613,10 @@ def _plan_mode(pkg, grid, local, n_prev, base_table, prev, share, w_grid, random
     combo = R.Combo(names, [(s["name"], s["kind"]) for s in gbms], weights, Xb, yb, wb, Xl, y, w_d, rnd, Xs,
                     base_local, base_scene, rounds, min_leaf,
                     scene_weighted=scene_note is not None and bool(scene_note["used"]))
-    best, cands = R.evaluate(combo, share, seed=seed, threads=threads, folds=folds, map_fn=map_fn,
-                             cancelled=cancelled, progress=prog)
-    ch = best.choice
     base_t = pkg.threshold(mode)
+    best, cands = R.evaluate(combo, share, seed=seed, threads=threads, folds=folds, map_fn=map_fn,
+                             cancelled=cancelled, progress=prog, base_threshold=base_t)
+    ch = best.choice
     base_p = combo.ensemble({n: base_local[n] for n, _ in combo.gbms}, combo.fixed_local())
     k = min(folds, n_pos, n_neg)
     metrics = {"n_confirmed": n_pos, "n_rejected": n_neg, "folds": k if k >= 2 else 0,
@@ -627,7 +633,8 @@ def _plan_mode(pkg, grid, local, n_prev, base_table, prev, share, w_grid, random
                                    "no random verdict: the share of the region is unknown; the threshold is the "
                                    "F1-optimal one of the purposive verdicts (weight 1 each), not a sample estimate"},
               "candidates": [{"name": cd.name, "f1_design": round(cd.choice.f1_design, 4),
-                              "fraction": round(cd.choice.fraction, 4)} for cd in cands],
+                              "fraction": round(cd.choice.fraction, 4), "lam": round(cd.choice.lam, 4)}
+                             for cd in cands],
               "scene_weights": scene_note, "scene_tiles": int(len(Xs))}
     if not ch.random_sample:
         log.append(f"Threshold rule ({mode}): no random verdict, so no sample of the region: the threshold flags the "

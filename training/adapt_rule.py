@@ -25,7 +25,8 @@ flag*, then turned into a threshold on the final model's probabilities over the 
    purposive verdicts' (unweighted: weight 1 each) F1, at least the share the confirmed verdicts
    already prove.  The manifest and log say so.
 
-Candidates (CANDIDATE_RULE): threshold only (base members, new threshold); the GBMs refitted
+Candidates (CANDIDATE_RULE): the base package unchanged (its members and threshold: adapting
+must earn its place); threshold only (base members, new threshold); the GBMs refitted
 on the base rows weighted toward the scene (``scene_shift.scene_weights``) with no verdicts
 (share 0); and refitted on those rows plus the verdicts weighing LOCAL_SHARES of the fit.  Each
 gets its threshold by the rule above and is scored by the design-weighted F1 of its
@@ -59,7 +60,8 @@ THRESHOLD_RULE = (
     "expected F1 of the scene's probabilities recalibrated (logit shift) to the stratified estimate of the region's "
     "landslide share; the threshold flags f of the scene's tiles under the final model. Purposive "
     "verdicts only: f = f_F1 of their unweighted F1 (not a sample estimate), at least the share they prove")
-CANDIDATE_RULE = ("candidates: threshold only (base members); GBMs refitted on base rows with scene weights "
+CANDIDATE_RULE = ("candidates: the base package unchanged (members and threshold); threshold only (base members); "
+                  "GBMs refitted on base rows with scene weights "
                   "(no verdicts); and with the verdicts weighing 0.1 / 0.3 / 0.5 of the fit; each scored by the "
                   "design-weighted F1 of its cross-validated probabilities at its rule threshold; the simplest "
                   "within one standard error (sqrt(F1 (1 - F1) / confirmed verdicts)) of the best wins")
@@ -172,6 +174,24 @@ def choose_fraction(y: np.ndarray, p_cv: np.ndarray, w: np.ndarray, is_random: n
                                         "random_confirmed": n_rp, "random_rejected": n_rn})
 
 
+BASE_CANDIDATE = "base package"
+
+
+def base_choice(y: np.ndarray, p: np.ndarray, w: np.ndarray, is_random: np.ndarray, scene_prob: np.ndarray,
+                threshold: float, share: ShareEstimate) -> ThresholdChoice:
+    """The base package's own threshold as a ThresholdChoice: the share of the scene it flags
+    and the design-weighted F1 of the verdicts at it (the same criterion as every candidate)."""
+    y = np.asarray(y).astype(np.int64)
+    is_random = np.asarray(is_random, dtype=bool)
+    f1 = float(weighted_f1_curve(y, p, w, np.array([threshold]))[0])
+    frac = float((np.asarray(scene_prob) >= threshold).mean()) if len(scene_prob) else 0.0
+    have = share.n_random > 0 and math.isfinite(share.share)
+    return ThresholdChoice(frac, float(threshold), f1, 1.0, frac, float("nan"), have,
+                           {"t_f1": float(threshold), "f1_at_t_f1": f1, "kept": "base threshold",
+                            "random_confirmed": int(((y == 1) & is_random).sum()),
+                            "random_rejected": int(((y == 0) & is_random).sum())})
+
+
 def legacy_threshold(y: np.ndarray, p_cv: np.ndarray, base_t: float, min_per_class: int = 10) -> float:
     """Version 0.4's rule (LEGACY_THRESHOLD_RULE), kept for the benchmark."""
     y = np.asarray(y)
@@ -276,8 +296,12 @@ class Candidate:
 
 def evaluate(c: Combo, share_est: ShareEstimate, *, seed: int = 0, threads: int = 1, shares=LOCAL_SHARES,
              folds: int = MAX_FOLDS, cv_base_rows: int = CV_BASE_ROWS, map_fn=None, cancelled=None,
-             progress=None, scene_fit: dict | None = None) -> tuple[Candidate, list]:
-    """Every candidate's threshold choice (CANDIDATE_RULE); the winner first.  ``map_fn``: a
+             progress=None, scene_fit: dict | None = None,
+             base_threshold: float | None = None) -> tuple[Candidate, list]:
+    """Every candidate's threshold choice (CANDIDATE_RULE); the winner first.  ``base_threshold``:
+    the base package's threshold, which makes "base package" (nothing changed) the first and
+    simplest candidate: on a region the base model already fits, a few dozen verdicts cannot
+    show a change to be better, and the one-standard-error rule then keeps it.  ``map_fn``: a
     ``map`` over jobs (a thread pool's); default the builtin.  ``scene_fit``: {member: (probs on
     the verdicts, probs on the scene)} of an existing scene-weighted refit (the benchmark reuses
     one per region)."""
@@ -289,6 +313,9 @@ def evaluate(c: Combo, share_est: ShareEstimate, *, seed: int = 0, threads: int 
     # threshold only: base members' probabilities (the verdicts were never fitted on)
     p_l = c.ensemble({n: c.base_local[n] for n in gb}, fixed_l)
     p_s = c.ensemble({n: c.base_scene[n] for n in gb}, fixed_s)
+    if base_threshold is not None:
+        cands.append(Candidate(BASE_CANDIDATE, None, base_choice(y, p_l, c.w_design, c.is_random, p_s,
+                                                                 float(base_threshold), share_est), p_l))
     cands.append(Candidate("threshold only", None, choose_fraction(y, p_l, c.w_design, c.is_random,
                                                                    fraction_curve([p_s]), share_est, p_s), p_l))
     jobs = []

@@ -189,13 +189,15 @@ def run(data: Path, n_regions: int = 6, seeds: int = 3, ks=(20, 40, 80), rounds_
                                     w_all[rev], np.array([picks[i] == PICK_RANDOM for i in rev]), Xs,
                                     {n: base_member[n][rev] for n, _ in gbms}, base_member, lambda kd: rounds[kd],
                                     scene_weighted=use_sw)
-                    best, cands = R.evaluate(c_new, share, seed=seed, threads=threads, map_fn=pool.map)
+                    best, cands = R.evaluate(c_new, share, seed=seed, threads=threads, map_fn=pool.map,
+                                             base_threshold=base_t)
                     if best.share is None:
                         p_new = p_base
                     else:
                         X, yy, ww = R.design(c_new, best.share)
                         p_new = pair_prob(fit_pair(X, yy, ww, seed), Xs)
-                    new_t = R.threshold_for_fraction(p_new, best.choice.fraction)
+                    new_t = (base_t if best.name == R.BASE_CANDIDATE
+                             else R.threshold_for_fraction(p_new, best.choice.fraction))
                     row["new"] = _metrics(yr, p_new[rest], new_t)
                     row["new"]["candidate"] = best.name
                     pi = float(yr.mean())

@@ -104,7 +104,11 @@ def test_three_random_verdicts_per_class_adapt_and_purposive_only_says_so(small_
     write_fields(grid, {PICK_FIELD: {int(g.fid[i]): p for i, p in chosen.items()}, STRATUM_FIELD: stratum})
     res = adapt(str(grid), opts, None, str(tmp_path / "pkg"), rounds_scale=0.05)
     ch = res.record["threshold_choice"]
-    assert ch["random_sample"] and ch["lam"] == pytest.approx(3 / (3 + SHRINK_K), abs=1e-4)
+    # every candidate is on record; the rule's candidates shrink with lambda 3/11 (the base package,
+    # also a candidate, keeps its own threshold and wins where no change is measurably better)
+    cands = {c["name"]: c for c in res.record["candidates"]}
+    assert ch["random_sample"] and cands["threshold only"]["lam"] == pytest.approx(3 / (3 + SHRINK_K), abs=1e-4)
+    assert "base package" in cands and res.record["chosen"] in cands
     assert res.share is not None and res.share.n_random == 6 and np.isfinite(res.share.share)
     assert res.share.lo <= res.share.share <= res.share.hi
     man = load_package(tmp_path / "pkg").manifest
