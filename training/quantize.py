@@ -351,7 +351,8 @@ def run(package: Path, data, ckpt: Path, apply: bool = False, reduce_range: bool
                 continue
             r = assess(m, d, man, data, tmp, reduce_range, batch, seconds, pkg.path(m), static, calib)
             if static:
-                r["batch_max_abs_diff_int8"] = batch_dependence(r["_final"], member_batches(m, man, data, np.arange(80)))
+                some = member_batches(m, man, data, np.arange(min(80, len(data))))
+                r["batch_max_abs_diff_int8"] = batch_dependence(r["_final"], some)
             # "hold": not worse by more than the tolerance (a gain is no reason to refuse)
             r["adopt"] = bool(r["d_f1"] >= -tol["f1"] and r["d_auc"] >= -tol["auc"] and r["speedup"] >= min_speedup)
             log(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}))

@@ -79,3 +79,52 @@ def test_fp32_unfolding_of_fp16_weights_is_exact(net):
     assert all(i.data_type == onnx.TensorProto.FLOAT for i in g.initializer if len(i.dims) > 1)
     b = net["batches"][0]
     assert np.array_equal(_logits(_session(src), b), _logits(_session(fp32), b))
+
+
+def test_static_oof_rule_on_fold_checkpoints(tmp_path):
+    """The OOF path of ``quantize --static``: a training run's fold checkpoints (here the
+    bundled network standing in for each fold and the final model, with its own logits as
+    the stored OOF) are quantised, calibrated on their training folds, and scored on their
+    validation folds; the row carries OOF before/after, batch independence and the rule."""
+    pytest.importorskip("torch")
+    pytest.importorskip("sklearn")
+    import json
+    import shutil
+
+    from sentinel_landslide.models.package import BUNDLED, load_package
+    from sentinel_landslide.training import quantize as q
+    from sentinel_landslide.training.metrics import binary_metrics, sigmoid
+    from sentinel_landslide.training.nn_loop import folds_for
+
+    pkg_dir = tmp_path / "pkg"
+    shutil.copytree(BUNDLED, pkg_dir)
+    man = json.loads((pkg_dir / "manifest.json").read_text())
+    prov = man["metrics"]["nn_proxy"]["provenance"]
+    n, k = 24, 2
+    prov.update(n=n, folds=k)
+    (pkg_dir / "manifest.json").write_text(json.dumps(man))
+    member = next(m for m in man["members"] if m["name"] == NET)
+    data = _data(n, seed=3)
+    shipped = pkg_dir / member["file"]
+    sess = q._session(shipped)
+    logits = np.concatenate([q._logits(sess, b) for b in q.member_batches(member, man, data, np.arange(n))])
+    run_dir = tmp_path / "ckpt" / f"{NET}_run"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text(json.dumps({
+        "recipe": {"width": member.get("width", 1.0), "folds": k, "epochs": prov["epochs"], "seed": prov["seed"]},
+        "data": {"n": n}}))
+    for f, (_tr, va) in enumerate(folds_for(data.labels, k, prov["seed"])):
+        shutil.copyfile(shipped, run_dir / f"fold{f}.onnx")
+        np.savez(run_dir / f"fold{f}_oof.npz", onnx16=logits[va], onnx32=logits[va])
+    shutil.copyfile(shipped, run_dir / "final.onnx")
+
+    rows = q.run(pkg_dir, data, tmp_path / "ckpt", static=True, calib=8, batch=4, seconds=0.0, only=[NET],
+                 log=None)
+    assert len(rows) == 1
+    r = rows[0]
+    want = binary_metrics(sigmoid(logits), data.labels)
+    assert r["oof_shipped"]["auc"] == pytest.approx(want["auc"], abs=1e-4)
+    assert r["batch_max_abs_diff_int8"] == 0.0
+    assert 0 < r["oof_max_abs_logit_diff"] < 5.0  # quantised, and still the same network
+    assert r["adopt"] == (r["d_f1"] >= -q.STATIC_TOL["f1"] and r["d_auc"] >= -q.STATIC_TOL["auc"]
+                          and r["speedup"] >= 1.1)
