@@ -91,7 +91,7 @@ def test_static_oof_rule_on_fold_checkpoints(tmp_path):
     import json
     import shutil
 
-    from sentinel_landslide.models.package import BUNDLED, load_package
+    from sentinel_landslide.models.package import BUNDLED
     from sentinel_landslide.training import quantize as q
     from sentinel_landslide.training.metrics import binary_metrics, sigmoid
     from sentinel_landslide.training.nn_loop import folds_for
