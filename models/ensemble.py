@@ -36,7 +36,15 @@ def require(module: str):
 _MIN_LANE_PATCHES = 16
 _SUB_BATCH = 40
 _GPU_SUB_BATCH = 256  # on an accelerator a pass costs a launch, not cache misses: larger sub-batches
+# onnxruntime session options (session_options), from bench/ort_options.py on 2 cores
+# (bench/results.md "onnxruntime session options"): lanes of one intra-op thread each beat
+# one lane of two threads (0.83x) and the parallel executor (0.52x); spinning pool threads
+# cost 2.7x; "all" graph optimisations (NCHWc convolutions) beat extended (0.61x) and basic
+# (0.65x); the memory arena is no faster within the noise and holds +150 MB at 40-patch
+# sub-batches; the memory pattern planner is ~10 % faster for +110 MB.
 _ORT_ARENA = False
+_ORT_MEM_PATTERN = True
+_ORT_LEVEL = "all"
 
 # ---------------------------------------------------------------- the cascade
 # The GBM pair scores every tile first; from the manifest weights the full ensemble's
@@ -172,15 +180,7 @@ class _OnnxMember:
         self.spec = spec
         self.tta = tta
         self.s2_offset = pkg.s2_offset
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no per-session memory arena: seven arenas each grown to their peak (rounded up
-        # to powers of two) held ~0.5 GB at 172-patch batches; plain allocations are as fast
-        opts.enable_cpu_mem_arena = _ORT_ARENA
-        if threads > 1:  # idle pool threads spinning would steal the reader thread's core
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts = session_options(ort, threads)
         self.warnings: list[str] = []
         self.session = open_session(ort, str(pkg.path(spec)), opts, provider, self.warnings, spec["name"])
         self.provider = self.session.get_providers()[0]  # what it actually runs on
@@ -227,6 +227,29 @@ class _OnnxMember:
             acc = acc + np.asarray(out, dtype=np.float64).reshape(len(patches))
         acc /= len(views)  # mean of logits over flips, as in the paper
         return _sigmoid(acc) if self.output_is_logit else acc
+
+
+def session_options(ort, threads: int, level: str = _ORT_LEVEL, arena: bool = _ORT_ARENA,
+                    mem_pattern: bool = _ORT_MEM_PATTERN, parallel: bool = False, inter_op: int = 1,
+                    spinning: bool = False):
+    """The one place the networks' onnxruntime session options are set (the defaults are
+    measured: bench/ort_options.py, bench/results.md "onnxruntime session options").  The
+    keyword arguments exist for that bench's variants; detect uses the defaults."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = inter_op
+    opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL if parallel else ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    # no per-session memory arena: seven arenas each grown to their peak (rounded up to
+    # powers of two) held ~0.5 GB at 172-patch batches; plain allocations are as fast
+    opts.enable_cpu_mem_arena = arena
+    opts.enable_mem_pattern = mem_pattern
+    if (threads > 1 or inter_op > 1) and not spinning:  # idle pool threads spinning would steal the reader's core
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return opts
 
 
 def open_session(ort, path: str, opts, choice: str, warnings: list, name: str = ""):

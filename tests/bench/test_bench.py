@@ -216,3 +216,24 @@ def test_bench_modules_import_without_a_circle():
         rel |= {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module is None
                 for a in n.names}
         assert "run" not in rel, name
+
+
+def test_ort_options_variants_on_one_bundled_network(tmp_path):
+    """bench/ort_options.py on the smallest bundled network: every variant scores the same
+    batch as the default within float noise (graph levels reorder sums), the default row
+    is first and the section is written (no speed asserted)."""
+    pytest.importorskip("onnxruntime")
+    from sentinel_landslide.bench import ort_options as bo
+    from sentinel_landslide.bench.results import write_section
+    from sentinel_landslide.models.package import BUNDLED, load_package
+
+    if not any(m["name"] == "nn_vit2_z" for m in load_package(BUNDLED).manifest["members"]):
+        pytest.skip("the bundled package has no nn_vit2_z")
+    res = bo.run(BUNDLED, batch=4, seconds=0.0, repeats=1, only=["nn_vit2_z"], cores=2, rss_check=False)
+    rows = res["rows"]
+    assert len(rows) == len(bo.variants(2)) and rows[0]["variant"].startswith("default")
+    assert rows[0]["max_abs_logit_diff"] == 0.0 and rows[0]["vs_default"] == 1.0
+    assert all(r["max_abs_logit_diff"] < 1e-3 and r["ms_per_patch"] > 0 for r in rows)
+    out = tmp_path / "results.md"
+    write_section(out, bo.HEADING, bo.results_lines(res))
+    assert out.read_text().count("| graph optimisation basic |") == 1
