@@ -223,7 +223,7 @@ def page(rows: list[dict], png_rel: str, command: str, tiles: int, pkg_name: str
              "below the share at which any combination flags half the scar tiles")
     return f"""# Detection limit (SYNTHETIC planted scars)
 
-## README block
+## In short
 
 On SYNTHETIC tiles with one planted scar (generator's contrast), the bundled package flags at
 least half of the scar tiles, at its own thresholds and with under 10 % of scar-free tiles

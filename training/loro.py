@@ -38,7 +38,8 @@ import numpy as np
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "zindi" / "train_features_7147.csv.gz"
 MODE = "s2+desc+asc"
 BATCH = 20
-README_HEADING = "## README block"
+README_HEADING = "## In short"
+README_START, README_END = "<!-- loro:start -->", "<!-- loro:end -->"
 
 
 def kmeans(Z: np.ndarray, k: int, seed: int, iters: int = 60) -> np.ndarray:
@@ -213,7 +214,7 @@ def run(data: Path, n_regions: int = 6, seeds: int = 3, ks=(20, 40, 80), rounds_
             "seeds": seeds, "ks": list(ks), "rounds_scale": rounds_scale, "quick": quick}
 
 
-METHODS = (("base", "base package (GBM pair)"), ("scene", "ADAPT_TO_SCENE (scene weights)"),
+METHODS = (("base", "base package (GBM pair)"), ("scene", "scene weights, forced (ADAPT_TO_SCENE warns and keeps base here)"),
            ("old", "today's adapt (0.4)"), ("new", "new adapt"), ("all", "flag everything"))
 
 
@@ -285,6 +286,28 @@ def write_block(path: Path, res: dict, command: str) -> None:
     path.write_text(text, encoding="utf-8")
 
 
+def write_readme(path: Path, page: Path) -> None:
+    """Copy the benchmark block of the docs ``page`` (its table and summary, as the last run wrote
+    them) between the README's markers, so the README carries the table from one source."""
+    text = page.read_text(encoding="utf-8")
+    block = text.split(README_HEADING, 1)[1]
+    nxt = block.find("\n## ")
+    block = (block[:nxt] if nxt >= 0 else block).strip()
+    # the README keeps the table, the verdict on the targets and the command; the regions and
+    # the candidates' counts stay on the page
+    keep = ("|", "At K = 40", "The share estimate", "Reproduce")
+    lines = [ln for ln in block.splitlines() if ln.startswith(keep)]
+    rows = [ln for ln in lines if ln.startswith("|")]
+    text_lines = [ln for ln in lines if not ln.startswith("|")]
+    block = "\n".join(rows) + ("\n\n" + "\n\n".join(text_lines) if text_lines else "")
+    readme = path.read_text(encoding="utf-8")
+    if README_START not in readme or README_END not in readme:
+        raise SystemExit(f"{path} has no {README_START} ... {README_END} markers")
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    path.write_text(head + README_START + "\n" + block + "\n" + README_END + tail, encoding="utf-8")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default=str(DEFAULT_DATA))
@@ -294,7 +317,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds-scale", type=float, default=0.15)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="a third of the patches, 2 regions held out (tests)")
-    ap.add_argument("--write", default=None, help="write the table under '## README block' of this Markdown file")
+    ap.add_argument("--write", default=None, help="write the table under '## In short' of this Markdown file")
+    ap.add_argument("--readme", default=None, help="then copy that block between the loro markers of this README")
     a = ap.parse_args(argv)
     if not Path(a.data).is_file():
         print(f"The feature table {a.data} was not found.", file=sys.stderr)
@@ -310,6 +334,8 @@ def main(argv=None) -> int:
         if target.is_relative_to(repo):  # the command as run from the repository's root
             args = [str(target.relative_to(repo)) if x == a.write else x for x in args]
         write_block(Path(a.write), res, "python -m sentinel_landslide.training.loro " + " ".join(args))
+        if a.readme:
+            write_readme(Path(a.readme), Path(a.write))
     return 0
 
 

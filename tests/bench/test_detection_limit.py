@@ -24,7 +24,7 @@ def test_quick_run_writes_the_table_and_plot(tmp_path, package_dir):
     assert main(["--quick", "--package", str(package_dir), "--out-md", str(md), "--out-png", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = md.read_text()
-    assert text.startswith("# Detection limit (SYNTHETIC") and "## README block" in text
+    assert text.startswith("# Detection limit (SYNTHETIC") and "## In short" in text
     assert "python -m sentinel_landslide.bench.detection_limit --quick" in text
     table = [ln for ln in text.splitlines() if ln.startswith("| ") and not ln.startswith("| combination")]
     assert [ln.split(" | ")[0][2:] for ln in table] == list(QUICK["combos"])

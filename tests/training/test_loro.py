@@ -43,3 +43,24 @@ def test_quick_benchmark_compares_every_method_on_unreviewed_patches(tmp_path):
     assert out.startswith("# Page\n\n" + README_HEADING) and "--quick" in out and "intro" in out
     write_block(doc, res, "again")  # replaced, not appended
     assert doc.read_text(encoding="utf-8").count(README_HEADING) == 1
+
+
+def test_readme_carries_the_page_block_between_its_markers(tmp_path):
+    from sentinel_landslide.training.loro import README_END, README_HEADING, README_START, write_readme
+
+    page = tmp_path / "page.md"
+    page.write_text(f"# Page\n\n{README_HEADING}\n\n| K | method |\n|---|---|\n| 40 | new |\n\nRegions (6): long\n"
+                    "Reproduce: `cmd`\n\n## More\n\nbody\n",
+                    encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"top\n{README_START}\nold table\n{README_END}\nbottom\n", encoding="utf-8")
+    write_readme(readme, page)
+    out = readme.read_text(encoding="utf-8")
+    assert "old table" not in out and "| 40 | new |" in out and "body" not in out and "Regions" not in out
+    assert "Reproduce: `cmd`" in out
+    assert out.startswith("top\n") and out.endswith("bottom\n")
+    write_readme(readme, page)  # idempotent
+    assert readme.read_text(encoding="utf-8") == out
+    readme.write_text("no markers\n", encoding="utf-8")
+    with pytest.raises(SystemExit):
+        write_readme(readme, page)
