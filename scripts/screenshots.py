@@ -277,7 +277,7 @@ def render_all(work: Path) -> None:
     res = processing.run("landslide:sample", {"GRID": grid, "N_FLAGGED": 12, "N_UNFLAGGED": 12, "SEED": 42,
                                               "OUTPUT": str(work / "sampled.gpkg")})
     sampled = str(work / "sampled.gpkg")
-    fids = _fids(sampled, "sample = 1") + _fids(sampled, "flagged = 1", "prob", 5)
+    fids = _fids(sampled, "sample > 0") + _fids(sampled, "flagged = 1", "prob", 5)
     verdicts = _truth_verdicts(sampled, scene["truth"], sorted(set(fids)))
     first = _fids(sampled, "flagged = 1", "prob", 1)
     notes = {f: "SYNTHETIC scar, verdict from the planted truth" for f in first}

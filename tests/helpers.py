@@ -95,3 +95,14 @@ def scene_like_table(scene: dict, package, path, copies: int = 5, seed: int = 0)
                 vals = [float(f[c][i]) * (1 + 0.02 * rng.normal()) for c in BASE_FEATURES]
                 w.writerow([f"SYN_{k}_{i}", int(label[i]), *[f"{v:.6g}" for v in vals]])
     return Path(path)
+
+
+def grid_rows(path):
+    """Every feature's fields and geometry of a grid, sorted (for equality across runs)."""
+    from osgeo import ogr
+
+    ds = ogr.Open(str(path))
+    lyr = ds.GetLayer(0)
+    defn = lyr.GetLayerDefn()
+    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
+    return names, sorted(tuple(f.GetField(n) for n in names) + (f.GetGeometryRef().ExportToWkt(),) for f in lyr)

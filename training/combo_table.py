@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..core.channels import COMBINATION_BY_NAME
 from ..models.package import load_package
+from .doc_blocks import replace_between
 
 START = "<!-- combo-table:start (python -m sentinel_landslide.training.combo_table --readme README.md) -->"
 END = "<!-- combo-table:end -->"
@@ -86,12 +87,7 @@ def markdown(pkg) -> str:
 
 
 def refresh_readme(path: Path, table: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{path} has no combo-table markers ({START} ... {END})")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(head + START + "\n" + table + END + tail, encoding="utf-8")
+    replace_between(path, START, END, table, "combo-table")
 
 
 def main(argv=None) -> int:

@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .doc_blocks import replace_between
+
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "zindi" / "train_features_7147.csv.gz"
 MODE = "s2+desc+asc"
 BATCH = 20
@@ -300,12 +302,7 @@ def write_readme(path: Path, page: Path) -> None:
     rows = [ln for ln in lines if ln.startswith("|")]
     text_lines = [ln for ln in lines if not ln.startswith("|")]
     block = "\n".join(rows) + ("\n\n" + "\n\n".join(text_lines) if text_lines else "")
-    readme = path.read_text(encoding="utf-8")
-    if README_START not in readme or README_END not in readme:
-        raise SystemExit(f"{path} has no {README_START} ... {README_END} markers")
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    path.write_text(head + README_START + "\n" + block + "\n" + README_END + tail, encoding="utf-8")
+    replace_between(path, README_START, README_END, block + "\n", "loro")
 
 
 def main(argv=None) -> int:

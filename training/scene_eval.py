@@ -47,6 +47,7 @@ import numpy as np
 
 from ..core.features import feature_matrix, feature_names
 from .adapt import DEFAULT_BASE_FEATURES
+from .doc_blocks import replace_between
 from .feature_table import load_feature_table
 from .metrics import auc_score, prf
 from .scene_shift import needs_verdicts, scene_weights
@@ -199,12 +200,7 @@ def markdown(rows: list[dict], k: int, seeds) -> str:
 
 
 def refresh(path: Path, table: str) -> None:
-    text = path.read_text(encoding="utf-8")
-    if START not in text or END not in text:
-        raise SystemExit(f"{path} has no scene-eval markers ({START} ... {END})")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(head + START + "\n" + table + END + tail, encoding="utf-8")
+    replace_between(path, START, END, table, "scene-eval")
 
 
 def time_refit(path: Path, k: int, region: int, threads: int) -> list[str]:

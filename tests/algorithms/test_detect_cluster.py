@@ -4,19 +4,12 @@ LocalCluster of processes on 127.0.0.1, and the grid equals the in-process run's
 from __future__ import annotations
 
 import pytest
-from osgeo import ogr
 
-from ..helpers import scene_params
+from ..helpers import grid_rows, scene_params
 
 pytestmark = pytest.mark.slow
 
 
-def _rows(path):
-    ds = ogr.Open(str(path))
-    lyr = ds.GetLayer(0)
-    defn = lyr.GetLayerDefn()
-    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    return names, sorted(tuple(f.GetField(n) for n in names) + (f.GetGeometryRef().ExportToWkt(),) for f in lyr)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def test_detect_on_a_dask_cluster_equals_in_process(provider, synthetic_scene, t
                                                             DASK_SCHEDULER=cluster_address), feedback=fb)
     assert {k: there[k] for k in ("TILES", "FLAGGED", "MODE", "THRESHOLD")} == \
         {k: here[k] for k in ("TILES", "FLAGGED", "MODE", "THRESHOLD")}
-    assert _rows(tmp_path / "there.gpkg") == _rows(tmp_path / "here.gpkg")
+    assert grid_rows(tmp_path / "there.gpkg") == grid_rows(tmp_path / "here.gpkg")
     assert progress and max(progress) > 60  # the bands' progress reached the dialog
 
 
@@ -88,6 +81,6 @@ def test_detect_adapted_to_the_scene_on_a_cluster_equals_in_process(provider, sy
     there = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "there.gpkg",
                                                             ADAPT_TO_SCENE=True, DASK_SCHEDULER=cluster_address))
     assert there["FLAGGED"] == here["FLAGGED"] and there["TILES"] == here["TILES"] == 70
-    names, rows = _rows(tmp_path / "there.gpkg")
-    assert (names, rows) == _rows(tmp_path / "here.gpkg")
+    names, rows = grid_rows(tmp_path / "there.gpkg")
+    assert (names, rows) == grid_rows(tmp_path / "here.gpkg")
     assert {r[names.index("model")] for r in rows} == {package.name + "+scene"}

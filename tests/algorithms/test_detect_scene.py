@@ -11,20 +11,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from osgeo import ogr
 
-from ..helpers import PLUGINS, scene_like_table, scene_params
+from ..helpers import PLUGINS, grid_rows, scene_like_table, scene_params
 
 pytestmark = pytest.mark.slow
 
 
-def rows_of(path):
-    """Every feature's fields and geometry, sorted (for equality across runs)."""
-    ds = ogr.Open(str(path))
-    lyr = ds.GetLayer(0)
-    defn = lyr.GetLayerDefn()
-    names = [defn.GetFieldDefn(i).GetName() for i in range(defn.GetFieldCount())]
-    return names, sorted(tuple(f.GetField(n) for n in names) + (f.GetGeometryRef().ExportToWkt(),) for f in lyr)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +53,7 @@ def test_detect_adapted_to_the_scene_in_qgis_equals_the_command_line(provider, s
     text = "\n".join(lines)
     assert "Scene tiles for adaptation: s2+desc+asc 70 (of 70 read)" in text
     assert "Scene weights: effective sample size" in text and "Scene-adapted package" in text
-    names, qgis_rows = rows_of(tmp_path / "qgis.gpkg")
+    names, qgis_rows = grid_rows(tmp_path / "qgis.gpkg")
     models = {r[names.index("model")] for r in qgis_rows}
     assert len(models) == 1 and models.pop().endswith("+scene")
     assert set(tmp_root.glob("sentinel-scene-*")) == before  # the temporary package is gone
@@ -69,7 +61,7 @@ def test_detect_adapted_to_the_scene_in_qgis_equals_the_command_line(provider, s
     plain = processing.run("landslide:detect", scene_params(synthetic_scene, tmp_path / "plain.gpkg",
                                                             MODEL=str(package_dir), ADAPT_TO_SCENE=False))
     assert plain["TILES"] == 70
-    assert rows_of(tmp_path / "plain.gpkg")[1] != qgis_rows
+    assert grid_rows(tmp_path / "plain.gpkg")[1] != qgis_rows
     args = ["detect", "--s2", synthetic_scene["S2"], "--model", str(package_dir), "--out", str(tmp_path / "cli.gpkg"),
             "--adapt-to-scene", "--base-features", str(like_table)]
     for flag in ("desc-post", "desc-pre", "asc-post", "asc-pre"):
@@ -80,5 +72,5 @@ def test_detect_adapted_to_the_scene_in_qgis_equals_the_command_line(provider, s
     assert p.returncode == 0, p.stderr
     assert "Scene-adapted package" in p.stderr
     assert json.loads(p.stdout.strip().splitlines()[-1])["tiles"] == 70
-    cli_names, cli_rows = rows_of(tmp_path / "cli.gpkg")
+    cli_names, cli_rows = grid_rows(tmp_path / "cli.gpkg")
     assert cli_names == names and cli_rows == qgis_rows
