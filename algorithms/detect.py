@@ -62,13 +62,10 @@ class DetectAlgorithm(LandslideAlgorithm):
 
     def shortHelpString(self):
         return self.short_help(
-            "Scores every 640 m x 640 m tile of the area (the union of the inputs) for landslide presence with an "
-            "ensemble of transformer and gradient-boosting models (arXiv 2604.05959), from a post-event Sentinel-2 "
-            "image and/or Sentinel-1 VV/VH layers in any CRS, resolution and extent, and writes a styled "
-            "probability grid with a per-tile uncertainty. Detection limit (SYNTHETIC planted scars): with "
-            "Sentinel-2 at least half of the scar tiles are flagged only from a scar of about 5 % of the tile "
-            "(2 ha of 41 ha), and SAR alone barely tells a planted scar from none, so a typical real landslide "
-            "tile (about 0.2 ha of scar) lies below the limit at the package's thresholds.")
+            "Scores every 640 m tile of the inputs' union for landslides with the ensemble of arXiv "
+            "2604.05959, from Sentinel-2 and/or Sentinel-1 layers in any CRS, and writes a styled probability grid. "
+            "Detection limit (SYNTHETIC scars): with Sentinel-2 half the scar tiles are flagged only from a scar "
+            "of about 5 % of the tile (2 ha); a typical real landslide tile (0.2 ha of scar) lies below it.")
 
     def initAlgorithm(self, config=None):
         adv = FLAG_ADVANCED
