@@ -218,9 +218,10 @@ def test_adapt_refits_every_combination_with_enough_verdicts(cloudy_grid, packag
     refitted = set()
     for mode in ("s2+desc+asc", "desc+asc"):
         rec = hist["combinations"][mode]
-        assert rec["members_refitted"] == ([] if rec["chosen"] == "threshold only"
+        assert rec["members_refitted"] == ([] if rec["chosen"] in ("threshold only", "base package")
                                            else [f"lgbm_{mode}", f"xgb_{mode}"]), rec
-        assert {c["name"] for c in rec["candidates"]} >= {"threshold only", "refit 0.1", "refit 0.3", "refit 0.5"}
+        assert {c["name"] for c in rec["candidates"]} >= {"base package", "threshold only", "refit 0.1", "refit 0.3",
+                                                          "refit 0.5"}
         refitted |= set(rec["members_refitted"])
         assert new.threshold(mode) == rec["threshold"] and 0 < rec["threshold"] < 1
     for m in package.manifest["members"]:

@@ -151,3 +151,35 @@ def test_evaluate_candidates_from_three_verdicts_per_class_deterministic():
     assert simpler == 0
     best2, cands2 = R.evaluate(combo(), share, seed=0)
     assert [c.name for c in cands2] == names and best2.choice.fraction == best.choice.fraction
+
+
+def test_the_base_package_is_kept_only_where_no_change_is_measurably_better():
+    """SYNTHETIC: 12 random verdicts per class.  A base threshold that fits the region is kept
+    (the simplest candidate within one standard error); one that flags almost nothing, as on
+    the unfamiliar real scene of issue 19, loses to a change."""
+    rng = np.random.default_rng(3)
+    nb, ns = 400, 200
+    Xb = rng.normal(size=(nb, 3))
+    yb = (Xb[:, 0] + 0.3 * rng.normal(size=nb) > 1).astype(np.int64)
+    Xs = rng.normal(size=(ns, 3))
+    ys = (Xs[:, 0] + 0.3 * rng.normal(size=ns) > 1).astype(np.int64)
+    idx = np.concatenate([np.flatnonzero(ys == 1)[:12], np.flatnonzero(ys == 0)[:12]])
+    labels = np.full(ns, np.nan)
+    labels[idx] = ys[idx]
+    picks = [PICK_RANDOM if i in idx else "" for i in range(ns)]
+    stratum = np.zeros(ns, dtype=np.int64)
+    scored = np.ones(ns, dtype=bool)
+    share = estimate_share(labels, picks, stratum, scored)
+    w = design_weights(labels, picks, stratum, scored)
+    p = 1 / (1 + np.exp(-(Xs[:, 0] - 1) * 4))
+    base = {"lgbm": p, "xgb": p}
+    combo = R.Combo(["a", "b", "c"], [("lgbm", "lightgbm"), ("xgb", "xgboost")], {"lgbm": 1.0, "xgb": 1.0},
+                    Xb, yb, np.ones(nb), Xs[idx], ys[idx], w[idx], np.ones(len(idx), dtype=bool), Xs,
+                    {k: v[idx] for k, v in base.items()}, base, lambda kind: 15, min_leaf=5)
+    best, cands = R.evaluate(combo, share, seed=0, base_threshold=0.5)
+    assert cands[-1].name != R.BASE_CANDIDATE and R.BASE_CANDIDATE in [c.name for c in cands]
+    assert best.name == R.BASE_CANDIDATE and best.share is None and best.choice.t_cv == 0.5
+    best_bad, cands_bad = R.evaluate(combo, share, seed=0, base_threshold=0.999)  # flags (almost) nothing
+    base_bad = next(c for c in cands_bad if c.name == R.BASE_CANDIDATE)
+    assert base_bad.choice.f1_design < 0.2 and best_bad.name != R.BASE_CANDIDATE
+    assert best_bad.choice.f1_design > 0.6
