@@ -324,8 +324,6 @@ def evaluate(c: Combo, share_est: ShareEstimate, *, seed: int = 0, threads: int 
     k = min(folds, int((y == 1).sum()), int((y == 0).sum()))
     fold = stratified_folds(y, k, seed) if k >= 2 else None
     sub = _subsample(c.yb, cv_base_rows, seed) if len(c.yb) else None
-    if fold is None:
-        jobs = [j for j in jobs if j[0] != "cv"]
     if fold is not None:
         jobs += [("cv", s, f, n, kind) for s in shares for f in range(k) for n, kind in c.gbms]
 

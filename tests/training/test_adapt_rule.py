@@ -114,17 +114,17 @@ def test_share_fraction_flags_the_share_for_a_sharp_model_and_more_for_an_unsure
     assert (p >= R.threshold_for_fraction(p, 0.3)).mean() == pytest.approx(0.3, abs=0.003)
 
 
-def test_evaluate_candidates_from_three_verdicts_per_class_deterministic():
-    """Tiny SYNTHETIC feature tables: every candidate is evaluated (threshold only, scene
-    weights, refits at 0.1 / 0.3 / 0.5 with 3 folds), the winner has the best design-weighted
-    F1, and the same inputs give the same result."""
-    rng = np.random.default_rng(1)
-    nb, ns = 400, 150
+def _synthetic_combo(seed: int, ns: int, shift: float, cut: float, per_class: int, slope: float):
+    """A SYNTHETIC region: 400 base rows, ``ns`` scene tiles shifted by ``shift`` in feature 0
+    (landslide where feature 0 + noise > ``cut``), ``per_class`` random verdicts of each class,
+    base members a logistic of feature 0 with ``slope``.  Returns (make_combo, share estimate)."""
+    rng = np.random.default_rng(seed)
+    nb = 400
     Xb = rng.normal(size=(nb, 3))
     yb = (Xb[:, 0] + 0.3 * rng.normal(size=nb) > 1).astype(np.int64)
-    Xs = rng.normal(size=(ns, 3)) + np.array([0.5, 0, 0])
-    ys = (Xs[:, 0] + 0.3 * rng.normal(size=ns) > 1.2).astype(np.int64)
-    idx = np.concatenate([np.flatnonzero(ys == 1)[:3], np.flatnonzero(ys == 0)[:3]])
+    Xs = rng.normal(size=(ns, 3)) + np.array([shift, 0, 0])
+    ys = (Xs[:, 0] + 0.3 * rng.normal(size=ns) > cut).astype(np.int64)
+    idx = np.concatenate([np.flatnonzero(ys == 1)[:per_class], np.flatnonzero(ys == 0)[:per_class]])
     labels = np.full(ns, np.nan)
     labels[idx] = ys[idx]
     picks = [PICK_RANDOM if i in idx else "" for i in range(ns)]
@@ -132,12 +132,21 @@ def test_evaluate_candidates_from_three_verdicts_per_class_deterministic():
     scored = np.ones(ns, dtype=bool)
     share = estimate_share(labels, picks, stratum, scored)
     w = design_weights(labels, picks, stratum, scored)
-    base = {"lgbm": 1 / (1 + np.exp(-(Xs[:, 0] - 1) * 3)), "xgb": 1 / (1 + np.exp(-(Xs[:, 0] - 1) * 3))}
+    p = 1 / (1 + np.exp(-(Xs[:, 0] - 1) * slope))
+    base = {"lgbm": p, "xgb": p.copy()}
 
     def combo():
         return R.Combo(["a", "b", "c"], [("lgbm", "lightgbm"), ("xgb", "xgboost")], {"lgbm": 1.0, "xgb": 1.0},
-                       Xb, yb, np.ones(nb), Xs[idx], ys[idx], w[idx], np.ones(6, dtype=bool), Xs,
+                       Xb, yb, np.ones(nb), Xs[idx], ys[idx], w[idx], np.ones(len(idx), dtype=bool), Xs,
                        {k: v[idx] for k, v in base.items()}, base, lambda kind: 15, min_leaf=5)
+    return combo, share
+
+
+def test_evaluate_candidates_from_three_verdicts_per_class_deterministic():
+    """Tiny SYNTHETIC feature tables: every candidate is evaluated (threshold only, scene
+    weights, refits at 0.1 / 0.3 / 0.5 with 3 folds), the winner has the best design-weighted
+    F1, and the same inputs give the same result."""
+    combo, share = _synthetic_combo(1, 150, 0.5, 1.2, 3, 3)
     best, cands = R.evaluate(combo(), share, seed=0)
     names = [c.name for c in cands]
     assert set(names) == {"threshold only", "scene weights", "refit 0.1", "refit 0.3", "refit 0.5"}
@@ -157,25 +166,8 @@ def test_the_base_package_is_kept_only_where_no_change_is_measurably_better():
     """SYNTHETIC: 12 random verdicts per class.  A base threshold that fits the region is kept
     (the simplest candidate within one standard error); one that flags almost nothing, as on
     the unfamiliar real scene of issue 19, loses to a change."""
-    rng = np.random.default_rng(3)
-    nb, ns = 400, 200
-    Xb = rng.normal(size=(nb, 3))
-    yb = (Xb[:, 0] + 0.3 * rng.normal(size=nb) > 1).astype(np.int64)
-    Xs = rng.normal(size=(ns, 3))
-    ys = (Xs[:, 0] + 0.3 * rng.normal(size=ns) > 1).astype(np.int64)
-    idx = np.concatenate([np.flatnonzero(ys == 1)[:12], np.flatnonzero(ys == 0)[:12]])
-    labels = np.full(ns, np.nan)
-    labels[idx] = ys[idx]
-    picks = [PICK_RANDOM if i in idx else "" for i in range(ns)]
-    stratum = np.zeros(ns, dtype=np.int64)
-    scored = np.ones(ns, dtype=bool)
-    share = estimate_share(labels, picks, stratum, scored)
-    w = design_weights(labels, picks, stratum, scored)
-    p = 1 / (1 + np.exp(-(Xs[:, 0] - 1) * 4))
-    base = {"lgbm": p, "xgb": p}
-    combo = R.Combo(["a", "b", "c"], [("lgbm", "lightgbm"), ("xgb", "xgboost")], {"lgbm": 1.0, "xgb": 1.0},
-                    Xb, yb, np.ones(nb), Xs[idx], ys[idx], w[idx], np.ones(len(idx), dtype=bool), Xs,
-                    {k: v[idx] for k, v in base.items()}, base, lambda kind: 15, min_leaf=5)
+    make_combo, share = _synthetic_combo(3, 200, 0.0, 1.0, 12, 4)
+    combo = make_combo()
     best, cands = R.evaluate(combo, share, seed=0, base_threshold=0.5)
     assert cands[-1].name != R.BASE_CANDIDATE and R.BASE_CANDIDATE in [c.name for c in cands]
     assert best.name == R.BASE_CANDIDATE and best.share is None and best.choice.t_cv == 0.5
