@@ -259,13 +259,13 @@ def _sample(a) -> int:
 
 
 def _accuracy(a) -> int:
-    from .engine.accuracy import accuracy_from_tiles, accuracy_page_html, accuracy_table_text
+    from .engine.accuracy import accuracy_page_html, accuracy_table_text, design_accuracy
     from .engine.verdicts import read_grid
 
     try:
         g = read_grid(a.grid)
         areas = (g.bounds[:, 2] - g.bounds[:, 0]) * (g.bounds[:, 3] - g.bounds[:, 1])  # tiles are rectangles
-        acc = accuracy_from_tiles(g.flagged, g.scored, g.sample > 0, g.labels, tile_areas=areas)
+        acc = design_accuracy(g.flagged, g.scored, g.labels, g.pick, g.stratum, tile_areas=areas)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

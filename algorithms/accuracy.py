@@ -1,5 +1,6 @@
 """landslide:accuracy: precision, recall, F1, overall accuracy and the landslide area with 95 %
-confidence intervals from the verdicts on a stratified sample (Olofsson et al. 2014)."""
+confidence intervals from the verdicts on a stratified sample (Olofsson et al. 2014; Stehman 2014 where the map
+was re-scored after the draw)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,8 +14,8 @@ from qgis.core import (
 )
 
 from ..core.errors import InputError
-from ..engine.accuracy import accuracy_from_tiles, accuracy_page_html, accuracy_table_text
-from ..engine.verdicts import verdict_label
+from ..engine.accuracy import accuracy_page_html, accuracy_table_text, design_accuracy
+from ..engine.verdicts import PICK_FIELD, STRATUM_FIELD, picks_of, strata_of, verdict_label
 from ..rendering.compat import VECTOR_POLYGON, is_null
 from .common import LandslideAlgorithm, detect_grid
 from .sample import grid_arrays
@@ -33,11 +34,18 @@ def accuracy_of_features(features, names):
     if "review" not in names:
         raise InputError("The grid has no 'review' field: review the sample tiles in the review panel first.")
     flagged, scored = grid_arrays(features, names)
-    sample = np.array([not is_null(f["sample"]) and bool(f["sample"]) for f in features], dtype=bool)
+
+    def column(name):
+        if name not in names:
+            return None
+        return [None if is_null(f[name]) else f[name] for f in features]
+
+    sample = [int(bool(v)) if v is not None else 0 for v in column("sample")]
     labels = np.array([np.nan if is_null(f["review"]) or verdict_label(f["review"]) is None
                        else verdict_label(f["review"]) for f in features], dtype=np.float64)
     areas = np.array([f.geometry().area() if f.hasGeometry() else 0.0 for f in features])
-    return accuracy_from_tiles(flagged, scored, sample, labels, tile_areas=areas)
+    return design_accuracy(flagged, scored, labels, picks_of(column(PICK_FIELD), sample),
+                           strata_of(column(STRATUM_FIELD), flagged), tile_areas=areas)
 
 
 class AccuracyAlgorithm(LandslideAlgorithm):

@@ -18,6 +18,20 @@ Variances: V(q_h) = q_h (1 - q_h) / (n_h - 1), the strata sampled independently;
 (eq. 5), UA (eq. 6), PA (eq. 7) and the area (eq. 10) by Olofsson's formulas, F1 by the
 delta method over (q_1, q_0) (which also gives eqs. 5-7 exactly, checked in the tests).
 95 % intervals are estimate +- 1.96 standard errors, clipped to [0, 1] for ratios.
+
+When the strata of the draw are not today's map classes (the map was re-scored after the
+sample was drawn: the review panel's "Adapt and re-score", or a top-up after a threshold
+change), ``design_accuracy`` uses the estimators of Stehman (2014), "Estimating area and map
+accuracy for stratified random sampling when the strata are different from the map classes",
+International Journal of Remote Sensing 35, 4923-4939: every measure is a ratio of estimated
+totals R = Y / X (OA: y = [map = reference], x = 1; UA: y = [map 1 and reference 1], x = [map 1];
+PA: the same y, x = [reference 1]; F1: y = 2 [map 1 and reference 1], x = [map 1] + [reference 1];
+share: y = [reference 1], x = 1), totals estimated with the design weights of
+``engine.design`` (random verdicts M_h / n_h within the stratum of the draw, purposive
+verdicts 1: a census of themselves), and V(R) = sum_h M_h^2 s^2_{d,h} / n_h / X^2 with
+d = y - R x over the random verdicts of stratum h (Stehman eq. 27-28; purposive verdicts add
+no variance).  Where the strata are the map classes and there are no purposive verdicts
+these are Olofsson's estimates and standard errors exactly (tested).
 """
 from __future__ import annotations
 
@@ -28,8 +42,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError
-
-Z95 = 1.959963984540054
+from .design import Z95, strata, verdict_arrays
+from .verdicts import PICK_RANDOM
 
 
 @dataclass
@@ -59,6 +73,7 @@ class StratifiedAccuracy:
     tiles: Estimate  # landslide tile count
     area: Estimate  # landslide area in the unit of ``tile_area``
     area_unit: str = "km2"
+    design: str = ""  # how the strata relate to the map ('' = Olofsson, strata are today's map classes)
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(measure, estimate, 95 % interval) for tables and reports."""
@@ -138,28 +153,95 @@ def stratified_accuracy(N1: int, N0: int, n11: int, n1: int, n01: int, n0: int,
 
 def accuracy_from_tiles(flagged, scored, in_sample, labels, tile_areas=None, area_unit: str = "km2"):
     """From per-tile arrays: map class ``flagged``, ``scored`` (not nodata), ``in_sample``
-    (the stratified sample), verdict ``labels`` (1, 0, NaN = none/unsure).  Verdicts on
-    tiles outside the sample are not used (they were not drawn at random).  ``tile_areas``
-    (m2 per tile) give the mean tile area; the area is reported in km2."""
-    flagged = np.asarray(flagged, dtype=bool)
-    scored = np.asarray(scored, dtype=bool)
+    (the stratified sample, drawn within today's map classes), verdict ``labels`` (1, 0,
+    NaN = none/unsure).  Verdicts on tiles outside the sample are not used.  ``tile_areas``
+    (m2 per tile) give the mean tile area; the area is reported in km2.  Grids that record
+    how each tile was picked and the strata of the draw go through ``design_accuracy``."""
     in_sample = np.asarray(in_sample, dtype=bool)
-    labels = np.asarray(labels, dtype=np.float64)
-    if not in_sample.any():
+    labels = np.where(in_sample, np.asarray(labels, dtype=np.float64), np.nan)
+    picks = [PICK_RANDOM if s else "" for s in in_sample]
+    return design_accuracy(flagged, scored, labels, picks, np.asarray(flagged, dtype=np.int64),
+                           tile_areas=tile_areas, area_unit=area_unit)
+
+
+def _ratio(y, x, w, rand, stratum, M):
+    """Stehman's ratio estimator R = sum w y / sum w x and its standard error (module docstring)."""
+    Y, X = float((w * y).sum()), float((w * x).sum())
+    if X <= 0:
+        return Estimate(0.0, 0.0), X
+    R = Y / X
+    var = 0.0
+    for h, M_h in M.items():
+        d = (y - R * x)[rand & (stratum == h)]
+        if len(d) > 1:
+            var += M_h ** 2 * float(d.var(ddof=1)) / len(d)
+    return Estimate(R, math.sqrt(var) / X), X
+
+
+def _total(y, w, rand, stratum, M) -> Estimate:
+    T = float((w * y).sum())
+    var = 0.0
+    for h, M_h in M.items():
+        v = y[rand & (stratum == h)]
+        if len(v) > 1:
+            var += M_h ** 2 * float(v.var(ddof=1)) / len(v)
+    return Estimate(T, math.sqrt(var))
+
+
+def design_accuracy(flagged, scored, labels, picks, stratum, tile_areas=None,
+                    area_unit: str = "km2") -> StratifiedAccuracy:
+    """Accuracy of today's map (``flagged``) from verdicts whose random part was drawn within
+    ``stratum`` (the map class at draw time; ``engine.verdicts.STRATUM_FIELD``): Stehman (2014),
+    see the module docstring.  ``picks``: ``PICK_*`` per tile (only ``random`` verdicts are
+    extrapolated; every other verdict counts for its own tile).  Each stratum of the draw that
+    holds unreviewed tiles needs 2 random verdicts."""
+    flagged = np.asarray(flagged, dtype=bool)
+    if len(flagged) != len(labels):
+        raise ValueError("flagged and labels must have one entry per tile")
+    labels, scored, stratum, rand, purp = verdict_arrays(labels, picks, stratum, scored)
+    if not (scored & np.array([p == PICK_RANDOM for p in picks], dtype=bool)).any():
         raise InputError("The grid has no sample tiles (its 'sample' field is empty): draw a stratified sample "
                          "first (landslide:sample or the review panel's 'Draw accuracy sample').")
-    used = scored & in_sample & np.isfinite(labels)
-    if not used.any():
+    if not rand.any():
         raise InputError("No sample tile has a verdict yet: review the sample tiles (confirm or reject) first.")
-    s1, s0 = scored & flagged, scored & ~flagged
+    w = np.zeros(len(labels))
+    w[purp] = 1.0
+    M: dict[int, int] = {}
+    for h, in_h, M_h, n_h in strata(scored, stratum, rand, purp):
+        if n_h < 2:
+            what = "flagged" if h == 1 else "unflagged"
+            raise InputError(
+                f"The sample needs at least 2 verdicts (confirmed or rejected) in each class it was drawn from; it "
+                f"has {n_h} among tiles {what} when it was drawn. Draw a stratified sample (landslide:sample) "
+                "and review it.")
+        M[h] = M_h
+        w[rand & in_h] = M_h / n_h
+    use = rand | purp
+    m = flagged.astype(np.float64) * use
+    r = np.where(use, np.nan_to_num(labels), 0.0)
+    one = use.astype(np.float64)
+    agree = one * (m == r)
+    oa, _ = _ratio(agree, one, w, rand, stratum, M)
+    ua, _ = _ratio(m * r, m, w, rand, stratum, M)
+    pa, _ = _ratio(m * r, r, w, rand, stratum, M)
+    f1, _ = _ratio(2 * m * r, m + r, w, rand, stratum, M)
+    share, _ = _ratio(r, one, w, rand, stratum, M)
+    tiles = _total(r, w, rand, stratum, M)
     area = 1.0
     if tile_areas is not None:
         a = np.asarray(tile_areas, dtype=np.float64)[scored]
         area = float(a.mean()) / 1e6 if len(a) else 1.0
-    return stratified_accuracy(int(s1.sum()), int(s0.sum()),
-                               int((used & s1 & (labels == 1)).sum()), int((used & s1).sum()),
-                               int((used & s0 & (labels == 1)).sum()), int((used & s0).sum()),
-                               tile_area=area, area_unit=area_unit)
+    s1, s0 = scored & flagged, scored & ~flagged
+    same = bool(np.array_equal(stratum[scored], flagged[scored].astype(np.int64))) and not purp.any()
+    moved = int((stratum[scored] != flagged[scored]).sum())
+    design = "" if same else (
+        f"Stehman (2014) estimators: the sample was drawn within the map classes of its draw ({moved} scored "
+        f"tiles have changed class since), {int(rand.sum())} random verdicts weighed M_h / n_h, "
+        f"{int(purp.sum())} purposive verdicts counted for their own tiles.")
+    return StratifiedAccuracy(
+        (int(s1.sum()), int(s0.sum())), (int((use & s1).sum()), int((use & s0).sum())),
+        (int((use & s1 & (r == 1)).sum()), int((use & s0 & (r == 1)).sum())),
+        oa, ua, pa, f1, share, tiles, Estimate(tiles.value * area, tiles.se * area), area_unit, design)
 
 
 def accuracy_table_html(acc) -> str:
@@ -167,13 +249,16 @@ def accuracy_table_html(acc) -> str:
     return ("<table><tr><th>Measure</th><th>Estimate</th><th>95 % interval</th></tr>" + rows + "</table>"
             f"<p class='meta'>Stratified estimators of Olofsson et al. (2014) from {acc.n[0]} flagged and {acc.n[1]} "
             f"unflagged sample tiles with a verdict ({acc.n_landslide[0]} and {acc.n_landslide[1]} confirmed); "
-            f"strata: {acc.N[0]} flagged, {acc.N[1]} unflagged scored tiles.</p>")
+            f"strata: {acc.N[0]} flagged, {acc.N[1]} unflagged scored tiles.</p>"
+            + (f"<p class='meta'>{html.escape(acc.design)}</p>" if acc.design else ""))
 
 
 def accuracy_table_text(acc) -> str:
     lines = [f"{m}: {e} (95 % CI {ci})" for m, e, ci in acc.rows()]
     lines.append(f"Sample verdicts: {acc.n[0]} flagged ({acc.n_landslide[0]} confirmed), {acc.n[1]} not flagged "
                  f"({acc.n_landslide[1]} confirmed); strata {acc.N[0]} / {acc.N[1]} tiles")
+    if acc.design:
+        lines.append(acc.design)
     return "\n".join(lines)
 
 

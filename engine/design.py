@@ -32,8 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .accuracy import Z95
 from .verdicts import PICK_RANDOM
+
+Z95 = 1.959963984540054  # two-sided 95 % normal quantile
 
 DESIGN_RULE = ("random verdicts (stratified random sample, strata = map class at draw time) weigh M_h / n_h "
                "(stratum tiles not reviewed purposively / random verdicts in the stratum); purposive verdicts "
@@ -72,7 +73,8 @@ class ShareEstimate:
                 f"from {self.n_random} random and {self.n_purposive} purposive verdicts. {self.note}").strip()
 
 
-def _arrays(labels, picks, stratum, scored):
+def verdict_arrays(labels, picks, stratum, scored):
+    """Checked arrays and the masks of usable random and purposive verdicts among scored tiles."""
     labels = np.asarray(labels, dtype=np.float64)
     scored = np.asarray(scored, dtype=bool)
     stratum = np.asarray(stratum, dtype=np.int64)
@@ -85,16 +87,25 @@ def _arrays(labels, picks, stratum, scored):
     return labels, scored, stratum, rand, purp
 
 
+def strata(scored, stratum, rand, purp):
+    """Per stratum of the draw holding tiles not reviewed purposively, highest first:
+    ``(h, in_h, M_h, n_h)`` (the mask of its scored tiles, M_h = those not reviewed purposively,
+    n_h = its random verdicts)."""
+    for h in sorted(np.unique(stratum[scored]).tolist(), reverse=True):
+        in_h = scored & (stratum == h)
+        M_h = int(in_h.sum()) - int((purp & in_h).sum())
+        if M_h > 0:
+            yield h, in_h, M_h, int((rand & in_h).sum())
+
+
 def design_weights(labels, picks, stratum, scored) -> np.ndarray:
     """Per tile: the design weight of its verdict (DESIGN_RULE); 0 where no usable verdict."""
-    labels, scored, stratum, rand, purp = _arrays(labels, picks, stratum, scored)
+    labels, scored, stratum, rand, purp = verdict_arrays(labels, picks, stratum, scored)
     w = np.zeros(len(labels))
     w[purp] = 1.0
-    for h in np.unique(stratum[scored]):
-        in_h = scored & (stratum == h)
-        n_h = int((rand & in_h).sum())
+    for _h, in_h, M_h, n_h in strata(scored, stratum, rand, purp):
         if n_h:
-            w[rand & in_h] = (int(in_h.sum()) - int((purp & in_h).sum())) / n_h
+            w[rand & in_h] = M_h / n_h
     return w
 
 
@@ -102,7 +113,7 @@ def estimate_share(labels, picks, stratum, scored) -> ShareEstimate:
     """The region's landslide share and count from the verdicts (module docstring).
     ``labels``: 1 / 0 / NaN per tile; ``picks``: ``PICK_*`` per tile; ``stratum``: map class at
     draw time; ``scored``: tiles with a score (the population)."""
-    labels, scored, stratum, rand, purp = _arrays(labels, picks, stratum, scored)
+    labels, scored, stratum, rand, purp = verdict_arrays(labels, picks, stratum, scored)
     N = int(scored.sum())
     n_rand, n_purp = int(rand.sum()), int(purp.sum())
     known_pos = float((labels[purp] == 1).sum())
@@ -118,12 +129,7 @@ def estimate_share(labels, picks, stratum, scored) -> ShareEstimate:
                              0, n_purp, note, N)
     T, T_adj, var, lo_extra, hi_extra = known_pos, known_pos, 0.0, 0.0, 0.0
     missing = []
-    for h in sorted(np.unique(stratum[scored]).tolist(), reverse=True):
-        in_h = scored & (stratum == h)
-        M = int(in_h.sum()) - int((purp & in_h).sum())
-        n = int((rand & in_h).sum())
-        if M <= 0:
-            continue
+    for h, in_h, M, n in strata(scored, stratum, rand, purp):
         x = float((labels[rand & in_h] == 1).sum())
         qa = (x + 1.0) / (n + 2.0)
         if n == 0:

@@ -35,6 +35,24 @@ PURPOSIVE_PICKS = (PICK_UNCERTAIN, PICK_INFORMATIVE, PICK_PROBABLE, PICK_MANUAL)
 STRATUM_FIELD = "stratum"
 
 
+def picks_of(picks, sample) -> list:
+    """How each tile was chosen for review (``PICK_*``; '' where unknown) from the ``pick`` and
+    ``sample`` fields (None / 0 where unset).  A tile with a ``sample`` number and no pick is a
+    stratified random sample tile (older grids)."""
+    sample = [0 if s is None else s for s in sample]
+    picks = picks if picks is not None else [None] * len(sample)
+    return [p if p else (PICK_RANDOM if s and s > 0 else "") for p, s in zip(picks, sample)]
+
+
+def strata_of(stratum, flagged) -> np.ndarray:
+    """Map class at the time of the stratified draw (1/0) from the ``stratum`` field (None where
+    unset); today's ``flagged`` where unset (then the draw's strata were today's classes)."""
+    flagged = np.asarray(flagged, dtype=bool)
+    if stratum is None:
+        return flagged.astype(np.int64)
+    return np.array([int(f) if v is None else int(v) for v, f in zip(stratum, flagged)], dtype=np.int64)
+
+
 def verdict_label(review) -> int | None:
     """1 (confirmed), 0 (rejected) or None (unsure, empty, anything else)."""
     if review is None:
@@ -67,18 +85,13 @@ class GridTiles:
 
     @property
     def pick(self) -> list:
-        """How each tile was chosen for review (``PICK_*``; '' where unknown).  A tile with a
-        ``sample`` number and no pick is a stratified random sample tile (older grids)."""
-        picks = self.extra.get(PICK_FIELD) or [None] * len(self.fid)
-        return [p if p else (PICK_RANDOM if s > 0 else "") for p, s in zip(picks, self.sample)]
+        """How each tile was chosen for review (``picks_of``)."""
+        return picks_of(self.extra.get(PICK_FIELD), self.sample)
 
     @property
     def stratum(self) -> np.ndarray:
-        """Map class at the time of the stratified draw (1/0); today's ``flagged`` where unset."""
-        st = self.extra.get(STRATUM_FIELD)
-        if st is None:
-            return self.flagged.astype(np.int64)
-        return np.array([int(f) if v is None else int(v) for v, f in zip(st, self.flagged)], dtype=np.int64)
+        """Map class at the time of the stratified draw (``strata_of``)."""
+        return strata_of(self.extra.get(STRATUM_FIELD), self.flagged)
 
     @property
     def scored(self) -> np.ndarray:

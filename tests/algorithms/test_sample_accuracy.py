@@ -111,6 +111,42 @@ def test_accuracy_matches_the_engine_estimators(provider, sampled_grid, syntheti
     assert "95 % interval" in html.read_text()
 
 
+def test_accuracy_of_a_rescored_grid_weighs_the_strata_of_the_draw(provider, sampled_grid, tmp_path):
+    """After a re-score (flags changed since the draw, the draw's classes kept in ``stratum``) and
+    a purposive verdict, landslide:accuracy gives the engine's Stehman estimates of today's map,
+    not those that weigh the sample by today's flags, and says so in its table."""
+    import shutil
+
+    import processing
+
+    from sentinel_landslide.engine.accuracy import design_accuracy
+    from sentinel_landslide.engine.verdicts import read_grid, write_fields
+
+    src = tmp_path / "rescored.gpkg"
+    shutil.copy(sampled_grid, src)
+    g = read_grid(src)
+    # re-score: three unflagged tiles (one of them in the sample) become flagged; stratum keeps the draw's class
+    unflag_sample = np.flatnonzero(~g.flagged & (g.sample > 0) & np.isfinite(g.labels))[:1]
+    unflag_other = np.flatnonzero(~g.flagged & (g.sample == 0) & g.scored)[:2]
+    moved = np.r_[unflag_sample, unflag_other]
+    purposive = int(np.flatnonzero(g.flagged & (g.sample == 0) & g.scored)[0])
+    write_fields(src, {"flagged": {int(g.fid[i]): 1 for i in moved},
+                       "stratum": {int(g.fid[i]): int(g.flagged[i]) for i in np.flatnonzero(g.scored)},
+                       "review": {int(g.fid[purposive]): "rejected"}, "pick": {int(g.fid[purposive]): "uncertain"}})
+    h = read_grid(src)
+    assert h.flagged[moved].all() and (h.stratum[moved] == 0).all()
+    ref = design_accuracy(h.flagged, h.scored, h.labels, h.pick, h.stratum)
+    html = tmp_path / "acc.html"
+    res = processing.run("landslide:accuracy", {"GRID": str(src), "OUTPUT_HTML": str(html)})
+    assert res["PRECISION"] == pytest.approx(ref.users.value)
+    assert res["RECALL"] == pytest.approx(ref.producers.value)
+    assert res["F1"] == pytest.approx(ref.f1.value)
+    assert res["LANDSLIDE_TILES"] == pytest.approx(ref.tiles.value)
+    naive = design_accuracy(h.flagged, h.scored, h.labels, h.pick, h.flagged.astype(int))
+    assert (res["PRECISION"], res["LANDSLIDE_TILES"]) != pytest.approx((naive.users.value, naive.tiles.value))
+    assert "Stehman (2014)" in html.read_text() and "1 purposive verdicts" in html.read_text()
+
+
 def test_accuracy_without_a_sample_says_what_to_do(provider, synthetic_scene, tmp_path):
     import processing
 

@@ -110,3 +110,102 @@ def test_simulation_intervals_cover_the_truth_about_95_percent():
         assert 0.92 <= c <= 0.985, (k, cover)
     print("coverage", cover)
     assert not math.isnan(sum(cover.values()))
+
+
+def _arrays_from_counts(N1, N0, n11, n1, n01, n0):
+    """Tile arrays of a grid whose sample is the counts of the hand-computed example."""
+    flagged = np.r_[np.ones(N1, bool), np.zeros(N0, bool)]
+    labels = np.full(N1 + N0, np.nan)
+    labels[:n1] = np.r_[np.ones(n11), np.zeros(n1 - n11)]
+    labels[N1:N1 + n0] = np.r_[np.ones(n01), np.zeros(n0 - n01)]
+    picks = ["random" if np.isfinite(v) else "" for v in labels]
+    return flagged, np.ones(N1 + N0, bool), labels, picks
+
+
+def test_design_accuracy_equals_olofsson_when_strata_are_the_map_classes():
+    """Stehman's ratio estimators with the strata = today's map classes and no purposive
+    verdicts give Olofsson's estimates and standard errors (the hand-computed example)."""
+    from sentinel_landslide.engine.accuracy import design_accuracy, stratified_accuracy
+
+    flagged, scored, labels, picks = _arrays_from_counts(100, 900, 15, 20, 3, 30)
+    ref = stratified_accuracy(100, 900, 15, 20, 3, 30)
+    r = design_accuracy(flagged, scored, labels, picks, flagged.astype(int))
+    for k in ("overall", "users", "producers", "f1", "proportion", "tiles"):
+        assert getattr(r, k).value == pytest.approx(getattr(ref, k).value, abs=1e-12), k
+        assert getattr(r, k).se == pytest.approx(getattr(ref, k).se, rel=1e-9), k
+    assert r.design == ""
+
+
+def test_design_accuracy_after_rescoring_is_unbiased_where_todays_strata_are_not():
+    """A sample drawn on yesterday's map, then the map re-scored (adapt): 300 tiles moved from
+    'not flagged' to 'flagged'.  Over 1500 seeded draws the Stehman estimates of today's map's
+    precision, recall, F1 and OA centre on the truth and their 95 % intervals cover it about
+    95 % of the time (a little less for the ratios); weighting the same verdicts by today's classes is biased."""
+    from sentinel_landslide.engine.accuracy import design_accuracy
+    from sentinel_landslide.engine.sampling import draw_sample
+
+    rng = np.random.default_rng(2014)
+    N = 4000
+    old = np.zeros(N, bool)
+    old[:200] = True
+    truth = np.zeros(N, bool)
+    truth[:180] = True  # 180 of the 200 old flags are landslides
+    truth[200:350] = True  # 150 missed by the old map ...
+    truth[600:660] = True  # ... and 60 more
+    new = old.copy()
+    new[200:500] = True  # re-scoring flags 300 more tiles: the 150, and 150 that are not landslides
+    tp, fp, fn = int((new & truth).sum()), int((new & ~truth).sum()), int((~new & truth).sum())
+    true = {"users": tp / (tp + fp), "producers": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn),
+            "overall": (N - fp - fn) / N}
+    scored = np.ones(N, bool)
+    reps = 1500
+    est = {k: [] for k in true}
+    naive = {k: [] for k in true}
+    hits = {k: 0 for k in true}
+    for _ in range(reps):
+        idx = draw_sample(old, scored, 50, 250, seed=int(rng.integers(1 << 31)))
+        labels = np.full(N, np.nan)
+        labels[idx] = truth[idx]
+        picks = ["random" if np.isfinite(v) else "" for v in labels]
+        r = design_accuracy(new, scored, labels, picks, old.astype(int))
+        assert r.design.startswith("Stehman")
+        for k, v in true.items():
+            e = getattr(r, k)
+            est[k].append(e.value)
+            hits[k] += e.ci[0] <= v <= e.ci[1]
+        # today's classes as strata (what 0.4 did): the same verdicts, the wrong weights
+        rn = design_accuracy(new, scored, labels, picks, new.astype(int))
+        for k in true:
+            naive[k].append(getattr(rn, k).value)
+    for k, v in true.items():
+        assert abs(np.mean(est[k]) - v) < 0.01, (k, np.mean(est[k]), v)
+        # Wald intervals of ratio estimators run short where a cell is rare in the sample
+        # (here ~4 of the 60 missed landslides among 250 unflagged draws): 0.87 is the floor
+        assert 0.87 <= hits[k] / reps <= 0.985, (k, hits[k] / reps)
+    print({k: (round(v, 3), round(float(np.mean(est[k])), 3), round(float(np.mean(naive[k])), 3), hits[k] / reps)
+           for k, v in true.items()})
+    assert max(abs(np.mean(naive[k]) - v) for k, v in true.items()) > 0.1
+
+
+def test_design_accuracy_counts_purposive_verdicts_for_their_own_tiles():
+    """Purposive verdicts weigh 1 and random ones M_h / n_h (engine.design's rule): the share
+    equals estimate_share's point estimate, and a purposive verdict never needs a partner."""
+    from sentinel_landslide.engine.accuracy import design_accuracy
+    from sentinel_landslide.engine.design import estimate_share
+
+    rng = np.random.default_rng(7)
+    N = 600
+    flagged = rng.random(N) < 0.1
+    scored = np.ones(N, bool)
+    truth = (rng.random(N) < np.where(flagged, 0.6, 0.05)).astype(float)
+    labels = np.full(N, np.nan)
+    picks = [""] * N
+    for h, k in ((True, 12), (False, 25)):
+        for i in rng.choice(np.flatnonzero(flagged == h), k, replace=False):
+            labels[i], picks[i] = truth[i], "random"
+    for i in rng.choice(np.flatnonzero(np.isnan(labels)), 10, replace=False):
+        labels[i], picks[i] = truth[i], "uncertain"
+    r = design_accuracy(flagged, scored, labels, picks, flagged.astype(int))
+    share = estimate_share(labels, picks, flagged.astype(int), scored)
+    assert r.tiles.value == pytest.approx(share.count, rel=1e-12)
+    assert "10 purposive verdicts" in r.design
