@@ -30,7 +30,7 @@ def export_members(scale: float, folder: Path) -> dict:
     import torch
 
     from ..training import nets
-    from ..training.train_nn import export_onnx
+    from ..training.nn_export import export_onnx
 
     folder.mkdir(parents=True, exist_ok=True)
     flops = {}
