@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
 )
@@ -68,12 +67,9 @@ class AccuracyAlgorithm(LandslideAlgorithm):
             self.OUTPUT_HTML, self.tr("Accuracy table"), self.tr("HTML files (*.html)"), optional=True,
             createByDefault=False))
         for key, _, label in MEASURES:
-            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
-            self.addOutput(QgsProcessingOutputNumber(key + "_LO", self.tr(label + ", 95 % lower bound")))
-            self.addOutput(QgsProcessingOutputNumber(key + "_HI", self.tr(label + ", 95 % upper bound")))
-        for name, label in (("N_FLAGGED", "Sample verdicts among flagged tiles"),
-                            ("N_UNFLAGGED", "Sample verdicts among tiles not flagged")):
-            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+            self.add_estimate_outputs(key, label)
+        self.add_outputs(("N_FLAGGED", "Sample verdicts among flagged tiles"),
+                         ("N_UNFLAGGED", "Sample verdicts among tiles not flagged"))
 
     def processAlgorithm(self, parameters, context, feedback):
         grid, names = detect_grid(self, parameters, self.GRID, context)

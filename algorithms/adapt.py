@@ -5,8 +5,6 @@ from __future__ import annotations
 from qgis.core import (
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
-    QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterRasterLayer,
     QgsProcessingParameterVectorLayer,
@@ -48,24 +46,14 @@ class AdaptAlgorithm(LandslideAlgorithm):
         add_scoring_parameters(self, cascade=False)  # EXECUTION_PROVIDER of the networks that re-score the tiles
         self.addParameter(QgsProcessingParameterFolderDestination(
             self.OUTPUT, self.tr("Adapted model package folder")))
-        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Threshold of the adapted package")))
-        self.addOutput(QgsProcessingOutputNumber("CONFIRMED", self.tr("Confirmed verdicts used")))
-        self.addOutput(QgsProcessingOutputNumber("REJECTED", self.tr("Rejected verdicts used")))
-        self.addOutput(QgsProcessingOutputNumber("CV_AUC", self.tr("Cross-validated AUC on the verdicts")))
-        self.addOutput(QgsProcessingOutputNumber("CV_F1", self.tr("Cross-validated F1 on the verdicts")))
-        self.addOutput(QgsProcessingOutputString("MODE", self.tr("Mode adapted")))
-        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE", self.tr(
-            "Estimated landslide share of the region (from the random verdicts)")))
-        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE_LO", self.tr("Landslide share, 95 % interval low")))
-        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_SHARE_HI", self.tr("Landslide share, 95 % interval high")))
-        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES", self.tr("Estimated landslide tiles in the region")))
-        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES_LO", self.tr("Landslide tiles, 95 % interval low")))
-        self.addOutput(QgsProcessingOutputNumber("LANDSLIDE_TILES_HI", self.tr("Landslide tiles, 95 % interval high")))
-        self.addOutput(QgsProcessingOutputNumber("RANDOM_VERDICTS", self.tr("Verdicts from the random sample")))
-        self.addOutput(QgsProcessingOutputNumber("PURPOSIVE_VERDICTS", self.tr("Purposive verdicts")))
-        self.addOutput(QgsProcessingOutputNumber("FLAGGED_SHARE", self.tr(
-            "Share of the scene's tiles the adapted package flags")))
-        self.addOutput(QgsProcessingOutputString("THRESHOLD_CHOICE", self.tr("How the threshold was chosen")))
+        self.add_outputs(("THRESHOLD", "Threshold of the adapted package"), ("CONFIRMED", "Confirmed verdicts used"),
+                         ("REJECTED", "Rejected verdicts used"), ("CV_AUC", "Cross-validated AUC on the verdicts"),
+                         ("CV_F1", "Cross-validated F1 on the verdicts"), ("MODE", "Mode adapted", str))
+        self.add_estimate_outputs("LANDSLIDE_SHARE", "Estimated landslide share of the region (from the random verdicts)")
+        self.add_estimate_outputs("LANDSLIDE_TILES", "Estimated landslide tiles in the region")
+        self.add_outputs(("RANDOM_VERDICTS", "Verdicts from the random sample"), ("PURPOSIVE_VERDICTS", "Purposive verdicts"),
+                         ("FLAGGED_SHARE", "Share of the scene's tiles the adapted package flags"),
+                         ("THRESHOLD_CHOICE", "How the threshold was chosen", str))
 
     def processAlgorithm(self, parameters, context, feedback):
         from ..training.adapt import adapt

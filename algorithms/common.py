@@ -5,6 +5,8 @@ from qgis.core import (
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
+    QgsProcessingOutputNumber,
+    QgsProcessingOutputString,
     QgsProcessingParameterBand,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterEnum,
@@ -65,6 +67,17 @@ class LandslideAlgorithm(QgsProcessingAlgorithm):
     def helpUrl(self):  # noqa: N802 (QGIS API)
         """The algorithm's page on the documentation site (the dialog's Help button)."""
         return algorithm_url(self.NAME)
+
+    def add_outputs(self, *specs) -> None:
+        """Declare outputs from ``(NAME, label)`` (a number) or ``(NAME, label, str)`` (text)."""
+        for name, label, *kind in specs:
+            cls = QgsProcessingOutputString if kind and kind[0] is str else QgsProcessingOutputNumber
+            self.addOutput(cls(name, self.tr(label)))
+
+    def add_estimate_outputs(self, name: str, label: str) -> None:
+        """An estimate and its 95 % interval: ``NAME``, ``NAME_LO``, ``NAME_HI``."""
+        self.add_outputs((name, label), (name + "_LO", label + ", 95 % lower bound"),
+                         (name + "_HI", label + ", 95 % upper bound"))
 
     def short_help(self, summary: str) -> str:
         """The dialog's help panel: a summary of a sentence or two and the link to the page that

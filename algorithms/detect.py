@@ -13,8 +13,6 @@ from qgis.core import (
     QgsGeometry,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
-    QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterNumber,
@@ -94,13 +92,10 @@ class DetectAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.OUTPUT_RASTER, self.tr("Landslide probability raster (one pixel per tile)"),
             optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber("FLAGGED", self.tr("Number of flagged tiles")))
-        self.addOutput(QgsProcessingOutputNumber("TILES", self.tr("Number of tiles")))
-        self.addOutput(QgsProcessingOutputNumber("THRESHOLD", self.tr("Threshold used")))
-        self.addOutput(QgsProcessingOutputString("MODE", self.tr("Combination of the inputs (e.g. s2+desc+asc)")))
-        self.addOutput(QgsProcessingOutputString("TILES_PER_MODE", self.tr(
-            "Tiles per mode, e.g. 's2+desc+asc: 20; desc+asc: 16; nodata: 2'")))
-        self.addOutput(QgsProcessingOutputNumber("NODATA", self.tr("Number of nodata tiles")))
+        self.add_outputs(("FLAGGED", "Number of flagged tiles"), ("TILES", "Number of tiles"), ("THRESHOLD", "Threshold used"),
+                         ("MODE", "Combination of the inputs (e.g. s2+desc+asc)", str),
+                         ("TILES_PER_MODE", "Tiles per mode, e.g. 's2+desc+asc: 20; desc+asc: 16; nodata: 2'", str),
+                         ("NODATA", "Number of nodata tiles"))
 
     def processAlgorithm(self, parameters, context, feedback):
         steps = QgsProcessingMultiStepFeedback(3, feedback)

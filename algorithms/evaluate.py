@@ -27,8 +27,6 @@ from qgis.core import (
     QgsProcessingException,
     QgsProcessingLayerPostProcessorInterface,
     QgsProcessingMultiStepFeedback,
-    QgsProcessingOutputNumber,
-    QgsProcessingOutputString,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFileDestination,
@@ -129,10 +127,8 @@ class EvaluateAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_MODES, self.tr("Metrics per input combination (mode)"), self.tr("CSV files (*.csv)"),
             optional=True, createByDefault=False))
-        self.addOutput(QgsProcessingOutputString(
-            self.BY_MODE, self.tr("Metrics per input combination (JSON list; empty without a 'mode' field)")))
-        for name, label in NUMBER_OUTPUTS:
-            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+        self.add_outputs((self.BY_MODE, "Metrics per input combination (JSON list; empty without a 'mode' field)", str),
+                         *NUMBER_OUTPUTS)
 
     # -- processing ----------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from qgis.core import (
     QgsProcessingException,
-    QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterFolderDestination,
     QgsProcessingParameterNumber,
@@ -53,8 +52,7 @@ class ExportPatchesAlgorithm(LandslideAlgorithm):
         p.setFlags(p.flags() | adv)
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Patch folder")))
-        self.addOutput(QgsProcessingOutputNumber("PATCHES", self.tr("Patches written")))
-        self.addOutput(QgsProcessingOutputNumber("POSITIVES", self.tr("Positive patches")))
+        self.add_outputs(("PATCHES", "Patches written"), ("POSITIVES", "Positive patches"))
 
     def processAlgorithm(self, parameters, context, feedback):
         try:

@@ -17,7 +17,6 @@ from qgis.core import (
     QgsFeatureRequest,
     QgsProcessingException,
     QgsProcessingMultiStepFeedback,
-    QgsProcessingOutputNumber,
     QgsProcessingParameterBand,
     QgsProcessingParameterEnum,
     QgsProcessingParameterFileDestination,
@@ -108,8 +107,7 @@ class ReportAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterFileDestination(
             self.OUTPUT_HTML, self.tr("HTML report"), self.tr("HTML files (*.html)"), optional=True,
             createByDefault=False))
-        self.addOutput(QgsProcessingOutputNumber("TILE_COUNT", self.tr("Tiles reported")))
-        self.addOutput(QgsProcessingOutputNumber("PAGES", self.tr("Pages")))
+        self.add_outputs(("TILE_COUNT", "Tiles reported"), ("PAGES", "Pages"))
 
     # -- processing ----------------------------------------------------------------------
     def processAlgorithm(self, parameters, context, feedback):

@@ -11,7 +11,6 @@ from qgis.core import (
     QgsField,
     QgsFields,
     QgsProcessingException,
-    QgsProcessingOutputNumber,
     QgsProcessingParameterFeatureSink,
     QgsProcessingParameterFeatureSource,
     QgsProcessingParameterNumber,
@@ -65,9 +64,8 @@ class SampleAlgorithm(LandslideAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(self.SEED, self.tr("Random seed"), NUMBER_INTEGER, 42))
         self.addParameter(QgsProcessingParameterFeatureSink(
             self.OUTPUT, self.tr("Grid with the sample"), VECTOR_POLYGON))
-        for name, label in (("SAMPLED", "Tiles in the sample"), ("SAMPLED_FLAGGED", "Sample tiles among flagged"),
-                            ("SAMPLED_UNFLAGGED", "Sample tiles among not flagged")):
-            self.addOutput(QgsProcessingOutputNumber(name, self.tr(label)))
+        self.add_outputs(("SAMPLED", "Tiles in the sample"), ("SAMPLED_FLAGGED", "Sample tiles among flagged"),
+                         ("SAMPLED_UNFLAGGED", "Sample tiles among not flagged"))
 
     def processAlgorithm(self, parameters, context, feedback):
         grid, names = detect_grid(self, parameters, self.GRID, context)
