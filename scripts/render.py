@@ -40,10 +40,33 @@ def s2_true_colour(s2):
     return s2
 
 
-def _render(png, s2_path, grid_path, truth_path, width, title, style="landslide_grid.qml"):
-    from qgis.core import QgsMapRendererCustomPainterJob, QgsMapSettings, QgsRasterLayer, QgsVectorLayer
+def render_layers(layers, extent, crs, width: int):
+    """``layers`` (top first) rendered onto a white QImage ``width`` px wide over ``extent``
+    in ``crs`` (the height follows the extent's aspect)."""
+    from qgis.core import QgsMapRendererCustomPainterJob, QgsMapSettings
     from qgis.PyQt.QtCore import QSize
-    from qgis.PyQt.QtGui import QColor, QFont, QImage, QPainter
+    from qgis.PyQt.QtGui import QColor, QImage, QPainter
+
+    ms = QgsMapSettings()
+    ms.setLayers(layers)
+    ms.setDestinationCrs(crs)
+    ms.setExtent(extent)
+    h = int(width * extent.height() / max(extent.width(), 1e-9))
+    ms.setOutputSize(QSize(width, h))
+    ms.setBackgroundColor(QColor("white"))
+    img = QImage(QSize(width, h), QImage.Format.Format_ARGB32)
+    img.fill(QColor("white"))
+    p = QPainter(img)
+    job = QgsMapRendererCustomPainterJob(ms, p)
+    job.start()
+    job.waitForFinished()
+    p.end()
+    return img
+
+
+def _render(png, s2_path, grid_path, truth_path, width, title, style="landslide_grid.qml"):
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+    from qgis.PyQt.QtGui import QColor, QFont, QPainter
 
     s2 = s2_true_colour(QgsRasterLayer(s2_path, "Sentinel-2 true colour"))
     grid = QgsVectorLayer(grid_path, "grid", "ogr")
@@ -56,27 +79,15 @@ def _render(png, s2_path, grid_path, truth_path, width, title, style="landslide_
             {"color": "0,0,0,0", "outline_color": "#00e5ff", "outline_width": "0.5", "outline_style": "dash"})))
         layers = [truth, grid]
     layers.append(s2)
-    ms = QgsMapSettings()
-    ms.setLayers(layers)
-    ms.setDestinationCrs(grid.crs())
-    ext = grid.extent()
-    ms.setExtent(ext)
-    h = int(width * ext.height() / max(ext.width(), 1e-9))
-    ms.setOutputSize(QSize(width, h))
-    ms.setBackgroundColor(QColor("white"))
-    img = QImage(QSize(width, h), QImage.Format.Format_ARGB32)
-    img.fill(QColor("white"))
-    p = QPainter(img)
-    job = QgsMapRendererCustomPainterJob(ms, p)
-    job.start()
-    job.waitForFinished()
+    img = render_layers(layers, grid.extent(), grid.crs(), width)
     if title:
+        p = QPainter(img)
         p.setPen(QColor("white"))
         f = QFont()
         f.setPointSize(14)
         p.setFont(f)
         p.fillRect(0, 0, width, 34, QColor(0, 0, 0, 150))
         p.drawText(10, 24, title)
-    p.end()
+        p.end()
     img.save(png)
     return png

@@ -140,27 +140,6 @@ def _save(img, name: str, width: int | None = None) -> None:
     print(f"wrote docs/img/{name} ({img.width()} x {img.height()})")
 
 
-def _render_layers(layers, extent, crs, width: int):
-    from qgis.core import QgsMapRendererCustomPainterJob, QgsMapSettings
-    from qgis.PyQt.QtCore import QSize
-    from qgis.PyQt.QtGui import QColor, QImage, QPainter
-
-    ms = QgsMapSettings()
-    ms.setLayers(layers)
-    ms.setDestinationCrs(crs)
-    ms.setExtent(extent)
-    h = int(width * extent.height() / max(extent.width(), 1e-9))
-    ms.setOutputSize(QSize(width, h))
-    img = QImage(QSize(width, h), QImage.Format.Format_ARGB32)
-    img.fill(QColor("white"))
-    p = QPainter(img)
-    job = QgsMapRendererCustomPainterJob(ms, p)
-    job.start()
-    job.waitForFinished()
-    p.end()
-    return img
-
-
 def _dialog(app, parent, alg_id: str, params: dict, name: str) -> None:
     from processing.gui.AlgorithmDialog import AlgorithmDialog
     from qgis.core import QgsApplication
@@ -220,7 +199,7 @@ def render_all(work: Path) -> None:
     from sentinel_landslide.engine.synthetic import make_scene
     from sentinel_landslide.engine.verdicts import write_fields
     from sentinel_landslide.gui.review_dock import ReviewDock
-    from sentinel_landslide.scripts.render import render_map, s2_true_colour
+    from sentinel_landslide.scripts.render import render_layers, render_map, s2_true_colour
 
     app = QgsApplication.instance()
     import processing
@@ -251,7 +230,7 @@ def render_all(work: Path) -> None:
     project.addMapLayer(truth)
 
     # 1. the layers
-    _save(_render_layers([truth, s2], s2.extent(), s2.crs(), WIDTH), "tutorial-layers.png")
+    _save(render_layers([truth, s2], s2.extent(), s2.crs(), WIDTH), "tutorial-layers.png")
     # 1b. the fetch dialog, filled in for the worked real event (not run: it needs internet)
     from qgis.PyQt.QtCore import QDate, QDateTime, QTime
 
