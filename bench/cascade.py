@@ -1,11 +1,15 @@
 """The cascade against FULL_ENSEMBLE on the full-tile SYNTHETIC scene (issue 22).
 
     python -m sentinel_landslide.bench.cascade [--size 1] [--repeats 1] [--package DIR]
+        [--baseline DIR --baseline-label TEXT]
     ./build.sh bench --only cascade [same options]
 
 Each run is a fresh child process (``bench/run.py``'s detect child: ``run_detection`` with
 default options, then ``write_grid``), once with the cascade (the default) and once with
-``full_ensemble``, alternating.  Per run: time end to end, peak RSS, the share of scored
+``full_ensemble``, alternating (and, with ``--baseline``, the full ensemble of another
+package in the same alternation: "today's full-ensemble run" the targets compare with, e.g.
+an earlier release's package extracted with ``git archive <commit> models/bundled``).
+Per run: time end to end, peak RSS, the share of scored
 tiles the networks ran on; tile by tile against the full ensemble's run: the count of
 tiles whose flag differs (0 by construction) and the max and mean |prob difference|.
 When this onnxruntime offers CUDA, a GPU row (the cascade and the full ensemble with
@@ -64,12 +68,18 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def run_cascade(paths: dict, package: Path, repeats: int = 1, size: str = "1", provider: str = "auto") -> list:
+def run_cascade(paths: dict, package: Path, repeats: int = 1, size: str = "1", provider: str = "auto",
+                baseline: Path | None = None) -> list:
     """Figures (dicts) of the comparison on one scene."""
     CACHE.mkdir(parents=True, exist_ok=True)
-    cas, full, cmp = [], [], []
+    cas, full, cmp, base = [], [], [], []
     with tempfile.TemporaryDirectory(dir=CACHE, prefix="cascade_") as tmp:
         for i in range(repeats):
+            if baseline is not None:
+                log(f"cascade: size {size}, run {i + 1}/{repeats}, baseline full ensemble; machine: {machine_load()}")
+                b = run_child("detect", paths, baseline, full_ensemble=1, execution_provider=provider)
+                log(f"  {b['wall_seconds']:.1f} s, peak RSS {b['peak_rss_bytes'] / 1e9:.2f} GB")
+                base.append(b)
             log(f"cascade: size {size}, run {i + 1}/{repeats}, full ensemble; machine: {machine_load()}")
             f = run_child("detect", paths, package, full_ensemble=1, tiles_out=f"{tmp}/full{i}.npz",
                           execution_provider=provider)
@@ -84,7 +94,9 @@ def run_cascade(paths: dict, package: Path, repeats: int = 1, size: str = "1", p
             cmp.append(compare_tiles(f"{tmp}/cas{i}.npz", f"{tmp}/full{i}.npz"))
     tag = "" if provider == "auto" else f"_{provider}"
     figs = []
-    for label, runs in (("cascade", cas), ("full_ensemble", full)):
+    for label, runs in (("cascade", cas), ("full_ensemble", full), ("baseline", base)):
+        if not runs:
+            continue
         figs.append(emit(f"cascade_end_to_end_seconds{tag}", size=size, run=label, unit="s", patches=runs[0]["scored"],
                          **median_min_max([r["wall_seconds"] for r in runs])))
         figs.append(emit(f"cascade_peak_rss{tag}", size=size, run=label, unit="GB",
@@ -103,9 +115,12 @@ def run_cascade(paths: dict, package: Path, repeats: int = 1, size: str = "1", p
     return figs
 
 
-def run_all(paths: dict, package: Path, repeats: int = 1, size: str = "1") -> list:
+def run_all(paths: dict, package: Path, repeats: int = 1, size: str = "1", baseline: Path | None = None,
+            baseline_label: str = "") -> list:
     loads = [dict(machine_load(), when="start")]
-    figs = run_cascade(paths, package, repeats, size)
+    figs = run_cascade(paths, package, repeats, size, baseline=baseline)
+    if baseline is not None:
+        figs.append(emit("cascade_baseline", label=baseline_label or str(baseline)))
     if cuda_available():
         figs += run_cascade(paths, package, repeats, size, provider="cuda")
     else:
@@ -136,9 +151,15 @@ def results_lines(figs: list) -> list[str]:
             + (". **Shared and loaded by other jobs during these runs: the seconds are inflated by an unknown "
                "amount; rerun on a quiet machine for the targets.**" if busy else ". Quiet."))
         L.append("")
+    base = by.get(("cascade_baseline", None))
     L += [f"Scene: size {size} tile (SYNTHETIC, {v['scored']} scored tiles), default options; one fresh process "
-          "per run, cascade and full ensemble alternating.", "",
-          "| | cascade (default) | FULL_ENSEMBLE | target |", "|---|---|---|---|"]
+          "per run, cascade and full ensemble alternating" + (
+              f", with the full ensemble of the baseline package in the same alternation (baseline: {base['label']})"
+              if base else "") + ".", ""]
+    if base:
+        L += ["| | cascade (default) | FULL_ENSEMBLE | baseline FULL_ENSEMBLE | target |", "|---|---|---|---|---|"]
+    else:
+        L += ["| | cascade (default) | FULL_ENSEMBLE | target |", "|---|---|---|---|"]
 
     def cell(fig, run, fmt="{:.1f}"):
         f = by.get((fig, run))
@@ -147,20 +168,26 @@ def results_lines(figs: list) -> list[str]:
         rng = f" ({fmt.format(f['min'])}-{fmt.format(f['max'])}, n={f['n']})" if f.get("n", 1) > 1 else ""
         return fmt.format(f["median"]) + rng
 
-    L.append(f"| end to end, s | {cell('cascade_end_to_end_seconds', 'cascade')} | "
-             f"{cell('cascade_end_to_end_seconds', 'full_ensemble')} | cascade <= {TARGETS['cascade_seconds']:.0f} s, "
-             f"full <= {TARGETS['full_seconds']:.0f} s |")
-    L.append(f"| networks' seconds (lanes' wall share) | {cell('cascade_nn_seconds', 'cascade')} | "
-             f"{cell('cascade_nn_seconds', 'full_ensemble')} | |")
-    L.append(f"| peak RSS, GB | {cell('cascade_peak_rss', 'cascade', '{:.2f}')} | "
-             f"{cell('cascade_peak_rss', 'full_ensemble', '{:.2f}')} | < {TARGETS['peak_rss_gb']} |")
-    L.append(f"| tiles the networks ran on | {share['tiles_full']} of {share['scored']} ({share['value']:.1%}) | "
-             f"all | |")
-    L.append(f"| tiles whose flag differs from the full ensemble's | {v['flag_differences']} | - | 0 |")
-    L.append(f"| max / mean \\|prob - full prob\\| (all scored tiles) | {v['max_prob_diff']:.4f} / "
-             f"{v['mean_prob_diff']:.4f} | - | within the stated bound |")
-    L.append(f"| mean \\|prob diff\\| on gbm tiles; max on full tiles | {v['mean_prob_diff_gbm_tiles']:.4f}; "
-             f"{v['max_prob_diff_full_tiles']:.2e} | - | |")
+    def row(label, fig, fmt="{:.1f}", cas=None, full=None, baseline=None, target=""):
+        cells = [cas if cas is not None else cell(fig, "cascade", fmt),
+                 full if full is not None else cell(fig, "full_ensemble", fmt)]
+        if base:
+            cells.append(baseline if baseline is not None else cell(fig, "baseline", fmt))
+        L.append(f"| {label} | " + " | ".join(cells) + f" | {target} |")
+
+    row("end to end, s", "cascade_end_to_end_seconds",
+        target=f"cascade <= {TARGETS['cascade_seconds']:.0f} s, full <= {TARGETS['full_seconds']:.0f} s")
+    row("networks' seconds (lanes' wall share)", "cascade_nn_seconds")
+    row("peak RSS, GB", "cascade_peak_rss", "{:.2f}", target=f"< {TARGETS['peak_rss_gb']}")
+    row("tiles the networks ran on", "", cas=f"{share['tiles_full']} of {share['scored']} ({share['value']:.1%})",
+        full="all", baseline="all")
+    row("tiles whose flag differs from the full ensemble's", "", cas=str(v["flag_differences"]), full="-",
+        baseline="-", target="0")
+    row("max / mean \\|prob - full prob\\| (all scored tiles)", "",
+        cas=f"{v['max_prob_diff']:.4f} / {v['mean_prob_diff']:.4f}", full="-", baseline="-",
+        target="within the stated bound")
+    row("mean \\|prob diff\\| on gbm tiles; max on full tiles", "",
+        cas=f"{v['mean_prob_diff_gbm_tiles']:.4f}; {v['max_prob_diff_full_tiles']:.2e}", full="-", baseline="-")
     gpu = by.get(("cascade_vs_full_cuda", None))
     note = by.get(("cascade_gpu", None))
     if gpu:
@@ -186,11 +213,13 @@ def main(argv=None) -> int:
     ap.add_argument("--size", default="1", help="fraction of one tile's area (default 1: the full tile)")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--package", default=None, help="model package folder (default: bundled, else the stand-in)")
+    ap.add_argument("--baseline", default=None, help="another package whose full ensemble runs in the same alternation")
+    ap.add_argument("--baseline-label", default="", help="what the baseline package is (for the table)")
     ap.add_argument("--results", default=str(BENCH / "results.md"))
     a = ap.parse_args(argv)
     package, _src = resolve_package(a.package)
     paths = ensure_scene(side_for(parse_size(a.size)))
-    figs = run_all(paths, package, a.repeats, a.size)
+    figs = run_all(paths, package, a.repeats, a.size, Path(a.baseline) if a.baseline else None, a.baseline_label)
     command = "python -m sentinel_landslide.bench.cascade " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     write_section(Path(a.results), HEADING, [f"Command: `{command}`"] + results_lines(figs)[3:])
     log(f"wrote the cascade section of {a.results}")

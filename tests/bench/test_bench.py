@@ -200,6 +200,21 @@ def test_cascade_section_on_a_tiny_scene(tiny_scene, package_dir, tmp_path, monk
     json.dumps(figs)
 
 
+def test_cascade_baseline_package_runs_in_the_same_alternation(tiny_scene, package_dir, tmp_path, monkeypatch):
+    """--baseline: another package's full ensemble runs beside the two and gets its own column."""
+    import sentinel_landslide.bench.cascade as bc
+
+    monkeypatch.setattr(bc, "CACHE", tmp_path)
+    figs = bc.run_all(tiny_scene, package_dir, repeats=1, size="tiny", baseline=package_dir, baseline_label="same")
+    by = {(f["figure"], f.get("run")): f for f in figs}
+    assert by[("cascade_end_to_end_seconds", "baseline")]["n"] == 1
+    assert by[("cascade_baseline", None)]["label"] == "same"
+    lines = bc.results_lines(figs)
+    assert "| | cascade (default) | FULL_ENSEMBLE | baseline FULL_ENSEMBLE | target |" in lines
+    row = next(ln for ln in lines if ln.startswith("| tiles whose flag differs"))
+    assert row.count("|") == 6 and "| 0 | - | - | 0 |" in row
+
+
 def test_bench_modules_import_without_a_circle():
     """common sits below run, results, scaleout and cascade: it imports none of them."""
     import ast
