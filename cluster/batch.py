@@ -163,13 +163,17 @@ def is_done(out: Path, sid: str, key: str) -> dict | None:
     return m if m.get("key") == key and grid.is_file() else None
 
 
-def _write_scene(out: Path, sid: str, key: str, result, model_name: str) -> dict:
-    from ..engine.outputs import write_grid
+def _write_scene(out: Path, sid: str, key: str, result, model_name: str, opts=None, model_folder=None) -> dict:
+    """The scene's grid, its run record (``<grid>.detect.json``: the review panel's "Adapt and
+    re-score" reads the layers from it) and its done marker, in that order."""
+    from ..engine.outputs import write_grid, write_run_record
 
     grid, tmp = out / f"{sid}.gpkg", out / f".{sid}.partial.gpkg"
     (out / f"{sid}.done.json").unlink(missing_ok=True)  # no stale marker while the grid is replaced
     write_grid(str(tmp), result, model_name)
     os.replace(tmp, grid)
+    if opts is not None:
+        write_run_record(str(grid), opts, model_folder)
     row = {"id": sid, "status": "done", "mode": result.mode, "tiles": len(result.records),
            "scored": sum(1 for r in result.records if r.status == "ok"), "flagged": result.flagged,
            "threshold": round(result.threshold, 4), "bands": result.timings.get("bands"),
@@ -237,7 +241,8 @@ def _run_batch(scenes, out_dir, pkg, client, band_rows, task_threads, log, on_pr
             s_folder, s_model = str(spkg.folder), spkg.name
             s_digest = tasks.manifest_digest(s_folder)
         state[s.id] = {"key": key, "opts": topts, "order": order, "t0": time.perf_counter(), "pending": set(),
-                       "results": [], "futures": [], "folder": s_folder, "digest": s_digest, "model": s_model}
+                       "results": [], "futures": [], "folder": s_folder, "digest": s_digest, "model": s_model,
+                       "scene_opts": s.opts}
         f = client.submit(tasks.plan_scene, topts, s_folder, s_digest, pure=False, priority=1000 - order)
         state[s.id]["futures"].append(f)
         owner[f.key] = (s.id, "plan")
@@ -286,7 +291,8 @@ def _run_batch(scenes, out_dir, pkg, client, band_rows, task_threads, log, on_pr
         try:
             result = tasks.assemble(st["plan"], st["results"], time.perf_counter() - st["t0"],
                                     st["opts"].min_valid_fraction)
-            row = index[st["order"]] = _write_scene(out, sid, st["key"], result, st["model"])
+            # the run record names the base package: a scene-adapted one lives in a temporary folder
+            row = index[st["order"]] = _write_scene(out, sid, st["key"], result, st["model"], st["scene_opts"], folder)
             state.pop(sid)
             say(f"{sid}: done: {row['tiles']} tiles, {row['flagged']} flagged, {row['seconds']} s")
         except Exception as exc:  # noqa: BLE001 - e.g. no valid tile, or the output cannot be written

@@ -157,6 +157,13 @@ def test_batch_cli_on_a_local_cluster_reports_a_bad_scene_and_reruns_skip(tmp_pa
         assert int(index[k]["tiles"]) == len(reference[k].records)
         assert int(index[k]["flagged"]) == reference[k].flagged
     assert json.loads((out / "index.json").read_text())[2]["status"] == "failed"
+    # each grid's run record names its scene's layers and the package, as detect's does
+    from sentinel_landslide.engine.outputs import read_run_record
+
+    for k in ("a", "b"):
+        opts, model = read_run_record(str(out / f"{k}.gpkg"))
+        assert opts.s2.path == scenes[k]["S2"] and model == str(package_dir)
+    assert not (out / "bad.gpkg.detect.json").exists()
 
     # rerun: complete scenes are skipped (their files untouched), the bad one is tried again
     before = {k: os.stat(out / f"{k}.gpkg").st_mtime_ns for k in ("a", "b")}
