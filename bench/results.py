@@ -205,6 +205,7 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
 
     L += results_lines(figs)
     L += cascade_lines(figs)
+    L += kept_sections(path, L)
     L += ["", "## How to read this", "",
           "- End to end = a fresh process's `run_detection` (opening and planning, unit detection, reading, "
           "features, all members) plus `write_grid`, from loading the package to the written GeoPackage; "
@@ -232,6 +233,27 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
         L.append(f"- {k}: {v}")
     L += ["", "Raw figures (one JSON line each) are what the command prints on stdout.", ""]
     path.write_text("\n".join(L) + "\n")
+
+
+def kept_sections(path: Path, new: list) -> list:
+    """The sections of the existing results.md that this run does not write (those a module
+    run alone put there, e.g. ``bench/ort_options.py``'s, or the cascade's under
+    ``--skip-cascade``), each with its own date stamp, so a full run does not erase them."""
+    if not path.exists():
+        return []
+    old = path.read_text().splitlines()
+    fresh = {ln for ln in new if ln.startswith("## ")} | {"## How to read this", "## Machine"}
+    out, keep = [], False
+    for ln in old:
+        if ln.startswith("## "):
+            keep = ln not in fresh
+            if keep:
+                out.append("")
+        if keep:
+            out.append(ln)
+    while out and not out[-1].strip():
+        out.pop()
+    return out
 
 
 def write_section(path: Path, heading: str, lines: list) -> None:

@@ -77,6 +77,17 @@ def test_detect_child_and_results_table(tiny_scene, package_dir, tmp_path, monke
     assert f"| peak RSS < 2 GB | {rss:.2f} GB (worst run, any size, S1 warped or not) | {verdict} |" in text
     reader = next(f for f in figs if f["figure"] == "reader_cpu_ms_per_patch")
     assert f"| {reader['median']:.2f} (" in text  # the reader CPU column
+    # a section a module wrote alone (ort_options) survives the next full run, once
+    from sentinel_landslide.bench.results import write_section
+
+    write_section(out, "## onnxruntime session options (issue 22)", ["| variant | ms |", "| default | 8.7 |"])
+    for _ in range(2):
+        write_results(out, "python -m sentinel_landslide.bench.run --quick", figs, {"tiny": (256, [r, r])}, [inf],
+                      "test", [dict(br.machine_load(), when="start")], quiet=False)
+    text = out.read_text()
+    assert text.count("## onnxruntime session options (issue 22)") == 1 and "| default | 8.7 |" in text
+    assert text.index("## onnxruntime session options") < text.index("## How to read this")
+    assert text.count("## Per size") == 1
 
 
 @pytest.mark.slow
