@@ -106,7 +106,7 @@ case "${1:-}" in
     setup train
     "$PY" -m sentinel_landslide.training.train_gbm --data ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled
     # the proxy-trained networks get a small ensemble weight: see NN_WEIGHT_NOTE in training/nn_export.py
-    "$PY" -m sentinel_landslide.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 2 "${@:2}"
+    "$PY" -m sentinel_landslide.training.train_nn --proxy ../shared/data/zindi/train_features_7147.csv.gz --out models/bundled --epochs 6 --folds 3 --workers 2 --threads 1 --nn-weight 0.1 --width 1 "${@:2}"
     # the per-combination table of the site's "Accuracy and speed" page is generated from the
     # manifest at each docs build (docs/hooks.py -> training/combo_table.py)
     ;;

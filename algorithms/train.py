@@ -44,8 +44,8 @@ class TrainAlgorithm(LandslideAlgorithm):
         p = QgsProcessingParameterBoolean("PRETRAINED", self.tr("Start from ImageNet weights (downloads them)"), False)
         p.setFlags(p.flags() | FLAG_ADVANCED)
         self.addParameter(p)
-        p = QgsProcessingParameterNumber("WIDTH", self.tr("Network width factor (the bundled networks use 2)"),
-                                         NUMBER_DOUBLE, 2.0, minValue=0.5, maxValue=4.0)
+        p = QgsProcessingParameterNumber("WIDTH", self.tr("Network width factor (the bundled networks use 1)"),
+                                         NUMBER_DOUBLE, 1.0, minValue=0.5, maxValue=4.0)
         p.setFlags(p.flags() | FLAG_ADVANCED)
         self.addParameter(p)
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", self.tr("Model package folder")))

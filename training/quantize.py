@@ -357,7 +357,9 @@ def run(package: Path, data, ckpt: Path, apply: bool = False, reduce_range: bool
             r["adopt"] = bool(r["d_f1"] >= -tol["f1"] and r["d_auc"] >= -tol["auc"] and r["speedup"] >= min_speedup)
             log(json.dumps({k: v for k, v in r.items() if not k.startswith("_")}))
             rows.append(r)
-        if apply and any(r["adopt"] for r in rows):
+        # the assessment goes into the manifest whenever it was measured out of fold, adopted or not:
+        # the manifest says which members are int8 and, for the others, why not
+        if apply and any("oof_int8" in r for r in rows):
             with _replacing(Path(package)) as replace:
                 _apply(Path(package), man, rows, data, tol, min_speedup, reduce_range, gbm_oof, command, log, replace,
                        static)
@@ -407,8 +409,9 @@ def _apply(folder: Path, man: dict, rows: list, data, tol, min_speedup, reduce_r
             f"; OOF F1 {r['oof_int8']['f1']:.3f} / AUC {r['oof_int8']['auc']:.3f} on that data "
             f"({'int8 QDQ' if static else 'int8 MatMul weights'})")
     # the whole-ensemble OOF with each member's shipped precision, and the thresholds from it
+    # (unchanged, and not recomputed, when no member was switched)
     nn_oof = {r["member"]: (r["_oof_int8"] if r["adopt"] else r["_oof_shipped"]) for r in by.values()}
-    ens, _ = ensemble_oof(man, nn_oof, data.ids, data.labels, gbm_oof)
+    ens = ensemble_oof(man, nn_oof, data.ids, data.labels, gbm_oof)[0] if any(r["adopt"] for r in by.values()) else {}
     for mode, res in ens.items():
         if res["missing_oof"]:
             log(f"ensemble {mode}: OOF missing for {res['missing_oof']}; thresholds kept")
@@ -421,7 +424,8 @@ def _apply(folder: Path, man: dict, rows: list, data, tol, min_speedup, reduce_r
         f"{'int8 QDQ network' if static else 'MatMul weights stored as int8'} ({precision}) where OOF F1 fell by "
         f"<= {tol['f1']} and AUC by <= {tol['auc']} from "
         f"the fold models' OOF in the shipped precision to int8, and the member ran >= {min_speedup}x faster "
-        "on one single-threaded session; each member's numbers are in members.<name>.int8_assessment")
+        "on one single-threaded session; each member's numbers are in members.<name>.int8_assessment; int8 members: "
+        + (", ".join(r["member"] for r in by.values() if r["adopt"]) or "none"))
     proxy["provenance"]["int8_command"] = command
     write_manifest(folder, man)
 

@@ -81,7 +81,7 @@ def train_package(patches, out, members="all", gbm: bool = True, epochs=None, fo
                   threads: int = 2, pretrained: bool = False, progress=None, is_cancelled=None, log=print,
                   width: float = 1.0) -> Path:
     """Train into ``out`` (created; an existing manifest there is merged).  ``progress(stage, frac, msg)``;
-    ``width``: the networks' encoder width factor (train_nn --width; the bundled ones use 2)."""
+    ``width``: the networks' encoder width factor (train_nn --width; the bundled ones use 1)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     prog = progress or (lambda stage, frac, msg="": None)
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--pretrained", action="store_true")
-    ap.add_argument("--width", type=float, default=1.0, help="network width factor (the bundled networks: 2)")
+    ap.add_argument("--width", type=float, default=1.0, help="network width factor (the bundled networks: 1)")
     a = ap.parse_args(argv)
     train_package(a.patches, a.out, a.members, not a.no_gbm, a.epochs, a.folds, a.seed, a.threads, a.pretrained,
                   progress=lambda s, f, m="": print(f"{s} {f:.0%} {m}", file=sys.stderr), width=a.width)

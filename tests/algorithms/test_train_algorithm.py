@@ -31,9 +31,9 @@ def test_export_train_detect_round_trip(provider, tmp_path, synthetic_scene, pac
     assert {"lightgbm", "xgboost"} <= kinds
     if members != "none":
         assert "onnx" in kinds
-        # the networks are trained at the bundled width (WIDTH defaults to 2)
+        # the networks are trained at the bundled width (WIDTH defaults to 1, recorded only when not 1)
         (net,) = [m for m in pkg.manifest["members"] if m["kind"] == "onnx"]
-        assert net["width"] == 2.0
+        assert net.get("width", 1.0) == 1.0
     det = processing.run("landslide:detect", dict(S2=synthetic_scene["S2"], MODEL=res["OUTPUT"],
                                                   OUTPUT=str(tmp_path / "g.gpkg"), **s1))
     assert det["MODE"] == "s2+desc+asc" and det["TILES"] == 70

@@ -369,11 +369,18 @@ def test_int8_members_adopted_only_where_the_rule_allows(quick_package, tmp_path
     shutil.copytree(tmp / "pkg", pkg_dir)
     before = {m["name"]: m["sha256"] for m in load_package(pkg_dir).manifest["members"]}
 
-    # a rule nobody passes (int8 must gain 1.0 F1): a report, nothing written
+    # a rule nobody passes (int8 must gain 1.0 F1): no network file changes, thresholds stay, and
+    # the manifest records the assessment (why each member is not int8)
+    thresholds = {k: v["threshold"] for k, v in load_package(pkg_dir).manifest["modes"].items()}
     rows = quantize.run(pkg_dir, data, tmp / "ckpt", apply=True, min_speedup=0.0, tol={"f1": -1.0, "auc": -1.0},
                         seconds=0.05, log=None)
     assert [r["member"] for r in rows] == list(QUICK_MEMBERS) and not any(r["adopt"] for r in rows)
-    assert {m["name"]: m["sha256"] for m in load_package(pkg_dir).manifest["members"]} == before
+    man = load_package(pkg_dir).manifest
+    assert {m["name"]: m["sha256"] for m in man["members"]} == before
+    assert {k: v["threshold"] for k, v in man["modes"].items()} == thresholds
+    for name in QUICK_MEMBERS:
+        assert man["metrics"]["nn_proxy"]["members"][name]["int8_assessment"]["adopt"] is False
+    assert man["metrics"]["nn_proxy"]["provenance"]["int8_rule"].endswith("int8 members: none")
 
     x = p[:8].astype(np.float32)
     valid = np.ones((8, 64, 64), bool)
