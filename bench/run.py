@@ -19,6 +19,7 @@ import argparse
 import json
 import resource
 import shlex
+import shutil
 import statistics
 import sys
 import tempfile
@@ -223,9 +224,7 @@ def child_qgis(a) -> dict:
     wall = time.perf_counter() - t0
     rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     summary = [ln for ln in text.splitlines() if "patches/s" in ln]
-    if out.exists():
-        out.unlink()
-    out.parent.rmdir()
+    shutil.rmtree(out.parent, ignore_errors=True)  # the grid and what detect writes beside it (.detect.json)
     return {"rc": rc, "tiles": (res or {}).get("results", {}).get("TILES"), "wall_seconds": wall,
             "peak_rss_bytes": rss, "summary": summary[-1].strip().strip('",') if summary else None,
             "log_tail": None if rc == 0 else text[-3000:]}
