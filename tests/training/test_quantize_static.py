@@ -38,7 +38,7 @@ def net(tmp_path_factory):
     member = next(m for m in pkg.manifest["members"] if m["name"] == NET)
     tmp = tmp_path_factory.mktemp("int8")
     data = _data(48)
-    calib = q.member_batches(member, pkg.manifest, data, np.arange(16))
+    calib = q.member_batches(member, pkg.manifest, data, np.arange(12, 28))  # ordinary patches, as calibration uses
     static = q.quantize_static_qdq(pkg.path(member), tmp / "static.onnx", calib)
     # dynamic quantisation needs the weights as float32 initializers, as in a fold checkpoint
     dynamic = q.quantize(q.to_fp32_weights(pkg.path(member), tmp / "fp32_for_dynamic.onnx"), tmp / "dynamic.onnx")
@@ -65,6 +65,7 @@ def test_static_int8_is_a_qdq_graph_close_to_the_shipped_scores(net):
     l0 = np.concatenate([_logits(s0, b) for b in net["batches"]])
     l1 = np.concatenate([_logits(s1, b) for b in net["batches"]])
     assert not np.array_equal(l0, l1)  # it is quantised
+    print("int8 vs shipped logit correlation", np.corrcoef(l0, l1)[0, 1])
     assert np.corrcoef(l0, l1)[0, 1] > 0.9  # and still the same network
 
 
