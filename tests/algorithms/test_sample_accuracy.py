@@ -14,13 +14,14 @@ from ..helpers import scene_params
 
 @pytest.fixture(scope="module")
 def sampled_grid(provider, synthetic_scene, tmp_path_factory) -> Path:
-    """detect (threshold 0.2) -> sample (8 + 12 tiles) -> verdicts from the SYNTHETIC truth."""
+    """detect (threshold 0.15: more flagged tiles than the 8 sampled) -> sample (8 + 12 tiles) -> verdicts
+    from the SYNTHETIC truth."""
     import processing
 
     from sentinel_landslide.engine.verdicts import read_grid, simulate_verdicts, tile_truth, write_fields
 
     d = tmp_path_factory.mktemp("sample")
-    det = processing.run("landslide:detect", scene_params(synthetic_scene, d / "grid.gpkg", THRESHOLD=0.2))
+    det = processing.run("landslide:detect", scene_params(synthetic_scene, d / "grid.gpkg", THRESHOLD=0.15))
     res = processing.run("landslide:sample", {"GRID": det["OUTPUT"], "N_FLAGGED": 8, "N_UNFLAGGED": 12, "SEED": 1,
                                               "OUTPUT": str(d / "sampled.gpkg")})
     assert (res["SAMPLED"], res["SAMPLED_FLAGGED"], res["SAMPLED_UNFLAGGED"]) == (20, 8, 12)
