@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.errors import InputError
-from .design import Z95, strata, verdict_arrays
+from .design import Z95, design_weights, strata, verdict_arrays
 from .verdicts import PICK_RANDOM
 
 
@@ -164,28 +164,28 @@ def accuracy_from_tiles(flagged, scored, in_sample, labels, tile_areas=None, are
                            tile_areas=tile_areas, area_unit=area_unit)
 
 
-def _ratio(y, x, w, rand, stratum, M):
-    """Stehman's ratio estimator R = sum w y / sum w x and its standard error (module docstring)."""
-    Y, X = float((w * y).sum()), float((w * x).sum())
-    if X <= 0:
-        return Estimate(0.0, 0.0), X
-    R = Y / X
+def _stratified_var(v, rand, stratum, M) -> float:
+    """sum_h M_h^2 s^2_h / n_h of the values ``v`` over each stratum's random verdicts (Stehman
+    eq. 27-28); purposive verdicts (a census of themselves) add nothing."""
     var = 0.0
     for h, M_h in M.items():
-        d = (y - R * x)[rand & (stratum == h)]
-        if len(d) > 1:
-            var += M_h ** 2 * float(d.var(ddof=1)) / len(d)
-    return Estimate(R, math.sqrt(var) / X), X
+        vh = v[rand & (stratum == h)]
+        if len(vh) > 1:
+            var += M_h ** 2 * float(vh.var(ddof=1)) / len(vh)
+    return var
+
+
+def _ratio(y, x, w, rand, stratum, M) -> Estimate:
+    """Stehman's ratio estimator R = sum w y / sum w x and its standard error (module docstring)."""
+    X = float((w * x).sum())
+    if X <= 0:
+        return Estimate(0.0, 0.0)
+    R = float((w * y).sum()) / X
+    return Estimate(R, math.sqrt(_stratified_var(y - R * x, rand, stratum, M)) / X)
 
 
 def _total(y, w, rand, stratum, M) -> Estimate:
-    T = float((w * y).sum())
-    var = 0.0
-    for h, M_h in M.items():
-        v = y[rand & (stratum == h)]
-        if len(v) > 1:
-            var += M_h ** 2 * float(v.var(ddof=1)) / len(v)
-    return Estimate(T, math.sqrt(var))
+    return Estimate(float((w * y).sum()), math.sqrt(_stratified_var(y, rand, stratum, M)))
 
 
 def design_accuracy(flagged, scored, labels, picks, stratum, tile_areas=None,
@@ -204,10 +204,8 @@ def design_accuracy(flagged, scored, labels, picks, stratum, tile_areas=None,
                          "first (landslide:sample or the review panel's 'Draw accuracy sample').")
     if not rand.any():
         raise InputError("No sample tile has a verdict yet: review the sample tiles (confirm or reject) first.")
-    w = np.zeros(len(labels))
-    w[purp] = 1.0
     M: dict[int, int] = {}
-    for h, in_h, M_h, n_h in strata(scored, stratum, rand, purp):
+    for h, _in_h, M_h, n_h in strata(scored, stratum, rand, purp):
         if n_h < 2:
             what = "flagged" if h == 1 else "unflagged"
             raise InputError(
@@ -215,17 +213,17 @@ def design_accuracy(flagged, scored, labels, picks, stratum, tile_areas=None,
                 f"has {n_h} among tiles {what} when it was drawn. Draw a stratified sample (landslide:sample) "
                 "and review it.")
         M[h] = M_h
-        w[rand & in_h] = M_h / n_h
+    w = design_weights(labels, picks, stratum, scored)
     use = rand | purp
     m = flagged.astype(np.float64) * use
     r = np.where(use, np.nan_to_num(labels), 0.0)
     one = use.astype(np.float64)
     agree = one * (m == r)
-    oa, _ = _ratio(agree, one, w, rand, stratum, M)
-    ua, _ = _ratio(m * r, m, w, rand, stratum, M)
-    pa, _ = _ratio(m * r, r, w, rand, stratum, M)
-    f1, _ = _ratio(2 * m * r, m + r, w, rand, stratum, M)
-    share, _ = _ratio(r, one, w, rand, stratum, M)
+    oa = _ratio(agree, one, w, rand, stratum, M)
+    ua = _ratio(m * r, m, w, rand, stratum, M)
+    pa = _ratio(m * r, r, w, rand, stratum, M)
+    f1 = _ratio(2 * m * r, m + r, w, rand, stratum, M)
+    share = _ratio(r, one, w, rand, stratum, M)
     tiles = _total(r, w, rand, stratum, M)
     area = 1.0
     if tile_areas is not None:
