@@ -17,7 +17,7 @@ from ..engine.accuracy import accuracy_page_html, accuracy_table_text, design_ac
 from ..engine.verdicts import PICK_FIELD, STRATUM_FIELD, picks_of, strata_of, verdict_label
 from ..rendering.compat import VECTOR_POLYGON, is_null
 from .common import LandslideAlgorithm, detect_grid
-from .sample import grid_arrays
+from .sample import field_column, grid_arrays
 
 MEASURES = (("OVERALL", "overall", "Overall accuracy"), ("PRECISION", "users", "User's accuracy (precision)"),
             ("RECALL", "producers", "Producer's accuracy (recall)"), ("F1", "f1", "F1"),
@@ -35,11 +35,9 @@ def accuracy_of_features(features, names):
     flagged, scored = grid_arrays(features, names)
 
     def column(name):
-        if name not in names:
-            return None
-        return [None if is_null(f[name]) else f[name] for f in features]
+        return field_column(features, names, name) if name in names else None
 
-    sample = [int(bool(v)) if v is not None else 0 for v in column("sample")]
+    sample = [int(bool(v)) for v in field_column(features, names, "sample", 0)]
     labels = np.array([np.nan if is_null(f["review"]) or verdict_label(f["review"]) is None
                        else verdict_label(f["review"]) for f in features], dtype=np.float64)
     areas = np.array([f.geometry().area() if f.hasGeometry() else 0.0 for f in features])

@@ -23,6 +23,11 @@ from ..rendering.compat import INT, NUMBER_INTEGER, STRING, VECTOR_POLYGON, is_n
 from .common import LandslideAlgorithm, StyleLoader, detect_grid
 
 
+def field_column(features, names, name, default=None) -> list:
+    """A grid field's values per feature; ``default`` where the field is NULL or absent."""
+    return [default if name not in names or is_null(f[name]) else f[name] for f in features]
+
+
 def grid_arrays(features, names) -> tuple[np.ndarray, np.ndarray]:
     """(flagged, scored) per feature of a detect grid."""
     flagged = np.array([("flagged" in names and not is_null(f["flagged"]) and bool(f["flagged"])) for f in features],
@@ -73,7 +78,7 @@ class SampleAlgorithm(LandslideAlgorithm):
         flagged, scored = grid_arrays(feats, names)
 
         def column(name, default=None):
-            return [default if name not in names or is_null(f[name]) else f[name] for f in feats]
+            return field_column(feats, names, name, default)
         sample = np.array([int(v or 0) for v in column("sample", 0)], dtype=np.int64)
         stratum = column(STRATUM_FIELD) if STRATUM_FIELD in names else None
         picks = column(PICK_FIELD)
