@@ -12,6 +12,14 @@ from qgis.core import QgsProcessingException
 from ..helpers import scene_params
 
 
+def assert_outputs_match(res: dict, ref) -> None:
+    """landslide:accuracy's outputs equal the engine's estimates ``ref``."""
+    assert res["PRECISION"] == pytest.approx(ref.users.value)
+    assert res["RECALL"] == pytest.approx(ref.producers.value)
+    assert res["F1"] == pytest.approx(ref.f1.value)
+    assert res["LANDSLIDE_TILES"] == pytest.approx(ref.tiles.value)
+
+
 @pytest.fixture(scope="module")
 def sampled_grid(provider, synthetic_scene, tmp_path_factory) -> Path:
     """detect (threshold 0.15: more flagged tiles than the 8 sampled) -> sample (8 + 12 tiles) -> verdicts
@@ -102,10 +110,7 @@ def test_accuracy_matches_the_engine_estimators(provider, sampled_grid, syntheti
     html = tmp_path / "acc.html"
     res = processing.run("landslide:accuracy", {"GRID": str(sampled_grid), "OUTPUT_HTML": str(html)})
     assert res["OVERALL"] == pytest.approx(ref.overall.value)
-    assert res["PRECISION"] == pytest.approx(ref.users.value)
-    assert res["RECALL"] == pytest.approx(ref.producers.value)
-    assert res["F1"] == pytest.approx(ref.f1.value)
-    assert res["LANDSLIDE_TILES"] == pytest.approx(ref.tiles.value)
+    assert_outputs_match(res, ref)
     assert res["LANDSLIDE_AREA_KM2"] == pytest.approx(ref.tiles.value * 0.4096, rel=1e-6)  # 640 m tiles
     assert res["OVERALL_LO"] <= res["OVERALL"] <= res["OVERALL_HI"]
     assert (res["N_FLAGGED"], res["N_UNFLAGGED"]) == (int(s1.sum()), int(s0.sum()))
@@ -139,10 +144,7 @@ def test_accuracy_of_a_rescored_grid_weighs_the_strata_of_the_draw(provider, sam
     ref = design_accuracy(h.flagged, h.scored, h.labels, h.pick, h.stratum)
     html = tmp_path / "acc.html"
     res = processing.run("landslide:accuracy", {"GRID": str(src), "OUTPUT_HTML": str(html)})
-    assert res["PRECISION"] == pytest.approx(ref.users.value)
-    assert res["RECALL"] == pytest.approx(ref.producers.value)
-    assert res["F1"] == pytest.approx(ref.f1.value)
-    assert res["LANDSLIDE_TILES"] == pytest.approx(ref.tiles.value)
+    assert_outputs_match(res, ref)
     naive = design_accuracy(h.flagged, h.scored, h.labels, h.pick, h.flagged.astype(int))
     assert (res["PRECISION"], res["LANDSLIDE_TILES"]) != pytest.approx((naive.users.value, naive.tiles.value))
     assert "Stehman (2014)" in html.read_text() and "1 purposive verdicts" in html.read_text()
