@@ -205,7 +205,8 @@ def _chunk_features(p32: np.ndarray, valid: np.ndarray | None, chans: list, grou
 
 
 def patch_features(
-    patches: np.ndarray, valid: np.ndarray | None = None, groups=("optical", "sar"), channels=None
+    patches: np.ndarray, valid: np.ndarray | None = None, groups=("optical", "sar"), channels=None,
+    index: np.ndarray | None = None,
 ) -> dict:
     """Base + derived features for a batch of patches.
 
@@ -218,11 +219,15 @@ def patch_features(
 
     Vectorised over chunks of patches (moments in float64); a chunk whose pixels are
     all valid takes an unmasked fast path.
+
+    ``index``: the features of ``patches[index]`` (``valid`` then has one entry per
+    index), gathered a chunk at a time instead of copying that subset of a batch first.
     """
     patches = np.asarray(patches)
     if patches.dtype not in (np.float32, np.float64):
         patches = patches.astype(np.float64)
-    n = patches.shape[0]
+    rows = None if index is None else np.asarray(index, dtype=np.intp)
+    n = patches.shape[0] if rows is None else len(rows)
     if channels is not None:
         chans = sorted(int(c) for c in channels)
         groups = (("optical",) if all(c in chans for c in OPTICAL) else ()) + (("sar",) if set(chans) & set(SAR) else ())
@@ -235,7 +240,7 @@ def patch_features(
         if "sar" in groups:
             chans += list(SAR)
     if valid is None:
-        valid = np.isfinite(patches[:, chans]).all(axis=1)
+        valid = np.isfinite(patches[:, chans] if rows is None else patches[rows][:, chans]).all(axis=1)
     valid = np.asarray(valid, dtype=bool).reshape(n, -1)
     empty = ~valid.any(axis=1)
     full = valid.all(axis=1)
@@ -249,7 +254,8 @@ def patch_features(
             sel = order[c0:min(c0 + _CHUNK, hi)]
             contiguous = sel[-1] - sel[0] + 1 == len(sel)
             sl = slice(sel[0], sel[-1] + 1) if contiguous else sel
-            parts.append(_chunk_features(patches[sl], valid[sl] if masked else None, chans, groups))
+            at = sl if rows is None else rows[sl]
+            parts.append(_chunk_features(patches[at], valid[sl] if masked else None, chans, groups))
     out: dict = {}
     if parts:
         inv = np.empty(n, dtype=np.intp)

@@ -23,6 +23,11 @@ gdal.UseExceptions()
 # GDAL's block cache (default 5 % of RAM) fills with source blocks when inputs are warped,
 # so a run bounds it: memory then stays near the on-grid inputs' whatever the warping
 GDAL_CACHE_BYTES = 64 * 1024 * 1024
+# ... but at least one row of blocks of every input (block_row_bytes), up to this: a band
+# of rows shorter than a block (2 patch rows = 128 px, blocks of 256 or 1024 px) otherwise
+# finds the block row the previous band decoded evicted by the other inputs' and decodes
+# it again (a full Sentinel-2 tile with four S1 layers: 112 MB per block row)
+GDAL_CACHE_CAP_BYTES = 512 * 1024 * 1024
 _cache_lock = threading.Lock()
 _cache_users = [0, 0]  # runs inside bounded_gdal_cache, the cache max to restore
 
@@ -44,6 +49,55 @@ def bounded_gdal_cache(nbytes: int = GDAL_CACHE_BYTES):
             if _cache_users[0] == 0:
                 gdal.SetCacheMax(_cache_users[1])
 osr.UseExceptions()
+
+
+def block_row_bytes(layers) -> int:
+    """Decoded bytes of one row of blocks across the bands read of every ``InputLayer``
+    (what GDAL's cache must hold so that consecutive bands of rows decode each block once);
+    0 for a layer that cannot be opened (reported properly when the run opens it)."""
+    total = 0
+    for lyr in layers:
+        try:
+            ds = gdal.Open(lyr.path)
+        except RuntimeError:
+            continue
+        if ds is None:
+            continue
+        # bands not chosen yet (a Sentinel-2 layer's are guessed later): every band counts
+        for b in (lyr.bands or range(1, ds.RasterCount + 1)):
+            if not 1 <= b <= ds.RasterCount:
+                continue
+            band = ds.GetRasterBand(b)
+            bw, bh = band.GetBlockSize()
+            width = -(-ds.RasterXSize // max(1, bw)) * max(1, bw)
+            total += width * max(1, bh) * gdal.GetDataTypeSize(band.DataType) // 8
+    return total
+
+
+def cache_bytes_for(layers) -> int:
+    """The block-cache bound of a run reading ``layers``: GDAL_CACHE_BYTES, or one block
+    row of the inputs (+25 %) where that is more, at most GDAL_CACHE_CAP_BYTES.  Memory
+    stays bounded by the scene's width, not its area."""
+    return int(min(GDAL_CACHE_CAP_BYTES, max(GDAL_CACHE_BYTES, 1.25 * block_row_bytes(layers))))
+
+
+@contextmanager
+def decode_threads(n: int | None):
+    """Datasets opened inside decode their compressed blocks on ``n`` threads (GDAL's
+    ``GDAL_NUM_THREADS``, read when a GTiff or JPEG 2000 dataset is opened, for the
+    datasets of this thread only): a window spanning several blocks (a band of rows of a
+    deflated Sentinel tile spans dozens) then decompresses them side by side.  The pixels
+    are the same; only the reader's wall time shrinks.  ``n`` None or < 2: unchanged."""
+    if not n or n < 2:
+        yield
+        return
+    key = "GDAL_NUM_THREADS"
+    old = gdal.GetThreadLocalConfigOption(key, None)
+    gdal.SetThreadLocalConfigOption(key, str(int(n)))
+    try:
+        yield
+    finally:
+        gdal.SetThreadLocalConfigOption(key, old)
 
 
 

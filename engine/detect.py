@@ -8,6 +8,7 @@ caller's job, which lets the QGIS algorithm create its output only once all succ
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +37,19 @@ from ..core.channels import (
 )
 from ..core.errors import Cancelled, InputError
 from ..core.features import patch_features
+from ..core.rows import rows_of
 from . import units
-from .align import AlignedLayer, Grid, InputLayer, bounded_gdal_cache, guess_s2_bands, plan_grid, sample_windows
+from .align import (
+    AlignedLayer,
+    Grid,
+    InputLayer,
+    bounded_gdal_cache,
+    cache_bytes_for,
+    decode_threads,
+    guess_s2_bands,
+    plan_grid,
+    sample_windows,
+)
 from .masks import S2Mask, find_scl_band
 from .uncertainty import batch_uncertainty
 
@@ -60,7 +72,10 @@ class Scorer(Protocol):
     @property
     def member_names(self) -> list[str]: ...
 
-    def submit(self, patches, valid, feats, timings: dict | None = None) -> Callable[[], dict]: ...
+    def submit(self, patches, valid, feats, timings: dict | None = None) -> Callable[[], dict]:
+        """``patches``: (n, 12, ps, ps) float32, an ndarray or a ``core.rows.Rows`` (the
+        group's tiles of a batch, not yet gathered): slice it, index it or ``np.asarray`` it."""
+        ...
 
     def close(self) -> None: ...
 
@@ -198,11 +213,14 @@ class Scene:
                  mask: InputLayer | None = None):
         self.grid = grid
         self.pkg_offset = pkg_offset
-        self.aligned = {role: AlignedLayer.open(lyr, grid) for role, lyr in layers.items()}
-        for al in self.aligned.values():
-            log.append(f"{al.layer.label}: resampling {al.resampling}")
-        # its masked share counts the S2 footprint only
-        self.mask = S2Mask(mask, grid, log, layers[S2_ROLE]) if mask is not None and S2_ROLE in self.aligned else None
+        # the reader decodes each window's compressed blocks on the run's threads
+        with decode_threads(opts.threads or os.cpu_count()):
+            self.aligned = {role: AlignedLayer.open(lyr, grid) for role, lyr in layers.items()}
+            for al in self.aligned.values():
+                log.append(f"{al.layer.label}: resampling {al.resampling}")
+            # its masked share counts the S2 footprint only
+            self.mask = (S2Mask(mask, grid, log, layers[S2_ROLE]) if mask is not None and S2_ROLE in self.aligned
+                         else None)
         self.s2conv: Optional[units.S2Convention] = None
         self.sarconv = {}
         given = opts.conventions or {}
@@ -569,11 +587,20 @@ def run_detection(opts: DetectOptions, pkg, progress=None, is_cancelled=None, en
     package's ensemble), or ``ensemble`` is one already open for the run's combination.
     Each tile is scored by the richest combination valid in it (see ``TiledScene``); the
     scorers are made once per combination met.  GDAL's block cache is bounded for the run
-    (align.bounded_gdal_cache)."""
+    (align.bounded_gdal_cache, to align.cache_bytes_for the inputs)."""
     if ensemble is None and make_scorer is None:
         raise TypeError("run_detection needs a scorer: pass make_scorer or ensemble (see pipeline.run_detection)")
-    with bounded_gdal_cache():
+    with bounded_gdal_cache(run_cache_bytes(opts)):
         return _run_detection(opts, pkg, progress, is_cancelled, ensemble, make_scorer)
+
+
+def run_cache_bytes(opts: DetectOptions) -> int:
+    """GDAL's block-cache bound for a run on these inputs (align.cache_bytes_for)."""
+    try:
+        layers = list(resolve_combination(opts, [])[1].values()) + ([opts.s2_mask] if opts.s2_mask else [])
+    except InputError:  # reported by the run itself
+        layers = []
+    return cache_bytes_for(layers)
 
 
 def _run_detection(opts: DetectOptions, pkg, progress, is_cancelled, ensemble: Scorer | None,
@@ -658,8 +685,11 @@ def _detect(opts, tiles: TiledScene, scorers: dict, make_scorer, ensemble, log, 
         t0, c0 = time.perf_counter(), time.thread_time()
         out = []
         for name, (idx, valid) in b.groups.items():
-            patches = b.patches if len(idx) == len(b.patches) else b.patches[idx]
-            feats = patch_features(patches, valid, channels=COMBINATION_BY_NAME[name].channels)
+            # the group's tiles are not copied out of the batch: features gather them a few at
+            # a time, the networks only the tiles the cascade leaves open
+            patches = rows_of(b.patches, idx)
+            feats = patch_features(b.patches, valid, channels=COMBINATION_BY_NAME[name].channels,
+                                   index=None if patches is b.patches else idx)
             out.append((name, idx, patches, valid, feats))
         return out, (time.perf_counter() - t0, time.thread_time() - c0)
 

@@ -19,7 +19,7 @@ from osgeo import gdal, ogr, osr
 from ..core.channels import CHANNEL_NAMES, COMBINATIONS, N_CHANNELS
 from ..core.errors import Cancelled, InputError
 from .align import bounded_gdal_cache
-from .detect import DetectOptions, TiledScene
+from .detect import DetectOptions, TiledScene, run_cache_bytes
 from .truth import Truth, box_wkb, is_landslide, reproject_wkts
 
 gdal.UseExceptions()
@@ -54,7 +54,7 @@ def export_patches(opts: DetectOptions, pkg, folder: str | Path, inventory: Inve
                    is_cancelled=None) -> ExportResult:
     """The patches of a scene (and their labels, given an inventory) in the competition
     layout; GDAL's block cache bounded for the run as in detection."""
-    with bounded_gdal_cache():
+    with bounded_gdal_cache(run_cache_bytes(opts)):
         return _export_patches(opts, pkg, folder, inventory, min_landslide_fraction, prefix, progress, is_cancelled)
 
 

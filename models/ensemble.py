@@ -435,7 +435,7 @@ class Ensemble:
             # row differ from those for several in the last bits, and a tile's score must not
             # depend on how many neighbours the cascade sent along (band layouts, extents)
             idx = np.repeat(sel, 2) if len(sel) == 1 else (slice(None) if every else sel)
-            px = self.fill_invalid(patches[idx], valid[idx])
+            px = self.fill_invalid(np.asarray(patches[idx]), valid[idx])  # patches may be core.rows.Rows
             v_net, f_net = valid[idx], {f: v[idx] for f, v in feats.items()}
             cache: dict = {}
             for name, member in self.members.items():

@@ -100,3 +100,62 @@ def test_gdal_cache_is_bounded_during_a_run_and_restored_after(synthetic_scene, 
         assert set(seen) == {16 * 1024 * 1024} and gdal.GetCacheMax() == 16 * 1024 * 1024
     finally:
         gdal.SetCacheMax(before)
+
+
+def test_the_cache_bound_holds_one_block_row_of_wide_inputs(tmp_path):
+    """A SYNTHETIC sparse 40 000 px wide, 512 px blocked float32 input: one block row of its
+    two bands is 165 MB, so the run's cache bound is that (+25 %), not 64 MB; a narrow
+    input keeps 64 MB; nothing is ever above the cap."""
+    from sentinel_landslide.engine.align import (
+        GDAL_CACHE_BYTES,
+        GDAL_CACHE_CAP_BYTES,
+        InputLayer,
+        block_row_bytes,
+        cache_bytes_for,
+    )
+
+    def make(name, w, bands, block):
+        path = str(tmp_path / name)
+        ds = gdal.GetDriverByName("GTiff").Create(path, w, 1024, bands, gdal.GDT_Float32, options=[
+            "TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}", "SPARSE_OK=TRUE"])
+        ds.SetProjection("EPSG:32646")
+        ds.SetGeoTransform((500000, 10, 0, 3000000, 0, -10))
+        ds = None
+        return path
+
+    wide = InputLayer("S1_DESC_POST", make("wide.tif", 40000, 2, 512), [1, 2])
+    assert block_row_bytes([wide]) == 40448 * 512 * 4 * 2
+    assert cache_bytes_for([wide]) == int(1.25 * 40448 * 512 * 4 * 2)
+    narrow = InputLayer("S1_DESC_POST", make("narrow.tif", 1000, 2, 256), [1, 2])
+    assert cache_bytes_for([narrow]) == GDAL_CACHE_BYTES
+    assert cache_bytes_for([wide] * 4) == GDAL_CACHE_CAP_BYTES
+    assert cache_bytes_for([InputLayer("S2", str(tmp_path / "missing.tif"), [1])]) == GDAL_CACHE_BYTES
+    assert block_row_bytes([InputLayer("S2", wide.path, None)]) == block_row_bytes([wide])  # bands not chosen: all
+
+
+def test_decode_threads_read_the_same_pixels_and_leave_the_option_as_it_was(tmp_path):
+    """A SYNTHETIC deflated, tiled raster read through a band of rows spanning many blocks:
+    the same pixels with two decode threads as with one; the thread-local option is back
+    afterwards (the analyst's GDAL settings are untouched)."""
+    from sentinel_landslide.engine.align import InputLayer, decode_threads, open_layer
+
+    path = str(tmp_path / "deflate.tif")
+    rng = np.random.default_rng(1)
+    arr = rng.normal(0, 1, (2, 300, 2000)).astype(np.float32)
+    ds = gdal.GetDriverByName("GTiff").Create(path, 2000, 300, 2, gdal.GDT_Float32, options=[
+        "TILED=YES", "BLOCKXSIZE=128", "BLOCKYSIZE=128", "COMPRESS=DEFLATE", "PREDICTOR=3"])
+    ds.SetProjection("EPSG:32646")
+    ds.SetGeoTransform((500000, 10, 0, 3000000, 0, -10))
+    ds.WriteArray(arr)
+    ds = None
+    lyr = InputLayer("S1_DESC_POST", path, [1, 2])
+    gdal.SetThreadLocalConfigOption("GDAL_NUM_THREADS", None)
+    one = open_layer(lyr).ReadAsArray(0, 50, 2000, 200)
+    with decode_threads(2):
+        assert gdal.GetThreadLocalConfigOption("GDAL_NUM_THREADS", None) == "2"
+        many = open_layer(lyr)
+    assert gdal.GetThreadLocalConfigOption("GDAL_NUM_THREADS", None) is None
+    np.testing.assert_array_equal(many.ReadAsArray(0, 50, 2000, 200), one)
+    np.testing.assert_array_equal(one, arr[:, 50:250])
+    with decode_threads(1):  # one thread: nothing set
+        assert gdal.GetThreadLocalConfigOption("GDAL_NUM_THREADS", None) is None
