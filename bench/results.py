@@ -6,6 +6,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 TARGETS = {
     "full_tile_minutes": 10.0,
@@ -55,8 +56,11 @@ def _machine_info() -> dict:
 
 
 def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf: list, pkg_source: str,
-                  loads: list, quiet: bool) -> None:
-    """bench/results.md from the run's JSON figures (``quiet``: run.run_was_quiet(loads))."""
+                  loads: list, quiet: bool, sections: Sequence[Callable[[list], list]] = ()) -> None:
+    """bench/results.md from the run's JSON figures (``quiet``: run.run_was_quiet(loads)).
+    ``sections``: renderers of the other modules' sections from the same figures
+    (bench/run.py passes scaleout's and cascade's ``results_lines``): this module imports
+    none of them, so the benchmark's imports point one way, run -> results -> common."""
     by = {}
     for f in figs:
         by.setdefault(f["figure"], []).append(f)
@@ -205,11 +209,8 @@ def write_results(path: Path, command: str, figs: list, runs_by_size: dict, inf:
         L.append(f"- Through qgis_process.bin ({q['size']}): rc {q['rc']}, {q['tiles']} tiles in {q['wall_seconds']:.1f} s "
                  f"including QGIS start-up ({q['patches_per_s'] or 0:.1f} patches/s), peak RSS {q['peak_rss_gb']:.2f} GB; "
                  f"algorithm log: {q['summary']}")
-    from .cascade import results_lines as cascade_lines
-    from .scaleout import results_lines
-
-    L += results_lines(figs)
-    L += cascade_lines(figs)
+    for render in sections:
+        L += render(figs)
     L += kept_sections(path, L)
     L += ["", "## How to read this", "",
           "- End to end = a fresh process's `run_detection` (opening and planning, unit detection, reading, "

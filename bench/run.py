@@ -473,7 +473,11 @@ def main(argv=None) -> int:
         figs += run_all(ensure_scene(side), package, repeats=1, size=label)
     loads.append(dict(machine_load(), when="end"))
     figs.append(emit("machine_load", samples=loads, quiet=run_was_quiet(loads)))
-    write_results(Path(a.results), command, figs, runs_by_size, inf, pkg_source, loads, run_was_quiet(loads))
+    from .cascade import results_lines as cascade_lines
+    from .scaleout import results_lines as scaleout_lines
+
+    write_results(Path(a.results), command, figs, runs_by_size, inf, pkg_source, loads, run_was_quiet(loads),
+                  sections=(scaleout_lines, cascade_lines))
     log(f"wrote {a.results}")
     return 0
 

@@ -72,3 +72,28 @@ def test_the_checker_sees_an_upward_import(tmp_path, monkeypatch):
     f = ROOT / "engine" / "detect.py"
     assert "core" in _imports(f)
     assert "models" not in _imports(f)
+
+
+def test_the_benchmark_modules_import_one_way():
+    """bench/: no module imports one that imports it back, even inside a function (run ->
+    results -> common; results renders the other modules' sections through callables)."""
+    graph: dict = {}
+    for f in sorted((ROOT / "bench").glob("*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                deps.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        graph[f.stem] = deps & {p.stem for p in (ROOT / "bench").glob("*.py")}
+    assert graph["results"] <= {"common"}, graph["results"]
+
+    def cycle_from(node, path):
+        if node in path:
+            return path[path.index(node):] + [node]
+        for d in graph.get(node, ()):
+            c = cycle_from(d, path + [node])
+            if c:
+                return c
+        return None
+
+    cycles = [c for n in graph if (c := cycle_from(n, []))]
+    assert not cycles, "import cycles in bench/: " + "; ".join(" -> ".join(c) for c in cycles)
