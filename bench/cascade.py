@@ -38,6 +38,7 @@ from .common import (
     resolve_package,
     run_child,
     side_for,
+    wait_quiet,
 )
 
 TARGETS = {"cascade_seconds": 60.0, "full_seconds": 90.0, "peak_rss_gb": 1.5}
@@ -116,8 +117,11 @@ def run_cascade(paths: dict, package: Path, repeats: int = 1, size: str = "1", p
 
 
 def run_all(paths: dict, package: Path, repeats: int = 1, size: str = "1", baseline: Path | None = None,
-            baseline_label: str = "") -> list:
+            baseline_label: str = "", wait_minutes: float = 0.0) -> list:
+    """``wait_minutes``: wait up to that long for a quiet machine before the first run."""
     loads = [dict(machine_load(), when="start")]
+    if wait_minutes:
+        loads.append(dict(wait_quiet(wait_minutes), when="after waiting"))
     figs = run_cascade(paths, package, repeats, size, baseline=baseline)
     if baseline is not None:
         figs.append(emit("cascade_baseline", label=baseline_label or str(baseline)))
@@ -145,7 +149,8 @@ def results_lines(figs: list) -> list[str]:
     L = ["", HEADING, ""]
     loads = by.get(("cascade_machine_load", None), {}).get("samples", [])
     if loads:
-        busy = loads[0]["loadavg_1m"] >= 0.7 or any(x["busy_others"] or x["training_run"] for x in loads)
+        before = [x for x in loads if x["when"] in ("start", "after waiting")][-1]  # the last sample before the runs
+        busy = before["loadavg_1m"] >= 0.7 or any(x["busy_others"] or x["training_run"] for x in loads)
         L.append("Machine while it ran: " + "; ".join(
             f"{x['when']}: load {x['loadavg_1m']}, others busy {', '.join(x['busy_others']) or 'none'}" for x in loads)
             + (". **Shared and loaded by other jobs during these runs: the seconds are inflated by an unknown "
@@ -216,10 +221,13 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline", default=None, help="another package whose full ensemble runs in the same alternation")
     ap.add_argument("--baseline-label", default="", help="what the baseline package is (for the table)")
     ap.add_argument("--results", default=str(BENCH / "results.md"))
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="MIN",
+                    help="wait up to MIN minutes for a quiet machine (load < 0.7) before the first run")
     a = ap.parse_args(argv)
     package, _src = resolve_package(a.package)
     paths = ensure_scene(side_for(parse_size(a.size)))
-    figs = run_all(paths, package, a.repeats, a.size, Path(a.baseline) if a.baseline else None, a.baseline_label)
+    figs = run_all(paths, package, a.repeats, a.size, Path(a.baseline) if a.baseline else None, a.baseline_label,
+                   wait_minutes=a.wait_quiet)
     command = "python -m sentinel_landslide.bench.cascade " + " ".join(shlex.quote(x) for x in (argv or sys.argv[1:]))
     write_section(Path(a.results), HEADING, [f"Command: `{command}`"] + results_lines(figs)[3:])
     log(f"wrote the cascade section of {a.results}")

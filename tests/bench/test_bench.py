@@ -263,3 +263,15 @@ def test_ort_options_variants_on_one_bundled_network(tmp_path):
     out = tmp_path / "results.md"
     write_section(out, bo.HEADING, bo.results_lines(res))
     assert out.read_text().count("| graph optimisation basic |") == 1
+
+
+def test_the_linearity_target_is_one_sided():
+    """Slower per patch at a larger size by more than 15 % misses; cheaper per patch (the
+    fixed cost spread over more patches) meets it and says why."""
+    from sentinel_landslide.bench.results import linearity_row
+
+    aff = {"fixed_seconds": 1.0}
+    row = lambda v: linearity_row({"size": "1", "relative_to": "1/16", "value": v}, aff)  # noqa: E731
+    assert row(0.2).endswith("**not met** |") and "+20.0%" in row(0.2)
+    assert row(0.05).endswith("**met** |") and "cheaper" not in row(0.05)
+    assert row(-0.23).endswith("**met** |") and "fixed cost (1.0 s in the affine fit)" in row(-0.23)
