@@ -224,6 +224,12 @@ def test_cascade_baseline_package_runs_in_the_same_alternation(tiny_scene, packa
     assert "| | cascade (default) | FULL_ENSEMBLE | baseline FULL_ENSEMBLE | target |" in lines
     row = next(ln for ln in lines if ln.startswith("| tiles whose flag differs"))
     assert row.count("|") == 6 and "| 0 | - | - | 0 |" in row
+    ratios = bc.baseline_ratios(by)
+    med = {r: by[("cascade_end_to_end_seconds", r)]["median"] for r in ("cascade", "full_ensemble", "baseline")}
+    assert ratios["full_ensemble"] == pytest.approx(med["full_ensemble"] / med["baseline"])
+    assert ratios["full_target"] == pytest.approx(90 / 162)
+    row = next(ln for ln in lines if ln.startswith("| end to end / baseline"))
+    assert f"| {ratios['cascade']:.2f} | {ratios['full_ensemble']:.2f} | 1 |" in row and "full <= 0.56" in row
 
 
 def test_bench_modules_import_without_a_circle():
